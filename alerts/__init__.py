@@ -1,0 +1,1 @@
+"""Prometheus recording and alerting rules and Alertmanager routing, generated as code."""

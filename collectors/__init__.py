@@ -1,0 +1,1 @@
+"""The sidecar: GPU, queue and latency metrics, adapters, admission proxy and control API."""

@@ -1,0 +1,1 @@
+"""Decision core and the live control loop: snapshot -> decide -> actuators."""

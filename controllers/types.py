@@ -1,0 +1,176 @@
+"""Types shared by production and the simulator: metrics snapshot, decision, policy protocol."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Protocol
+
+# Reason codes. Every decision carries one; it is exported as a label and logged.
+# Policies may add their own (lower_snake_case); these are the shared ones.
+REASON_STEADY = "steady"                  # nothing to change
+REASON_SCALE_UP = "scale_up"
+REASON_SCALE_DOWN = "scale_down"
+REASON_WITHIN_TOLERANCE = "within_tolerance"
+REASON_SCALE_UP_LIMITED = "scale_up_limited"
+REASON_STABILIZING = "stabilizing"        # a scale-down held by a stabilisation window
+REASON_AT_MIN = "at_min_replicas"
+REASON_AT_MAX = "at_max_replicas"
+REASON_HOLD_MISSING = "hold_missing_metrics"
+REASON_HOLD_STALE = "hold_stale_metrics"
+REASON_HOLD_WARMUP = "hold_warmup"        # restarted: no scale-down until windows fill
+REASON_BURST = "burst"
+REASON_STATIC = "static"
+
+# Snapshot field names, used in Snapshot.missing / Snapshot.stale.
+FIELD_ARRIVAL_RATE = "arrival_rate_rps"
+FIELD_QUEUE_DEPTH = "queue_depth"
+FIELD_IN_FLIGHT = "in_flight"
+FIELD_LATENCY = "latency"
+FIELD_BATCH = "batch"
+FIELD_REPLICAS = "replicas"
+FIELD_GPU = "gpu"
+
+
+@dataclass(frozen=True)
+class LatencyHistogram:
+    """Request latency over one window, as Prometheus-style buckets (not cumulative).
+
+    ``counts[i]`` counts requests with latency <= ``bounds_s[i]`` and > ``bounds_s[i-1]``;
+    ``counts[-1]`` (one more than ``bounds_s``) counts those above the last bound (+Inf).
+    """
+
+    bounds_s: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.bounds_s) + 1:
+            raise ValueError(
+                f"LatencyHistogram: {len(self.counts)} counts for {len(self.bounds_s)} bounds;"
+                " need one count per bound plus one for +Inf")
+        if any(b2 <= b1 for b1, b2 in zip(self.bounds_s, self.bounds_s[1:])):
+            raise ValueError(f"LatencyHistogram: bounds_s {self.bounds_s} must increase")
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+    def count_over(self, threshold_s: float) -> int:
+        """Requests in buckets entirely above ``threshold_s`` (exact when it is a bound)."""
+        n = 0
+        for i, c in enumerate(self.counts):
+            lower_s = self.bounds_s[i - 1] if i > 0 else 0.0
+            if lower_s >= threshold_s:
+                n += c
+        return n
+
+    def quantile(self, q: float) -> float:
+        """Linear interpolation inside the bucket, like PromQL histogram_quantile.
+
+        Returns NaN for an empty histogram and the last finite bound for the +Inf bucket.
+        """
+        total = self.total
+        if total == 0:
+            return math.nan
+        rank = q * total
+        seen = 0.0
+        for i, c in enumerate(self.counts):
+            if seen + c >= rank and c > 0:
+                if i == len(self.bounds_s):
+                    return self.bounds_s[-1] if self.bounds_s else math.inf
+                lower_s = self.bounds_s[i - 1] if i > 0 else 0.0
+                return lower_s + (self.bounds_s[i] - lower_s) * (rank - seen) / c
+            seen += c
+        return self.bounds_s[-1] if self.bounds_s else math.inf
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the collectors export about one target over the last window, as a controller sees it.
+
+    Rates and depths are averages over the window ``[time_s - window_s, time_s]``; ``None``
+    means the value could not be read (it is then also named in ``missing``). ``stale`` names
+    fields whose newest sample is older than the source's staleness limit.
+    """
+
+    time_s: float
+    window_s: float
+    arrival_rate_rps: float | None = None
+    completion_rate_rps: float | None = None
+    queue_depth: float | None = None          # waiting, router plus replica queues, mean
+    in_flight: float | None = None            # held by replicas (queued there or in a batch), mean
+    latency: LatencyHistogram | None = None
+    # (batch size, batch time s) pairs: single batches (sim) or per-pod window means (live).
+    batch_samples: tuple[tuple[float, float], ...] = ()
+    mean_batch_size: float | None = None
+    ready_replicas: int | None = None
+    starting_replicas: int | None = None
+    desired_replicas: int | None = None       # the count currently asked of the actuator
+    gpu_memory_used_ratio: float | None = None  # max over replicas
+    gpu_busy_ratio: float | None = None         # mean over ready replicas
+    shed_rps: float | None = None
+    timed_out_rps: float | None = None
+    # Pod-level settings in force now.
+    concurrency_limit: int | None = None
+    max_batch_size: int | None = None
+    batch_timeout_ms: float | None = None
+    missing: frozenset[str] = frozenset()
+    stale: frozenset[str] = frozenset()
+
+    @property
+    def current_replicas(self) -> int:
+        """The count a policy treats as 'now': desired if known, else ready + starting."""
+        if self.desired_replicas is not None:
+            return self.desired_replicas
+        return (self.ready_replicas or 0) + (self.starting_replicas or 0)
+
+    def with_(self, **changes: Any) -> "Snapshot":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy wants applied, and why. ``valid`` False means 'apply nothing'."""
+
+    replicas: int
+    reason: str
+    concurrency_limit: int | None = None   # per replica; None leaves it as it is
+    max_batch_size: int | None = None
+    batch_timeout_ms: float | None = None
+    valid: bool = True
+    forecast_rps: float | None = None      # the load the decision planned for, if any
+    details: Mapping[str, float] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> "Decision":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FleetBounds:
+    """What every policy is told about the fleet it steers (same for baselines and ours)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 100
+    cold_start_s: float = 60.0
+    slo_latency_s: float = 0.5
+    slo_target: float = 0.99
+    initial_replicas: int = 1
+    concurrency_limit: int | None = None
+    max_batch_size: int | None = None
+    batch_timeout_ms: float | None = None
+    gpu_memory_bytes: float | None = None
+
+
+class Policy(Protocol):
+    """A scaling policy: a pure ``decide`` plus the period at which its real system runs.
+
+    ``decide`` does no I/O and reads no clock: ``now_s`` is a parameter and the state it
+    returns is handed back on the next call, so a restarted controller loses nothing it saved.
+    """
+
+    name: str
+    params: Mapping[str, Any]
+    interval_s: float
+
+    def initial_state(self) -> Any: ...
+
+    def decide(self, snapshot: Snapshot, state: Any, now_s: float) -> tuple[Decision, Any]: ...

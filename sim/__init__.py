@@ -1,0 +1,1 @@
+"""Discrete-event simulator of an inference fleet that replays traces through controllers/."""
