@@ -19,7 +19,8 @@ app = typer.Typer(
 
 # Modules with a register(app) function, in the order their commands are listed.
 COMMAND_MODULES = (
-    "sim.cli",            # replay, sim validate, sim bench
+    "sim.cli",            # replay
+    "sim.tools_cli",      # sim validate, sim bench
     "controllers.forecast_cli",  # forecast eval
     "collectors.cli",     # sidecar, sidecar bench
     "controllers.controller_cli",  # controller, controller bench

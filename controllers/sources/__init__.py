@@ -1,0 +1,1 @@
+"""Metric sources: read what the collectors export and assemble one Snapshot per target."""

@@ -1,0 +1,116 @@
+"""The shared contracts: histogram arithmetic, policy specs, the registry, the clocks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+
+from collectors.names import ALL_METRICS, BY_NAME, exposed_series_names, latency_buckets_s
+from controllers.clock import ManualClock
+from controllers.registry import make_policy
+from controllers.spec import SpecError, parse_spec
+from controllers.types import FleetBounds, LatencyHistogram, Snapshot
+
+
+def hist(counts: list[int], bounds: tuple[float, ...] = (0.1, 0.5, 1.0)) -> LatencyHistogram:
+    return LatencyHistogram(bounds_s=bounds, counts=tuple(counts))
+
+
+@pytest.mark.parametrize("counts,q,expected", [
+    pytest.param([10, 0, 0, 0], 0.5, 0.05, id="median-inside-first-bucket"),
+    pytest.param([0, 10, 0, 0], 0.5, 0.3, id="interpolates-within-bucket"),
+    pytest.param([5, 5, 0, 0], 0.99, 0.492, id="p99-near-top-of-second"),
+    pytest.param([0, 0, 0, 4], 0.5, 1.0, id="inf-bucket-returns-last-bound"),
+])
+def test_quantile_interpolates_like_promql(counts, q, expected):
+    assert hist(counts).quantile(q) == pytest.approx(expected)
+
+
+def test_quantile_of_empty_histogram_is_nan():
+    assert math.isnan(hist([0, 0, 0, 0]).quantile(0.99))
+
+
+def test_count_over_is_exact_at_a_bucket_bound():
+    # 3 requests at or under 0.5 s, 4 above: an SLO at 0.5 s counts exactly 4 misses.
+    assert hist([1, 2, 3, 1]).count_over(0.5) == 4
+
+
+@given(st.lists(st.integers(0, 1000), min_size=4, max_size=4), st.floats(0.01, 0.99),
+       st.floats(0.01, 0.99))
+def test_quantile_is_monotone_in_q(counts, q1, q2):
+    h = hist(counts)
+    if h.total == 0:
+        return
+    lo, hi = sorted((q1, q2))
+    assert h.quantile(lo) <= h.quantile(hi) + 1e-12
+
+
+@pytest.mark.parametrize("counts,bounds", [
+    pytest.param((1, 2), (0.1, 0.5), id="too-few-counts"),
+    pytest.param((1, 2, 3), (0.5, 0.1), id="bounds-decrease"),
+])
+def test_histogram_rejects_bad_shapes(counts, bounds):
+    with pytest.raises(ValueError, match="LatencyHistogram"):
+        LatencyHistogram(bounds_s=bounds, counts=counts)
+
+
+@pytest.mark.parametrize("text,name,params", [
+    ("static:replicas=8", "static", {"replicas": 8}),
+    ("hpa:target=5.5,metric=in_flight", "hpa", {"target": 5.5, "metric": "in_flight"}),
+    ("trimtab", "trimtab", {}),
+    ("KPA:panic=true", "kpa", {"panic": True}),
+])
+def test_parse_spec(text, name, params):
+    spec = parse_spec(text)
+    assert (spec.name, spec.params) == (name, params)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("static:replicas", "key=value"),
+    (":x=1", "name"),
+])
+def test_parse_spec_errors_name_the_part(text, needle):
+    with pytest.raises(SpecError, match=needle):
+        parse_spec(text)
+
+
+def test_unknown_policy_lists_known_ones():
+    with pytest.raises(SpecError, match="known: .*static"):
+        make_policy("nosuch", FleetBounds())
+
+
+def test_static_policy_clamps_to_bounds():
+    policy = make_policy("static:replicas=500", FleetBounds(max_replicas=20))
+    decision, _ = policy.decide(Snapshot(time_s=0, window_s=15), policy.initial_state(), 0.0)
+    assert decision.replicas == 20
+
+
+def test_static_rejects_unknown_parameter():
+    with pytest.raises(SpecError, match="unknown parameter"):
+        make_policy("static:replicas=2,foo=1", FleetBounds())
+
+
+def test_latency_buckets_include_every_slo_threshold():
+    buckets = latency_buckets_s((0.3, 0.5, 2.0))
+    assert {0.3, 0.5, 2.0} <= set(buckets)
+    assert list(buckets) == sorted(set(buckets))
+
+
+def test_metric_table_is_consistent():
+    assert len(BY_NAME) == len(ALL_METRICS), "duplicate metric names"
+    for m in ALL_METRICS:
+        assert m.name.startswith("trimtab_")
+        assert not m.name.endswith("_total"), f"{m.name}: client_python appends _total"
+        assert ":" not in m.name
+    assert "trimtab_requests_total" in exposed_series_names()
+
+
+def test_manual_clock_only_moves_forward():
+    clock = ManualClock(10.0)
+    clock.sleep_until(5.0)
+    assert clock.now_s() == 10.0
+    clock.advance(2.5)
+    assert clock.now_s() == 12.5
+    with pytest.raises(ValueError):
+        clock.advance(-1)
