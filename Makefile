@@ -23,7 +23,7 @@ validate: venv
 	$(VENV)/bin/trimtab sim validate
 
 bench: venv debs
-	$(VENV)/bin/python -m bench
+	$(PY) bench/run.py
 
 venv: $(STAMP)
 

@@ -174,6 +174,11 @@ CTRL_LAST_SUCCESS = _m("trimtab_controller_last_success_timestamp_seconds", "gau
 CTRL_IS_LEADER = _m("trimtab_controller_is_leader", "gauge",
                     "1 while this controller holds the leader lease.")
 
+# --- Sidecar additions (issue 4) -------------------------------------------------------------
+TRITON_CONFIG_APPLIES = _m("trimtab_triton_config_applies", "counter",
+                           "Batch-setting reloads sent to Triton, by result (ok, error,"
+                           " unsupported).", "model", "result")
+
 ALL_METRICS: tuple[MetricDef, ...] = tuple(_ALL)
 BY_NAME: dict[str, MetricDef] = {m.name: m for m in ALL_METRICS}
 

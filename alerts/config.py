@@ -1,0 +1,89 @@
+"""The one monitoring config (selectors, SLO, thresholds, runbook URL) that alerts and dashboards share."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """Monitoring config that breaks a rule; the message names the key, the value and the rule."""
+
+
+class BurnWindow(BaseModel):
+    """One multi-window multi-burn-rate pair (Google SRE workbook, 30-day objective)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    severity: str            # critical (page) or warning (ticket)
+    long: str                # PromQL duration, e.g. "1h"
+    short: str
+    factor: float = Field(gt=0)
+    for_: str = Field(alias="for")
+
+
+DEFAULT_BURN_WINDOWS: tuple[BurnWindow, ...] = (
+    BurnWindow(severity="critical", long="1h", short="5m", factor=14.4, **{"for": "2m"}),
+    BurnWindow(severity="critical", long="6h", short="30m", factor=6, **{"for": "15m"}),
+    BurnWindow(severity="warning", long="1d", short="2h", factor=3, **{"for": "1h"}),
+    BurnWindow(severity="warning", long="3d", short="6h", factor=1, **{"for": "3h"}),
+)
+
+
+class MonitoringConfig(BaseModel):
+    """Selectors, SLO and thresholds; every PromQL string in alerts/ and dashboards/ reads these.
+
+    ``sidecar_selector`` and ``controller_selector`` are label matchers (without braces) that
+    pick trimtab's own scrape jobs, so ``up`` and friends never match somebody else's target.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sidecar_selector: str = 'job=~".*trimtab.*"'
+    controller_selector: str = 'job=~".*trimtab.*"'
+    slo_latency_s: float = Field(0.5, gt=0)
+    slo_objective: float = Field(0.99, gt=0, lt=1)
+    burn_windows: tuple[BurnWindow, ...] = DEFAULT_BURN_WINDOWS
+    # Thresholds.
+    shed_ratio: float = Field(0.01, gt=0, lt=1)
+    queue_backlog_requests: float = Field(10, ge=0)
+    gpu_memory_ratio: float = Field(0.95, gt=0, le=1)
+    controller_stall_s: float = Field(120, gt=0)
+    forecast_error_ratio: float = Field(0.5, gt=0)
+    # Where alerts lead.
+    runbook_base_url: str = "https://github.com/trimtab/trimtab/blob/main/alerts/runbook.md"
+    pager_webhook_url: str = "http://127.0.0.1:9095/pager"
+    ticket_webhook_url: str = "http://127.0.0.1:9095/tickets"
+
+    @field_validator("sidecar_selector", "controller_selector")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("must be label matchers without braces, e.g. job=\"trimtab\"")
+        return value
+
+    @model_validator(mode="after")
+    def _windows_sorted(self) -> "MonitoringConfig":
+        if not self.burn_windows:
+            raise ValueError("burn_windows must hold at least one window pair")
+        return self
+
+    @property
+    def error_budget(self) -> float:
+        """Allowed bad fraction, e.g. 0.01 for a 99 % objective."""
+        return round(1.0 - self.slo_objective, 12)
+
+    def runbook_url(self, alertname: str) -> str:
+        return f"{self.runbook_base_url}#{alertname.lower()}"
+
+
+def load_config(data: dict | None = None) -> MonitoringConfig:
+    """Validate ``data`` (e.g. parsed YAML) into a config; errors name key, value and rule."""
+    try:
+        return MonitoringConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<config>"
+            problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+        raise ConfigError("monitoring config: " + "; ".join(problems)) from None
+
+
+DEFAULT_CONFIG = MonitoringConfig()

@@ -1,0 +1,96 @@
+"""PromQL building blocks shared by rules and dashboards: series names from names.py, selectors, SLI."""
+from __future__ import annotations
+
+from prometheus_client.utils import floatToGoString
+
+from alerts.config import MonitoringConfig
+from collectors import names as n
+
+MODEL_LEVEL = ("namespace", "model")
+OK_OUTCOME = "ok"
+SHED_OUTCOMES = ("shed", "timeout")
+
+
+def series(metric: str, suffix: str = "") -> str:
+    """Exposed series name of a names.py metric: ``series(REQUESTS)`` -> ``trimtab_requests_total``.
+
+    ``suffix`` picks one of a histogram's series (``_bucket``, ``_sum``, ``_count``).
+    """
+    exposed = n.BY_NAME[metric].exposed
+    if suffix:
+        wanted = metric + suffix
+        if wanted not in exposed:
+            raise KeyError(f"{metric} has no series {wanted}; it exposes {exposed}")
+        return wanted
+    if len(exposed) != 1:
+        raise KeyError(f"{metric} is a histogram; name a suffix from {exposed}")
+    return exposed[0]
+
+
+def sel(*matchers: str) -> str:
+    """Join label matchers into a selector body, dropping empty ones."""
+    return "{" + ", ".join(m for m in matchers if m) + "}"
+
+
+def le_label(bound_s: float) -> str:
+    """The ``le`` label value client_python writes for a bucket bound (0.5 -> "0.5", 1 -> "1.0")."""
+    return floatToGoString(bound_s)
+
+
+def by(*labels: str) -> str:
+    return "by (" + ", ".join(labels) + ")"
+
+
+def sum_rate(metric_series: str, matchers: tuple[str, ...], window: str,
+             labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    return f"sum {by(*labels)} (rate({metric_series}{sel(*matchers)}[{window}]))"
+
+
+def or_zero(expr: str, like: str, labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    """``expr``, or 0 for every group ``like`` has, so a counter child never seen reads as 0.
+
+    Example: a model that never had an error has no ``outcome="error"`` series at all; without
+    this, the error ratio would be absent instead of 0 and SLO panels would show no data.
+    """
+    return f"({expr} or on ({', '.join(labels)}) (0 * {like}))"
+
+
+def requests_rate(cfg: MonitoringConfig, window: str, extra: tuple[str, ...] = (),
+                  labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    return sum_rate(series(n.REQUESTS), (cfg.sidecar_selector, *extra), window, labels)
+
+
+def bad_requests_rate(cfg: MonitoringConfig, window: str,
+                      labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    """Requests that missed the SLO: not ``ok``, plus ``ok`` ones slower than the threshold.
+
+    Slow = all observed durations minus those in the bucket at the SLO threshold (which must
+    be a bucket bound; names.latency_buckets_s guarantees it for the sidecar).
+    """
+    total = requests_rate(cfg, window, labels=labels)
+    failed = or_zero(requests_rate(cfg, window, (f'outcome!="{OK_OUTCOME}"',), labels),
+                     total, labels)
+    count = sum_rate(series(n.REQUEST_DURATION, "_count"), (cfg.sidecar_selector,), window,
+                     labels)
+    fast = sum_rate(series(n.REQUEST_DURATION, "_bucket"),
+                    (cfg.sidecar_selector, f'le="{le_label(cfg.slo_latency_s)}"'), window, labels)
+    return f"{failed} + ({count} - {fast})"
+
+
+def slo_error_ratio(cfg: MonitoringConfig, window: str,
+                    labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    """Fraction of requests that missed the SLO over ``window``, 0 to 1."""
+    return (f"clamp_max(({bad_requests_rate(cfg, window, labels)}) / "
+            f"{requests_rate(cfg, window, labels=labels)}, 1)")
+
+
+def shed_ratio(cfg: MonitoringConfig, window: str) -> str:
+    total = requests_rate(cfg, window)
+    outcomes = "|".join(SHED_OUTCOMES)
+    shed = or_zero(requests_rate(cfg, window, (f'outcome=~"{outcomes}"',)), total)
+    return f"{shed} / {total}"
+
+
+def latency_bucket_rate(cfg: MonitoringConfig, metric: str, window: str,
+                        labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    return sum_rate(series(metric, "_bucket"), (cfg.sidecar_selector,), window, (*labels, "le"))

@@ -1,0 +1,100 @@
+"""Admission control: a concurrency limit changeable at runtime and a bounded FIFO queue with timeout."""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class QueueFull(Exception):
+    """The queue already holds its maximum number of waiting requests."""
+
+
+class QueueTimeout(Exception):
+    """A request waited longer than the queue timeout without being admitted."""
+
+
+class Admission:
+    """At most ``limit`` requests in flight; the rest wait in arrival order, or are shed.
+
+    Lowering the limit never interrupts requests already in flight: new ones wait until
+    enough finish. Raising it admits waiters at once.
+    """
+
+    def __init__(self, limit: int, max_queue: int) -> None:
+        if limit < 1:
+            raise ValueError(f"concurrency limit {limit} must be >= 1")
+        if max_queue < 0:
+            raise ValueError(f"max queue length {max_queue} must be >= 0")
+        self._limit = limit
+        self._max_queue = max_queue
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def set_limit(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"concurrency limit {limit} must be >= 1")
+        self._limit = limit
+        self._grant()
+
+    def try_acquire(self) -> bool:
+        """Admit at once if a slot is free and nobody waits (the fast path, no future)."""
+        if self._in_flight < self._limit and not self._waiters:
+            self._in_flight += 1
+            return True
+        return False
+
+    async def acquire(self, timeout_s: float) -> None:
+        """Wait for a slot; raises QueueFull or QueueTimeout. Cancellation gives the slot back."""
+        if self.try_acquire():
+            return
+        if len(self._waiters) >= self._max_queue:
+            raise QueueFull()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_later(timeout_s, self._expire, fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release()                   # granted, then the client went away
+            else:
+                self._discard(fut)
+            raise
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self._in_flight < self._limit:
+            fut = self._waiters.popleft()
+            if fut.done():
+                continue
+            self._in_flight += 1
+            fut.set_result(None)
+
+    def _expire(self, fut: asyncio.Future) -> None:
+        if not fut.done():
+            self._discard(fut)
+            fut.set_exception(QueueTimeout())
+
+    def _discard(self, fut: asyncio.Future) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass

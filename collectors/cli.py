@@ -1,0 +1,122 @@
+"""`trimtab sidecar` (run the sidecar) and `trimtab sidecar bench` (its overhead benchmark)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+
+TOKEN_ENV = "TRIMTAB_CONTROL_TOKEN"
+
+
+def _split_hostport(value: str, option: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise typer.BadParameter(f"{value!r} must be HOST:PORT", param_hint=option)
+    return host or "127.0.0.1", int(port)
+
+
+def _read_token(path: Optional[Path]) -> str | None:
+    if path is None:
+        return os.environ.get(TOKEN_ENV) or None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}",
+                                 param_hint="--control-token-file") from None
+    if not token:
+        raise typer.BadParameter(f"{path} is empty; the token must be non-empty",
+                                 param_hint="--control-token-file")
+    return token
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="The sidecar beside each model server: metrics, admission proxy, "
+                             "control API.", invoke_without_command=True, no_args_is_help=False)
+
+    @group.callback(invoke_without_command=True)
+    def sidecar(
+        ctx: typer.Context,
+        upstream: Optional[str] = typer.Option(None, help="Model server base URL, e.g. http://127.0.0.1:8000."),
+        listen: str = typer.Option("127.0.0.1:8080", help="Proxy address HOST:PORT (with --proxy)."),
+        metrics_port: int = typer.Option(9400, help="Admin port: /metrics, /healthz, /readyz, control API."),
+        metrics_host: str = typer.Option("127.0.0.1", help="Admin address (0.0.0.0 in a pod)."),
+        proxy: bool = typer.Option(False, "--proxy", help="Run the admission proxy."),
+        adapter: Optional[str] = typer.Option(None, help="triton | vllm | prometheus: scrape the model server."),
+        adapter_metrics_url: Optional[str] = typer.Option(None, help="Metrics URL to scrape (default: UPSTREAM/metrics)."),
+        adapter_mapping: Optional[Path] = typer.Option(None, help="YAML mapping for --adapter prometheus."),
+        adapter_interval_s: float = typer.Option(5.0, help="Adapter scrape period."),
+        gpu: str = typer.Option("auto", help="auto | off | fake (simulated GPUs through a fake NVML)."),
+        fake_gpu_config: Optional[Path] = typer.Option(None, help="JSON/YAML steering the fake GPUs; re-read on change."),
+        gpu_poll_s: float = typer.Option(1.0, help="NVML poll period."),
+        model: list[str] = typer.Option([], "--model", help="Model label to keep (repeatable); others are 'other'."),
+        slo_latency_s: list[float] = typer.Option([], "--slo-latency-s", help="Latency SLO threshold, a histogram bucket (repeatable)."),
+        control_token_file: Optional[Path] = typer.Option(None, help=f"Bearer token file (else ${TOKEN_ENV})."),
+        concurrency_limit: int = typer.Option(8, help="Initial concurrency limit."),
+        max_batch_size: int = typer.Option(8, help="Initial max batch size."),
+        batch_timeout_ms: float = typer.Option(5.0, help="Initial batch timeout."),
+        max_queue_length: int = typer.Option(256, help="Requests that may wait for admission."),
+        queue_timeout_s: float = typer.Option(5.0, help="Longest wait for admission before 503."),
+        upstream_timeout_s: float = typer.Option(300.0, help="Longest silence from the upstream before 504."),
+        max_header_bytes: int = typer.Option(16384, help="Request header limit (431 above)."),
+        max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Request body limit (413 above)."),
+        triton_model_control: bool = typer.Option(False, help="Apply batch settings to Triton (explicit model control)."),
+        triton_apply_min_interval_s: float = typer.Option(30.0, help="Least time between Triton reloads per model."),
+        log_level: str = typer.Option("info", help="debug | info | warning | error."),
+    ) -> None:
+        """Run the sidecar (when no subcommand is given)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        if upstream is None:
+            raise typer.BadParameter("is required to run the sidecar", param_hint="--upstream")
+        from collectors.settings import ControlSettings, ProxyLimits, SidecarConfig, first_error
+        from prometheus_client import disable_created_metrics
+
+        from collectors.sidecar import Sidecar
+        disable_created_metrics()   # _created series double the page and nobody queries them
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        host, port = _split_hostport(listen, "--listen")
+        try:
+            config = SidecarConfig(
+                upstream=upstream, listen_host=host, listen_port=port,
+                metrics_host=metrics_host, metrics_port=metrics_port, proxy=proxy,
+                adapter=adapter, adapter_metrics_url=adapter_metrics_url,
+                adapter_mapping_file=str(adapter_mapping) if adapter_mapping else None,
+                adapter_interval_s=adapter_interval_s, gpu=gpu,
+                fake_gpu_config=str(fake_gpu_config) if fake_gpu_config else None,
+                gpu_poll_s=gpu_poll_s, models=tuple(model) or ("default",),
+                slo_latency_s=tuple(slo_latency_s), control_token=_read_token(control_token_file),
+                triton_model_control=triton_model_control,
+                triton_apply_min_interval_s=triton_apply_min_interval_s,
+                initial=ControlSettings(concurrency_limit=concurrency_limit,
+                                        max_batch_size=max_batch_size,
+                                        batch_timeout_ms=batch_timeout_ms),
+                limits=ProxyLimits(max_queue_length=max_queue_length,
+                                   queue_timeout_s=queue_timeout_s,
+                                   upstream_timeout_s=upstream_timeout_s,
+                                   max_header_bytes=max_header_bytes,
+                                   max_body_bytes=max_body_bytes))
+        except ValidationError as exc:
+            field, message = first_error(exc)
+            raise typer.BadParameter(message, param_hint="--" + field.split(".")[-1].replace("_", "-")) from None
+        try:
+            sidecar_ = Sidecar(config)
+        except ValueError as exc:    # e.g. a bad adapter mapping file, named in the message
+            raise typer.BadParameter(str(exc)) from None
+        asyncio.run(sidecar_.run_forever())
+
+    @group.command("bench")
+    def bench(
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures here as JSON."),
+        quick: bool = typer.Option(False, help="Shorter phases (for smoke tests)."),
+    ) -> None:
+        """Measure the proxy's added latency (vs nginx), max req/s, exposition time, idle CPU."""
+        from collectors.bench import run_bench
+        run_bench(json_path, quick=quick)
+
+    app.add_typer(group, name="sidecar")

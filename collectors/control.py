@@ -1,0 +1,93 @@
+"""The pod-level knobs in force: applied to the admission proxy at once and exported as gauges."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+
+from collectors import names
+from collectors.admission import Admission
+from collectors.settings import ControlSettings, first_error
+
+log = logging.getLogger(__name__)
+CONTROL_RESULTS = ("ok", "unauthorized", "invalid", "error")
+FIELDS = tuple(ControlSettings.model_fields)
+
+
+class InvalidSettings(ValueError):
+    """A control request that breaks a rule; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ControlState:
+    """Holds the settings in force; ``update`` validates a partial change and applies it."""
+
+    def __init__(self, initial: ControlSettings, models: tuple[str, ...],
+                 registry: CollectorRegistry, admission: Admission | None = None,
+                 batch_hook: Callable[[ControlSettings], Awaitable[None] | None] | None = None
+                 ) -> None:
+        self.settings = initial
+        self._models = models
+        self._admission = admission
+        self._batch_hook = batch_hook
+        self._g_limit = Gauge(names.CONCURRENCY_LIMIT, names.BY_NAME[names.CONCURRENCY_LIMIT].help,
+                              registry=registry)
+        self._g_batch = Gauge(names.MAX_BATCH_SIZE, names.BY_NAME[names.MAX_BATCH_SIZE].help,
+                              ["model"], registry=registry)
+        self._g_timeout = Gauge(names.BATCH_TIMEOUT, names.BY_NAME[names.BATCH_TIMEOUT].help,
+                                ["model"], registry=registry)
+        self.requests = Counter(names.CONTROL_REQUESTS, names.BY_NAME[names.CONTROL_REQUESTS].help,
+                                ["result"], registry=registry)
+        for r in CONTROL_RESULTS:
+            self.requests.labels(r)
+        self._export()
+        if admission is not None:
+            admission.set_limit(initial.concurrency_limit)
+
+    def _export(self) -> None:
+        s = self.settings
+        self._g_limit.set(s.concurrency_limit)
+        for m in self._models:
+            self._g_batch.labels(m).set(s.max_batch_size)
+            self._g_timeout.labels(m).set(s.batch_timeout_ms / 1000.0)
+
+    @staticmethod
+    def parse_change(body: object) -> dict:
+        """Validate a (partial) JSON change; raises InvalidSettings naming the field."""
+        if not isinstance(body, dict):
+            raise InvalidSettings("body", "body must be a JSON object with some of "
+                                          f"{', '.join(FIELDS)}")
+        for key in body:
+            if key not in FIELDS:
+                raise InvalidSettings(key, f"unknown field {key!r}; allowed: {', '.join(FIELDS)}")
+        if not body:
+            raise InvalidSettings("body", f"empty change; give at least one of {', '.join(FIELDS)}")
+        return body
+
+    def merged(self, change: dict) -> ControlSettings:
+        try:
+            return ControlSettings(**{**self.settings.model_dump(), **change})
+        except ValidationError as exc:
+            field, message = first_error(exc)
+            raise InvalidSettings(field, message) from None
+
+    async def update(self, body: object) -> ControlSettings:
+        """Validate, apply to the proxy at once, then hand batch settings to the hook."""
+        new = self.merged(self.parse_change(body))
+        old, self.settings = self.settings, new
+        if self._admission is not None:
+            self._admission.set_limit(new.concurrency_limit)
+        self._export()
+        if self._batch_hook is not None and (
+                old.max_batch_size != new.max_batch_size
+                or old.batch_timeout_ms != new.batch_timeout_ms):
+            result = self._batch_hook(new)
+            if result is not None:
+                await result
+        log.info("control settings now %s", new.model_dump())
+        return new

@@ -1,0 +1,242 @@
+"""Admission proxy: an asynchronous reverse proxy that enforces the concurrency limit and measures latency."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from collectors.admission import Admission, QueueFull, QueueTimeout
+from collectors.proxy_metrics import OTHER_MODEL, ModelChildren, ProxyMetrics
+from collectors.settings import ProxyLimits
+
+log = logging.getLogger(__name__)
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) are never forwarded; Host is set for the upstream
+# and Content-Length is recomputed from the body we forward.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
+SMALL_BODY_BYTES = 256 * 1024
+BODY_READ_TIMEOUT_S = 30.0
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def model_from_request(path: str, body: bytes, models: frozenset[str], default: str) -> str:
+    """The bounded model label: Triton/KServe path, else an OpenAI-style JSON ``model``.
+
+    ``/v2/models/resnet/infer`` -> ``resnet`` if configured, else ``other``; a JSON body
+    ``{"model": "llama", ...}`` likewise; anything else is the default (first) model.
+    """
+    name: str | None = None
+    if path.startswith("/v2/models/"):
+        name = path[len("/v2/models/"):].split("/", 1)[0] or None
+    elif body[:1] == b"{" and b'"model"' in body:
+        try:
+            value = json.loads(body).get("model")
+        except (ValueError, AttributeError):
+            value = None
+        name = value if isinstance(value, str) else None
+    if name is None:
+        return default
+    return name if name in models else OTHER_MODEL
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class AdmissionProxy:
+    """The proxy's request handler; plug it into ``aiohttp.web.Server``."""
+
+    def __init__(self, upstream: str, admission: Admission, metrics: ProxyMetrics,
+                 limits: ProxyLimits, models: tuple[str, ...],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self._upstream = upstream.rstrip("/")
+        self._admission = admission
+        self._metrics = metrics
+        self._limits = limits
+        self._models = frozenset(models)
+        self._default = models[0]
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._limits.upstream_connect_timeout_s,
+                                        sock_read=self._limits.upstream_timeout_s)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def server(self) -> web.Server:
+        # Header limits are enforced by the handler (431, counted); aiohttp's own parser limits
+        # sit above ours so it only catches the grossly oversized.
+        cap = 2 * self._limits.max_header_bytes
+        return web.Server(self.handle, handler_cancellation=True, access_log=None,
+                          max_line_size=cap, max_field_size=cap, auto_decompress=False)
+
+    # --- request path ---------------------------------------------------------------------
+    def _reject(self, ch: ModelChildren, reason: str, status: int, message: str,
+                headers: dict[str, str] | None = None) -> web.Response:
+        ch.rejected[reason].inc()
+        return _json_error(status, message, headers)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        limit = self._limits.max_body_bytes
+        if not request.body_exists:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            chunks.append(chunk)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        t0 = self._clock()
+        limits = self._limits
+        header_bytes = len(request.raw_path) + sum(len(k) + len(v) + 4
+                                                   for k, v in request.raw_headers)
+        path_model = model_from_request(request.path, b"", self._models, self._default)
+        if header_bytes > limits.max_header_bytes:
+            return self._reject(self._metrics.by_model[path_model], "header_too_large", 431,
+                                f"request headers are {header_bytes} bytes; the limit is "
+                                f"{limits.max_header_bytes}")
+        length = request.content_length
+        if length is not None and length > limits.max_body_bytes:
+            return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,
+                                f"request body is {length} bytes; the limit is "
+                                f"{limits.max_body_bytes}")
+        try:
+            body = await asyncio.wait_for(self._read_body(request), BODY_READ_TIMEOUT_S)
+        except BodyTooLarge:
+            return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,
+                                f"request body exceeds {limits.max_body_bytes} bytes")
+        except asyncio.TimeoutError:
+            return self._reject(self._metrics.by_model[path_model], "body_timeout", 408,
+                                f"request body not received within {BODY_READ_TIMEOUT_S} s")
+        except aiohttp.ClientPayloadError as exc:   # malformed chunked encoding and the like
+            return self._reject(self._metrics.by_model[path_model], "bad_request", 400,
+                                f"malformed request body: {exc}")
+        model = model_from_request(request.path, body, self._models, self._default)
+        ch = self._metrics.by_model[model]
+        admission = self._admission
+        if not admission.try_acquire():
+            ch.queue_depth.inc()
+            try:
+                await admission.acquire(limits.queue_timeout_s)
+            except QueueFull:
+                return self._shed(ch, t0, "shed", "queue_full",
+                                  f"queue full ({admission.queued} waiting, limit "
+                                  f"{admission.limit} in flight)")
+            except QueueTimeout:
+                return self._shed(ch, t0, "timeout", "queue_timeout",
+                                  f"not admitted within {limits.queue_timeout_s} s")
+            finally:
+                ch.queue_depth.dec()
+        ch.queue_duration.observe(self._clock() - t0)
+        ch.in_flight.inc()
+        try:
+            return await self._forward(request, body, ch, t0)
+        finally:
+            ch.in_flight.dec()
+            admission.release()
+
+    def _shed(self, ch: ModelChildren, t0: float, outcome: str, reason: str,
+              message: str) -> web.Response:
+        ch.rejected[reason].inc()
+        ch.requests[outcome].inc()
+        ch.duration.observe(self._clock() - t0)
+        return _json_error(503, message, {"Retry-After": str(self._limits.retry_after_s)})
+
+    def _upstream_failed(self, ch: ModelChildren, t0: float, status: int,
+                         message: str) -> web.Response:
+        ch.requests["upstream_error"].inc()
+        ch.duration.observe(self._clock() - t0)
+        return _json_error(status, message)
+
+    async def _forward(self, request: web.BaseRequest, body: bytes, ch: ModelChildren,
+                       t0: float) -> web.StreamResponse:
+        assert self._session is not None, "start() the proxy first"
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        if request.remote:
+            headers.append(("X-Forwarded-For", request.remote))
+        try:
+            upstream = await self._session.request(
+                request.method, self._upstream + request.raw_path, headers=headers,
+                data=body if body else None, allow_redirects=False)
+        except asyncio.TimeoutError:
+            return self._upstream_failed(ch, t0, 504, "upstream did not answer in time")
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._upstream_failed(ch, t0, 502, f"upstream unreachable: {type(exc).__name__}")
+        outcome = "error" if upstream.status >= 500 else "ok"
+        try:
+            out_headers = [(k, v) for k, v in upstream.headers.items()
+                           if k.lower() not in HOP_BY_HOP]
+            length = upstream.content_length
+            if length is not None and length <= SMALL_BODY_BYTES:
+                # Not a stream: read it whole and answer in one write.
+                data = await upstream.read()
+                ch.ttfb.observe(self._clock() - t0)
+                response = web.Response(status=upstream.status, reason=upstream.reason,
+                                        body=data, headers=CIMultiDict(out_headers))
+            else:
+                response, completed = await self._stream(request, upstream, out_headers, ch, t0)
+                if not completed:
+                    return response      # counted in _stream; the connection is closed
+        except asyncio.TimeoutError:
+            if not upstream.closed:
+                upstream.close()
+            return self._upstream_failed(ch, t0, 504, "upstream stalled while answering")
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._upstream_failed(ch, t0, 502, f"upstream failed: {type(exc).__name__}")
+        finally:
+            upstream.release()
+        ch.requests[outcome].inc()
+        ch.duration.observe(self._clock() - t0)
+        return response
+
+    async def _stream(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
+                      out_headers: list[tuple[str, str]], ch: ModelChildren,
+                      t0: float) -> tuple[web.StreamResponse, bool]:
+        """Pass chunks on as they arrive (server-sent events), timing the first one."""
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for k, v in out_headers:
+            response.headers.add(k, v)
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        first = True
+        try:
+            async for chunk in upstream.content.iter_any():
+                if first:
+                    ch.ttfb.observe(self._clock() - t0)
+                    first = False
+                await response.write(chunk)
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+            # Headers are gone already: the only honest signal left is to cut the connection.
+            ch.requests["upstream_error"].inc()
+            ch.duration.observe(self._clock() - t0)
+            if request.transport is not None:
+                request.transport.close()
+            return response, False
+        if first:
+            ch.ttfb.observe(self._clock() - t0)
+        await response.write_eof()
+        return response, True

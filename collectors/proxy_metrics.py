@@ -1,0 +1,49 @@
+"""Metrics of the admission proxy, with label children for the bounded model set created up front."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from collectors import names
+
+OUTCOMES = ("ok", "error", "shed", "timeout", "upstream_error")
+REJECT_REASONS = ("queue_full", "queue_timeout", "header_too_large", "body_too_large",
+                  "bad_request", "body_timeout")
+OTHER_MODEL = "other"
+
+
+def _h(name: str) -> str:
+    return names.BY_NAME[name].help
+
+
+class ModelChildren:
+    """Pre-bound children for one model: ``observe`` on a kept child costs 3-4 µs, not 6-8."""
+
+    def __init__(self, m: ProxyMetrics, model: str) -> None:
+        self.requests = {o: m.requests.labels(model, o) for o in OUTCOMES}
+        self.rejected = {r: m.rejected.labels(model, r) for r in REJECT_REASONS}
+        self.duration = m.duration.labels(model)
+        self.queue_duration = m.queue_duration.labels(model)
+        self.ttfb = m.ttfb.labels(model)
+        self.queue_depth = m.queue_depth.labels(model)
+        self.in_flight = m.in_flight.labels(model)
+
+
+class ProxyMetrics:
+    """Request, queue and TTFB histograms, queue depth and in-flight, by model."""
+
+    def __init__(self, registry: CollectorRegistry, models: tuple[str, ...],
+                 buckets_s: tuple[float, ...]) -> None:
+        self.requests = Counter(names.REQUESTS, _h(names.REQUESTS), ["model", "outcome"],
+                                registry=registry)
+        self.rejected = Counter(names.PROXY_REJECTED, _h(names.PROXY_REJECTED),
+                                ["model", "reason"], registry=registry)
+        self.duration = Histogram(names.REQUEST_DURATION, _h(names.REQUEST_DURATION), ["model"],
+                                  buckets=buckets_s, registry=registry)
+        self.queue_duration = Histogram(names.QUEUE_DURATION, _h(names.QUEUE_DURATION), ["model"],
+                                        buckets=buckets_s, registry=registry)
+        self.ttfb = Histogram(names.TIME_TO_FIRST_BYTE, _h(names.TIME_TO_FIRST_BYTE), ["model"],
+                              buckets=buckets_s, registry=registry)
+        self.queue_depth = Gauge(names.QUEUE_DEPTH, _h(names.QUEUE_DEPTH), ["model"],
+                                 registry=registry)
+        self.in_flight = Gauge(names.IN_FLIGHT, _h(names.IN_FLIGHT), ["model"], registry=registry)
+        self.by_model = {m: ModelChildren(self, m) for m in (*models, OTHER_MODEL)}

@@ -1,0 +1,124 @@
+"""Sidecar configuration and the pod-level knobs, validated with pydantic (errors name field and rule)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from collectors.names import latency_buckets_s
+
+
+class ControlSettings(BaseModel):
+    """The knobs the controller sets through the control API; all are in force at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency_limit: int = Field(8, ge=1, le=100_000)
+    max_batch_size: int = Field(8, ge=1, le=65_536)
+    batch_timeout_ms: float = Field(5.0, ge=0, le=60_000)
+
+    @field_validator("concurrency_limit", "max_batch_size", mode="before")
+    @classmethod
+    def _strict_int(cls, value: object) -> object:
+        # JSON 3.5 or true must not silently become 3 or 1.
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("batch_timeout_ms", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a number")
+        return value
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """(field, message naming value and rule) for the first problem pydantic found."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+    value = err.get("input")
+    return field, f"{field} = {value!r}: {err.get('msg', 'invalid')}"
+
+
+class ProxyLimits(BaseModel):
+    """Admission proxy limits: queue, timeouts and request size bounds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_queue_length: int = Field(256, ge=0)
+    queue_timeout_s: float = Field(5.0, gt=0)
+    upstream_timeout_s: float = Field(300.0, gt=0)
+    upstream_connect_timeout_s: float = Field(5.0, gt=0)
+    max_header_bytes: int = Field(16_384, ge=1024)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    retry_after_s: int = Field(1, ge=0)
+
+
+class SidecarConfig(BaseModel):
+    """Everything `trimtab sidecar` needs; the CLI fills it from its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstream: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9400, ge=0, le=65535)
+    proxy: bool = False
+    adapter: str | None = None              # triton | vllm | prometheus
+    adapter_metrics_url: str | None = None  # default: upstream + /metrics
+    adapter_mapping_file: str | None = None
+    adapter_interval_s: float = Field(5.0, gt=0)
+    gpu: str = "auto"                       # auto | off | fake
+    fake_gpu_config: str | None = None
+    gpu_poll_s: float = Field(1.0, gt=0)
+    models: tuple[str, ...] = ("default",)
+    slo_latency_s: tuple[float, ...] = ()
+    control_token: str | None = None
+    triton_model_control: bool = False
+    triton_apply_min_interval_s: float = Field(30.0, ge=0)
+    initial: ControlSettings = ControlSettings()
+    limits: ProxyLimits = ProxyLimits()
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value: str | None) -> str | None:
+        if value not in (None, "triton", "vllm", "prometheus"):
+            raise ValueError("must be one of triton, vllm, prometheus")
+        return value
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, value: str) -> str:
+        if value not in ("auto", "off", "fake"):
+            raise ValueError("must be one of auto, off, fake")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one model name is needed")
+        if "other" in value:
+            raise ValueError("'other' is reserved for requests to unlisted models")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("slo_latency_s")
+    @classmethod
+    def _slo(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        latency_buckets_s(value)   # raises with the threshold named
+        return value
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    @property
+    def buckets_s(self) -> tuple[float, ...]:
+        return latency_buckets_s(self.slo_latency_s)

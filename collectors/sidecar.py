@@ -1,0 +1,114 @@
+"""Composition of the sidecar: registry, collectors, proxy, adapter and admin server in one event loop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from collectors.admin import AdminServer, UpstreamProbe
+from collectors.admission import Admission
+from collectors.control import ControlState
+from collectors.gpu import GpuCollector, load_nvml
+from collectors.health import CollectorHealth
+from collectors.proxy import AdmissionProxy
+from collectors.proxy_metrics import ProxyMetrics
+from collectors.settings import SidecarConfig
+
+log = logging.getLogger(__name__)
+_HEALTH_PATHS = {"triton": "/v2/health/ready", "vllm": "/health"}
+
+
+class Sidecar:
+    """Everything `trimtab sidecar` runs; ``start`` binds the ports, ``stop`` releases them."""
+
+    def __init__(self, config: SidecarConfig, *, nvml: Any | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.health = CollectorHealth()
+        self.registry.register(self.health)
+        if nvml is None and config.gpu != "off":
+            nvml = load_nvml(config.gpu, config.fake_gpu_config)
+        self.gpu = GpuCollector(nvml, self.health, poll_s=config.gpu_poll_s)
+        self.registry.register(self.gpu)
+        self.admission = Admission(config.initial.concurrency_limit, config.limits.max_queue_length)
+        self.proxy: AdmissionProxy | None = None
+        if config.proxy:
+            metrics = ProxyMetrics(self.registry, config.models, config.buckets_s)
+            self.proxy = AdmissionProxy(config.upstream, self.admission, metrics, config.limits,
+                                        config.models)
+        self.triton = None
+        hook = None
+        if config.triton_model_control:
+            from collectors.triton_control import TritonBatchApplier
+            self.triton = TritonBatchApplier(config.upstream, config.models, self.registry,
+                                             min_interval_s=config.triton_apply_min_interval_s)
+            hook = self.triton.request
+        self.control = ControlState(config.initial, config.models, self.registry,
+                                    self.admission, hook)
+        self.adapter = None
+        if config.adapter is not None:
+            from collectors.adapters import build_adapter
+            self.adapter = build_adapter(config, self.health, skip_proxy_families=config.proxy)
+            self.registry.register(self.adapter)
+        self._probe = UpstreamProbe(config.upstream, _HEALTH_PATHS.get(config.adapter or ""))
+        self.admin = AdminServer(self.registry, self.control, config.control_token, self._probe)
+        self._runners: list[Any] = []
+        self._proxy_server: asyncio.AbstractServer | None = None
+        self.proxy_port: int | None = None
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.gpu.start()
+        runner = web.AppRunner(self.admin.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.metrics_host, cfg.metrics_port)
+        await site.start()
+        self._runners.append(runner)
+        self.metrics_port = runner.addresses[0][1]
+        if self.proxy is not None:
+            await self.proxy.start()
+            loop = asyncio.get_running_loop()
+            self._proxy_lowlevel = self.proxy.server()
+            self._proxy_server = await loop.create_server(
+                self._proxy_lowlevel, cfg.listen_host, cfg.listen_port, backlog=1024)
+            self.proxy_port = self._proxy_server.sockets[0].getsockname()[1]
+        if self.adapter is not None:
+            self.adapter.start()
+        if self.triton is not None:
+            await self.triton.start()
+        log.info("sidecar up: admin http://%s:%s%s", cfg.metrics_host, self.metrics_port,
+                 f", proxy http://{cfg.listen_host}:{self.proxy_port} -> {cfg.upstream}"
+                 if self.proxy_port else "")
+
+    async def stop(self) -> None:
+        if self.adapter is not None:
+            await self.adapter.stop()
+        if self.triton is not None:
+            await self.triton.close()
+        if self._proxy_server is not None:
+            self._proxy_server.close()
+            await self._proxy_lowlevel.shutdown(2.0)
+            await self._proxy_server.wait_closed()
+        if self.proxy is not None:
+            await self.proxy.close()
+        for runner in self._runners:
+            await runner.cleanup()
+        self.gpu.stop()
+
+    async def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain for up to 2 s and stop."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

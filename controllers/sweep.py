@@ -1,0 +1,18 @@
+"""Each baseline's main target swept across a range wide enough to bracket the cheapest
+setting that meets the SLO (``trimtab replay --sweep`` runs these)."""
+from __future__ import annotations
+
+# HPA: in-flight requests per pod; KEDA: requests per second per replica (the Prometheus
+# rate query's threshold); KPA: target concurrency per pod (before its 70 % utilisation);
+# Ray Serve: target ongoing requests per replica.
+_HPA_TARGETS = (2, 3, 4, 6, 8, 10, 12, 16, 24)
+_KEDA_THRESHOLDS = (5, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60)
+_KPA_TARGETS = (2, 4, 6, 8, 10, 12, 16, 24, 32, 48)
+_RAY_TARGETS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+
+SWEEPS: dict[str, list[str]] = {
+    "hpa": [f"hpa:target={t}" for t in _HPA_TARGETS],
+    "keda": [f"keda:threshold={t}" for t in _KEDA_THRESHOLDS],
+    "kpa": [f"kpa:target={t}" for t in _KPA_TARGETS],
+    "ray": [f"ray:target_ongoing_requests={t}" for t in _RAY_TARGETS],
+}

@@ -1,0 +1,212 @@
+"""Adapters on reconstructed Triton and vLLM payloads, the generic mapping, and malformed scrapes."""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from collectors import names
+from collectors.adapter_rules import (TRITON_RULES, VLLM_RULES, batch_size_histogram,
+                                      triton_stats_fetcher)
+from collectors.adapters import PROXY_FAMILIES, ScrapeAdapter, load_mapping
+from collectors.health import CollectorHealth
+from tests.collectors.support import load_fixture, load_json_fixture, serve
+from tests.collectors.triton_standin import triton_standin
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def build(rules, models, skip=frozenset()):
+    clock = Clock()
+    health = CollectorHealth()
+    adapter = ScrapeAdapter("x", "http://127.0.0.1:9/metrics", rules, models, health,
+                            interval_s=5, skip=skip, clock=clock, wall_clock=lambda: 1.7e9)
+    reg = CollectorRegistry()
+    reg.register(health)
+    reg.register(adapter)
+    return adapter, reg, clock
+
+
+def v(reg, name, **labels):
+    return reg.get_sample_value(name, labels)
+
+
+def test_triton_metrics_mapped_with_units_and_other():
+    adapter, reg, _ = build(TRITON_RULES, ("densenet_onnx", "simple"))
+    adapter.ingest(load_fixture("triton_metrics.txt"))
+    assert v(reg, "trimtab_queue_depth", model="densenet_onnx") == 7
+    assert v(reg, "trimtab_queue_depth", model="other") == 2                 # resnet50
+    assert v(reg, "trimtab_requests_total", model="densenet_onnx", outcome="ok") == 2412
+    assert v(reg, "trimtab_requests_total", model="densenet_onnx", outcome="error") == 4  # 3+1
+    assert v(reg, "trimtab_inferences_total", model="densenet_onnx") == 5580
+    assert v(reg, "trimtab_executions_total", model="densenet_onnx") == 1310
+    # 30,150,000 µs of request time is 30.15 s; mean latency = 30.15 / 2412 s
+    assert v(reg, "trimtab_upstream_request_duration_seconds_total", model="densenet_onnx",
+             phase="request") == pytest.approx(30.15)
+    assert v(reg, "trimtab_upstream_request_duration_seconds_total", model="simple",
+             phase="queue") == pytest.approx(0.0065)
+    # Triton gives no latency histograms: none is invented
+    assert v(reg, "trimtab_request_duration_seconds_count", model="densenet_onnx") is None
+
+
+def test_triton_stats_give_an_exact_batch_size_histogram():
+    fam = batch_size_histogram(load_json_fixture("triton_stats.json"), ("densenet_onnx",))
+    samples = {(s.name, s.labels["model"], s.labels.get("le")): s.value for s in fam.samples}
+    # executions: 10 of 1, 15 of 2, 1185 of 4, 100 of 8
+    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "1.0")] == 10
+    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "2.0")] == 25
+    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "4.0")] == 1210
+    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "+Inf")] == 1310
+    assert samples[("trimtab_batch_size_sum", "densenet_onnx", None)] == 5580  # = inferences
+    assert samples[("trimtab_batch_size_count", "other", None)] == 140         # simple+resnet50
+
+
+def test_vllm_metrics_mapped_with_its_own_buckets():
+    adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
+    adapter.ingest(load_fixture("vllm_metrics.txt"))
+    assert v(reg, "trimtab_queue_depth", model=LLAMA) == 3
+    assert v(reg, "trimtab_in_flight_requests", model=LLAMA) == 12
+    assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == pytest.approx(0.4625)
+    assert v(reg, "trimtab_requests_total", model=LLAMA, outcome="ok") == 1222   # all reasons
+    assert v(reg, "trimtab_request_duration_seconds_bucket", model=LLAMA, le="1.0") == 131
+    assert v(reg, "trimtab_request_duration_seconds_count", model=LLAMA) == 1222
+    assert v(reg, "trimtab_request_duration_seconds_sum", model=LLAMA) == pytest.approx(3421.5)
+    assert v(reg, "trimtab_time_to_first_byte_seconds_bucket", model=LLAMA, le="0.1") == 790
+    assert v(reg, "trimtab_queue_duration_seconds_count", model=LLAMA) == 1222
+
+
+def test_vllm_new_kv_cache_name_wins_over_the_old_one():
+    adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
+    text = load_fixture("vllm_metrics.txt") + (
+        "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        f'vllm:kv_cache_usage_perc{{model_name="{LLAMA}"}} 0.25\n')
+    adapter.ingest(text)
+    assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == 0.25       # not 0.7125
+
+
+def test_proxy_owned_families_skipped_in_proxy_mode():
+    adapter, reg, _ = build(VLLM_RULES, (LLAMA,), skip=PROXY_FAMILIES)
+    adapter.ingest(load_fixture("vllm_metrics.txt"))
+    assert v(reg, "trimtab_queue_depth", model=LLAMA) is None
+    assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == pytest.approx(0.4625)
+
+
+MALFORMED = {
+    "garbage_line": "nv_inference_pending_request_count{model=\"simple\" 7\n",
+    "bad_value": 'nv_inference_pending_request_count{model="simple",version="1"} seven\n',
+    "truncated_late": load_fixture("triton_metrics.txt")[:1500] + '\nnv_inference_count{model="x',
+    "nan_counter": '# TYPE nv_inference_count counter\nnv_inference_count{model="simple"} NaN\n',
+}
+
+
+@pytest.mark.parametrize("text", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_payload_fails_the_scrape_and_drops_old_values(text):
+    async def scenario():
+        state = {}
+        async with serve(triton_standin(state)) as url:
+            health = CollectorHealth()
+            adapter = ScrapeAdapter("triton", url + "/metrics", TRITON_RULES, ("simple",), health,
+                                    extra=triton_stats_fetcher(url, ("simple",)))
+            reg = CollectorRegistry()
+            reg.register(health)
+            reg.register(adapter)
+            async with aiohttp.ClientSession() as session:
+                adapter._session = session
+                assert await adapter.scrape_once()
+                assert v(reg, "trimtab_queue_depth", model="simple") == 0
+                assert v(reg, "trimtab_collector_success", collector="triton") == 1
+                state["metrics_text"] = text
+                assert not await adapter.scrape_once()
+            assert v(reg, "trimtab_collector_success", collector="triton") == 0
+            assert v(reg, "trimtab_collector_errors_total", collector="triton",
+                     error="malformed") == 1
+            assert v(reg, "trimtab_queue_depth", model="simple") is None      # not stale
+            assert v(reg, "trimtab_batch_size_count", model="simple") is None
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("case", ["http_500", "unreachable", "bad_stats"], ids=str)
+def test_failed_scrape_sets_success_zero(case):
+    async def scenario():
+        state = {}
+        async with serve(triton_standin(state)) as url:
+            health = CollectorHealth()
+            target = url if case != "unreachable" else "http://127.0.0.1:9"
+            adapter = ScrapeAdapter("triton", target + "/metrics", TRITON_RULES, ("simple",),
+                                    health, extra=triton_stats_fetcher(target, ("simple",)))
+            if case == "http_500":
+                state["metrics_status"] = 500
+            if case == "bad_stats":
+                state["stats"] = {"model_stats": [{"name": "simple", "batch_stats": [
+                    {"batch_size": 0, "compute_infer": {"count": 1}}]}]}
+            async with aiohttp.ClientSession() as session:
+                adapter._session = session
+                assert not await adapter.scrape_once()
+            errors = health.errors("triton")
+            assert health.success("triton") == 0
+            assert errors == {{"http_500": "http_500", "unreachable": "unreachable",
+                               "bad_stats": "malformed"}[case]: 1}
+            assert list(adapter.collect()) == []
+    asyncio.run(scenario())
+
+
+def test_values_expire_when_scrapes_stop():
+    adapter, reg, clock = build(TRITON_RULES, ("simple",))
+    adapter.ingest(load_fixture("triton_metrics.txt"))
+    assert v(reg, "trimtab_queue_depth", model="simple") == 0
+    clock.t += 2 * 5 + 11                         # two intervals and the timeout have passed
+    assert v(reg, "trimtab_queue_depth", model="simple") is None
+
+
+def test_generic_mapping_file(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {source: app_queue_size, target: trimtab_queue_depth, model_label: svc}\n"
+        "  - {source: app_latency_ms, target: trimtab_request_duration_seconds, scale: 0.001}\n")
+    adapter, reg, _ = build(load_mapping(str(path)), ("search",))
+    adapter.ingest(
+        "# TYPE app_queue_size gauge\napp_queue_size{svc=\"search\"} 4\n"
+        "app_queue_size{svc=\"ads\"} 1\n"
+        "# TYPE app_latency_ms histogram\n"
+        "app_latency_ms_bucket{le=\"100\"} 3\napp_latency_ms_bucket{le=\"+Inf\"} 5\n"
+        "app_latency_ms_sum 900\napp_latency_ms_count 5\n")
+    assert v(reg, "trimtab_queue_depth", model="search") == 4
+    assert v(reg, "trimtab_queue_depth", model="other") == 1
+    assert v(reg, "trimtab_request_duration_seconds_bucket", model="search", le="0.1") == 3
+    assert v(reg, "trimtab_request_duration_seconds_sum", model="search") == pytest.approx(0.9)
+
+
+BAD_MAPPINGS = {
+    "unknown_target": ("rules: [{source: a, target: trimtab_nope}]", "rules.0.target"),
+    "missing_label": ("rules: [{source: a, target: trimtab_requests}]", "rules.0.labels"),
+    "extra_key": ("rules: [{source: a, target: trimtab_queue_depth, factor: 2}]",
+                  "rules.0.factor"),
+    "not_a_mapping": ("- 1\n- 2\n", "rules.0"),
+}
+
+
+@pytest.mark.parametrize("text,where", BAD_MAPPINGS.values(), ids=BAD_MAPPINGS.keys())
+def test_bad_mapping_names_file_and_field(tmp_path, text, where):
+    path = tmp_path / "map.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_mapping(str(path))
+    assert str(path) in str(err.value) and where in str(err.value)
+
+
+def test_every_builtin_rule_targets_a_known_name_with_its_labels():
+    for rule in TRITON_RULES + VLLM_RULES:
+        rule.check_labels()
+        assert rule.target in names.BY_NAME

@@ -1,0 +1,205 @@
+"""The admission proxy in front of a loopback upstream: forwarding, overload, bad input, streaming."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import aiohttp
+import pytest
+
+from collectors.proxy import model_from_request
+from collectors.sidecar import Sidecar
+from tests.collectors.support import make_config, serve, upstream_app
+
+
+@contextlib.asynccontextmanager
+async def proxied(state: dict | None = None, upstream: str | None = None, **cfg):
+    """(sidecar, proxy URL) in front of the misbehaving upstream stand-in."""
+    state = state if state is not None else {}
+    async with serve(upstream_app(state)) as up:
+        sc = Sidecar(make_config(upstream=upstream or up, **cfg))
+        await sc.start()
+        try:
+            yield sc, f"http://127.0.0.1:{sc.proxy_port}"
+        finally:
+            state["release"].set()
+            state.setdefault("sse_go", asyncio.Event()).set()
+            await sc.stop()
+
+
+def v(sc: Sidecar, name: str, **labels) -> float | None:
+    return sc.registry.get_sample_value(name, labels)
+
+
+def run(coro):
+    asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_forwards_body_and_headers_and_counts():
+    async def scenario():
+        async with proxied() as (sc, url), aiohttp.ClientSession() as s:
+            async with s.post(url + "/echo?x=1", data=b"a" * 1000,
+                              headers={"X-Req": "42", "Connection": "keep-alive"}) as r:
+                assert r.status == 200
+                body = await r.json()
+            assert body["path"] == "/echo?x=1" and body["len"] == 1000
+            assert body["headers"]["X-Req"] == "42"
+            assert body["headers"]["X-Forwarded-For"] == "127.0.0.1"
+            assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 1
+            assert v(sc, "trimtab_request_duration_seconds_count", model="m1") == 1
+            assert v(sc, "trimtab_queue_duration_seconds_count", model="m1") == 1
+            assert v(sc, "trimtab_in_flight_requests", model="m1") == 0
+            # the SLO threshold is a bucket bound
+            assert v(sc, "trimtab_request_duration_seconds_bucket", model="m1", le="0.3") == 1
+    run(scenario())
+
+
+@pytest.mark.parametrize("path,body,model", [
+    ("/v2/models/m2/infer", b"{}", "m2"),
+    ("/v2/models/unknown/infer", b"{}", "other"),
+    ("/v1/completions", b'{"model": "m2", "prompt": "hi"}', "m2"),
+    ("/v1/completions", b'{"model": "gpt-x"}', "other"),
+    ("/v1/completions", b'{"prompt": "no model"}', "m1"),
+    ("/v1/completions", b'{"model": ', "m1"),               # broken JSON: default, not a crash
+    ("/echo", b"", "m1"),
+], ids=["triton-path", "triton-unknown", "openai", "openai-unknown", "no-model", "bad-json",
+        "plain"])
+def test_model_label_is_bounded(path, body, model):
+    assert model_from_request(path, body, frozenset({"m1", "m2"}), "m1") == model
+
+
+def test_overload_sheds_with_503_and_retry_after_while_limit_holds():
+    async def scenario():
+        state: dict = {}
+        async with proxied(state, initial={"concurrency_limit": 2},
+                           limits={"max_queue_length": 2, "queue_timeout_s": 10}) as (sc, url):
+            async with aiohttp.ClientSession() as s:
+                async def call():
+                    async with s.post(url + "/hold") as r:
+                        return r.status, r.headers.get("Retry-After")
+                tasks = [asyncio.create_task(call()) for _ in range(6)]
+                for _ in range(100):
+                    await asyncio.sleep(0.02)
+                    if v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
+                         reason="queue_full") == 2:
+                        break
+                assert state["concurrent"] == 2
+                assert v(sc, "trimtab_queue_depth", model="m1") == 2
+                assert v(sc, "trimtab_in_flight_requests", model="m1") == 2
+                state["release"].set()
+                results = await asyncio.gather(*tasks)
+            assert sorted(results) == [(200, None)] * 4 + [(503, "1")] * 2
+            assert state["max_concurrent"] == 2
+            assert v(sc, "trimtab_requests_total", model="m1", outcome="shed") == 2
+            assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 4
+            assert v(sc, "trimtab_queue_depth", model="m1") == 0
+    run(scenario())
+
+
+def test_queue_timeout_answers_503_and_counts():
+    async def scenario():
+        async with proxied(initial={"concurrency_limit": 1},
+                           limits={"queue_timeout_s": 0.2}) as (sc, url):
+            async with aiohttp.ClientSession() as s:
+                holder = asyncio.create_task(s.post(url + "/hold"))
+                await asyncio.sleep(0.1)
+                async with s.get(url + "/echo") as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "1"
+                    assert "not admitted within 0.2 s" in (await r.json())["error"]
+                holder.cancel()
+            assert v(sc, "trimtab_requests_total", model="m1", outcome="timeout") == 1
+            assert v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
+                     reason="queue_timeout") == 1
+    run(scenario())
+
+
+def test_client_gone_while_queued_frees_its_place():
+    async def scenario():
+        state: dict = {}
+        async with proxied(state, initial={"concurrency_limit": 1},
+                           limits={"max_queue_length": 1, "queue_timeout_s": 10}) as (sc, url):
+            async with aiohttp.ClientSession() as s:
+                holder = asyncio.create_task(s.post(url + "/hold"))
+                await asyncio.sleep(0.1)
+                waiter = asyncio.create_task(s.get(url + "/echo"))
+                await asyncio.sleep(0.1)
+                assert sc.admission.queued == 1
+                waiter.cancel()                      # the client disconnects
+                for _ in range(50):
+                    await asyncio.sleep(0.02)
+                    if sc.admission.queued == 0:
+                        break
+                assert sc.admission.queued == 0
+                state["release"].set()
+                async with await holder as r:
+                    assert r.status == 200
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind,status,reason", [
+    ("header", 431, "header_too_large"),
+    ("body-length", 413, "body_too_large"),
+    ("body-chunked", 413, "body_too_large"),
+], ids=str)
+def test_oversized_requests_rejected_and_counted(kind, status, reason):
+    async def scenario():
+        async with proxied(limits={"max_body_bytes": 1024, "max_header_bytes": 2048}) as (sc, url):
+            async with aiohttp.ClientSession() as s:
+                if kind == "header":
+                    req = s.get(url + "/echo", headers={"X-Big": "x" * 3000})
+                elif kind == "body-length":
+                    req = s.post(url + "/echo", data=b"x" * 2048)
+                else:
+                    async def gen():
+                        for _ in range(4):
+                            yield b"x" * 512
+                    req = s.post(url + "/echo", data=gen())
+                async with req as r:
+                    assert r.status == status
+                    assert "limit" in (await r.json())["error"] or "exceeds" in (await r.json())["error"]
+                async with s.get(url + "/echo") as r:          # the proxy still serves
+                    assert r.status == 200
+            assert v(sc, "trimtab_proxy_rejected_requests_total", model="m1", reason=reason) == 1
+    run(scenario())
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("case,status", [("down", 502), ("hang", 504), ("reset", 502),
+                                         ("status500", 500)], ids=str)
+def test_upstream_failures_answered_and_counted(case, status):
+    async def scenario():
+        upstream = f"http://127.0.0.1:{_closed_port()}" if case == "down" else None
+        async with proxied(upstream=upstream, limits={"upstream_timeout_s": 0.3}) as (sc, url):
+            path = {"down": "/echo", "hang": "/hang", "reset": "/reset", "status500": "/fail"}[case]
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url + path) as r:
+                    assert r.status == status
+            outcome = "error" if case == "status500" else "upstream_error"
+            assert v(sc, "trimtab_requests_total", model="m1", outcome=outcome) == 1
+            assert v(sc, "trimtab_in_flight_requests", model="m1") == 0
+            assert sc.admission.in_flight == 0                  # the slot came back
+    run(scenario())
+
+
+def test_sse_streamed_unbuffered_with_ttfb():
+    async def scenario():
+        state: dict = {"sse_go": asyncio.Event()}
+        async with proxied(state) as (sc, url), aiohttp.ClientSession() as s:
+            async with s.get(url + "/sse") as r:
+                assert r.headers["Content-Type"] == "text/event-stream"
+                first = await asyncio.wait_for(r.content.readuntil(b"\n\n"), 5)
+                # the upstream has not sent the second event yet: nothing was buffered
+                assert first == b"data: first\n\n"
+                assert v(sc, "trimtab_time_to_first_byte_seconds_count", model="m1") == 1
+                assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 0
+                state["sse_go"].set()
+                assert await r.content.read() == b"data: second\n\n"
+            await asyncio.sleep(0.05)
+            assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 1
+    run(scenario())
