@@ -60,7 +60,7 @@ class MonitoringConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _windows_sorted(self) -> "MonitoringConfig":
+    def _has_windows(self) -> "MonitoringConfig":
         if not self.burn_windows:
             raise ValueError("burn_windows must hold at least one window pair")
         return self

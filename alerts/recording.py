@@ -21,7 +21,6 @@ def slo_error_ratio_name(window: str) -> str:
 
 
 REQUESTS_RATE = f"namespace_model:{n.REQUESTS}:rate{RATE_WINDOW}"
-LATENCY_BUCKET_RATE = f"namespace_model_le:{n.REQUEST_DURATION}_bucket:rate{RATE_WINDOW}"
 LATENCY_P99 = f"namespace_model:{n.REQUEST_DURATION}:p99_{RATE_WINDOW}"
 SHED_RATIO = f"namespace_model:trimtab_requests_shed:ratio_rate{RATE_WINDOW}"
 QUEUE_DEPTH = f"namespace_model:{n.QUEUE_DEPTH}:sum"
@@ -50,10 +49,10 @@ def request_rules(cfg: MonitoringConfig) -> list[RecordingRule]:
     """Rate, latency histogram, p99, shed ratio and queue depth per (namespace, model)."""
     return [
         RecordingRule(REQUESTS_RATE, q.requests_rate(cfg, RATE_WINDOW)),
-        RecordingRule(LATENCY_BUCKET_RATE,
-                      q.latency_bucket_rate(cfg, n.REQUEST_DURATION, RATE_WINDOW)),
-        # Reads the rule above: rules in one group run in order, so it is fresh.
-        RecordingRule(LATENCY_P99, f"histogram_quantile(0.99, {LATENCY_BUCKET_RATE})"),
+        # Reads raw buckets, not another rule, so `promtool tsdb create-blocks-from rules`
+        # can backfill it in one pass (it evaluates each rule on its own).
+        RecordingRule(LATENCY_P99, "histogram_quantile(0.99, "
+                      f"{q.latency_bucket_rate(cfg, n.REQUEST_DURATION, RATE_WINDOW)})"),
         RecordingRule(SHED_RATIO, q.shed_ratio(cfg, RATE_WINDOW)),
         RecordingRule(QUEUE_DEPTH,
                       f"sum {q.by(*q.MODEL_LEVEL)} ({n.QUEUE_DEPTH}{q.sel(cfg.sidecar_selector)})"),

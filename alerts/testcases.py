@@ -183,9 +183,6 @@ def record_cases(cfg: MonitoringConfig) -> list[RecordCase]:
     return [
         RecordCase("requests", (*latency, *requests, *queue), eval_min=10, expected={
             rec.REQUESTS_RATE: [(hot, 1.0), (calm, 1.0)],
-            rec.LATENCY_BUCKET_RATE: [({**m, "le": le}, per[i] / 60)
-                                      for le, per in le_hist.items()
-                                      for i, m in enumerate((hot, calm))],
             rec.LATENCY_P99: [(hot, hot_p99), (calm, calm_p99)],
             rec.SHED_RATIO: [(hot, 0.25), (calm, 0.0)],
             rec.QUEUE_DEPTH: [(hot, 7.0)],

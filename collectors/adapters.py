@@ -22,9 +22,11 @@ from collectors.health import CollectorHealth
 log = logging.getLogger(__name__)
 OTHER_MODEL = "other"
 # Families the admission proxy measures itself; with --proxy the adapter leaves them alone so
-# each series has one source.
+# each series has one source, and exports the model server's own queue under upstream names.
 PROXY_FAMILIES = frozenset({names.REQUESTS, names.REQUEST_DURATION, names.QUEUE_DURATION,
                             names.TIME_TO_FIRST_BYTE, names.QUEUE_DEPTH, names.IN_FLIGHT})
+PROXY_RENAMES = {names.QUEUE_DEPTH: names.UPSTREAM_QUEUE_DEPTH,
+                 names.IN_FLIGHT: names.UPSTREAM_IN_FLIGHT}
 
 
 class Rule(BaseModel):
@@ -38,6 +40,7 @@ class Rule(BaseModel):
     labels: dict[str, str] = {}       # fixed target labels, e.g. {"outcome": "ok"}
     model_label: str = "model"        # source label holding the model name
     unless_present: str | None = None  # skip this rule when that source family exists
+    match: dict[str, str] = {}        # only source samples with these label values
 
     @field_validator("target")
     @classmethod
@@ -102,15 +105,21 @@ def _model(labels: dict[str, str], rule: Rule, models: frozenset[str], default: 
 
 
 def convert(families: Iterable[Metric], rules: Iterable[Rule], models: tuple[str, ...],
-            skip: frozenset[str] = frozenset()) -> list[Metric]:
-    """Source families -> trimtab families; unlisted models are summed into ``other``."""
+            skip: frozenset[str] = frozenset(),
+            rename: dict[str, str] | None = None) -> list[Metric]:
+    """Source families -> trimtab families; unlisted models are summed into ``other``.
+
+    A target in ``rename`` is exported under the new name (same kind and labels) instead of
+    being skipped.
+    """
+    rename = rename or {}
     by_name = {f.name: f for f in families}
     model_set, default = frozenset(models), models[0]
     scalars: dict[str, dict[tuple[str, ...], float]] = {}
     hists: dict[str, dict[tuple[str, ...], _Hist]] = {}
     for rule in rules:
         fam = by_name.get(rule.source)
-        if fam is None or rule.target in skip or (
+        if fam is None or (rule.target in skip and rule.target not in rename) or (
                 rule.unless_present and rule.unless_present in by_name):
             continue
         mdef = names.BY_NAME[rule.target]
@@ -138,7 +147,8 @@ def convert(families: Iterable[Metric], rules: Iterable[Rule], models: tuple[str
         accepted = {rule.source, rule.source + "_total"}
         out_s = scalars.setdefault(rule.target, {})
         for s in fam.samples:
-            if s.name not in accepted:
+            if s.name not in accepted or any(s.labels.get(k) != want
+                                             for k, want in rule.match.items()):
                 continue
             if math.isnan(s.value):
                 raise ValueError(f"{s.name}{s.labels} is NaN")
@@ -146,9 +156,9 @@ def convert(families: Iterable[Metric], rules: Iterable[Rule], models: tuple[str
             out_s[k] = out_s.get(k, 0.0) + s.value * rule.scale
     result: list[Metric] = []
     for target, series in scalars.items():
-        mdef = names.BY_NAME[target]
+        mdef = names.BY_NAME[rename.get(target, target)]
         cls = CounterMetricFamily if mdef.kind == "counter" else GaugeMetricFamily
-        fam = cls(target, mdef.help, labels=list(mdef.labels))
+        fam = cls(mdef.name, mdef.help, labels=list(mdef.labels))
         for k, v in sorted(series.items()):
             fam.add_metric(list(k), v)
         result.append(fam)
@@ -180,7 +190,7 @@ class ScrapeAdapter(Collector):
 
     def __init__(self, name: str, metrics_url: str, rules: list[Rule], models: tuple[str, ...],
                  health: CollectorHealth, *, interval_s: float = 5.0,
-                 skip: frozenset[str] = frozenset(),
+                 skip: frozenset[str] = frozenset(), rename: dict[str, str] | None = None,
                  extra: Callable[[aiohttp.ClientSession], object] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
@@ -189,6 +199,7 @@ class ScrapeAdapter(Collector):
         self.rules = rules
         self.models = models
         self.skip = skip
+        self.rename = rename or {}
         self.interval_s = interval_s
         self._health = health
         self._extra = extra
@@ -203,7 +214,7 @@ class ScrapeAdapter(Collector):
     # --- scraping ---------------------------------------------------------------------------
     def ingest(self, text: str, extra_families: list[Metric] = ()) -> None:
         """Convert one scraped page; raises ValueError if it is malformed."""
-        families = convert(parse(text), self.rules, self.models, self.skip)
+        families = convert(parse(text), self.rules, self.models, self.skip, self.rename)
         self._families = families + list(extra_families)
         self._ok_at = self._clock()
 
@@ -274,7 +285,8 @@ def build_adapter(config, health: CollectorHealth, *, skip_proxy_families: bool)
     from collectors.adapter_rules import TRITON_RULES, VLLM_RULES, triton_stats_fetcher
     url = config.adapter_metrics_url or config.upstream + "/metrics"
     skip = PROXY_FAMILIES if skip_proxy_families else frozenset()
-    common = dict(interval_s=config.adapter_interval_s, skip=skip)
+    rename = PROXY_RENAMES if skip_proxy_families else {}
+    common = dict(interval_s=config.adapter_interval_s, skip=skip, rename=rename)
     if config.adapter == "triton":
         return ScrapeAdapter("triton", url, TRITON_RULES, config.models, health,
                              extra=triton_stats_fetcher(config.upstream, config.models), **common)

@@ -109,7 +109,7 @@ class FakeNVML:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._config = config or FakeGpuConfig()
         self._path = config_path
-        self._mtime_ns: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -134,12 +134,14 @@ class FakeNVML:
         if self._path is None:
             return
         try:
-            mtime = os.stat(self._path).st_mtime_ns
+            st = os.stat(self._path)
         except OSError:
             return
-        if mtime == self._mtime_ns:
+        # Inode and size too: a write-then-rename within one mtime tick is still seen.
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if stamp == self._stamp:
             return
-        self._mtime_ns = mtime
+        self._stamp = stamp
         try:
             cfg = load_fake_gpu_config(self._path)
         except (OSError, ValueError, yaml.YAMLError) as exc:

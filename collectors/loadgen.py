@@ -118,16 +118,35 @@ async def closed_loop(host: str, port: int, conns: int, duration_s: float) -> di
     return {"rps": done / (time.perf_counter() - t0), "errors": errors}
 
 
+def serve_bare(port: int) -> None:
+    """A bare aiohttp server with the upstream's answer: the floor any aiohttp proxy sits on."""
+    from aiohttp import web
+
+    async def answer(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        return web.Response(body=b'{"outputs":[]}', content_type="application/json")
+
+    async def run() -> None:
+        server = web.Server(answer, access_log=None)
+        await asyncio.get_running_loop().create_server(server, "127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--mode", choices=["open", "closed"], default="open")
+    p.add_argument("--mode", choices=["open", "closed", "serve"], default="open")
     p.add_argument("--rate", type=float, default=500.0)
     p.add_argument("--duration-s", type=float, default=5.0)
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
+    if a.mode == "serve":
+        serve_bare(a.port)
+        return
     if a.mode == "open":
         result = asyncio.run(open_loop(a.host, a.port, a.rate, a.duration_s, a.seed))
     else:

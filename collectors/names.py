@@ -178,6 +178,19 @@ CTRL_IS_LEADER = _m("trimtab_controller_is_leader", "gauge",
 TRITON_CONFIG_APPLIES = _m("trimtab_triton_config_applies", "counter",
                            "Batch-setting reloads sent to Triton, by result (ok, error,"
                            " unsupported).", "model", "result")
+UPSTREAM_QUEUE_DEPTH = _m("trimtab_upstream_queue_depth", "gauge",
+                          "Requests pending inside the model server (Triton pending, vLLM"
+                          " waiting), exported under this name when the admission proxy owns"
+                          " trimtab_queue_depth.", "model")
+UPSTREAM_IN_FLIGHT = _m("trimtab_upstream_in_flight_requests", "gauge",
+                        "Requests running inside the model server (vLLM running), exported"
+                        " under this name when the admission proxy owns"
+                        " trimtab_in_flight_requests.", "model")
+
+# --- Live demo (trimtab up: Ray Serve fleet) -------------------------------------------------
+LIVE_REPLICAS = _m("trimtab_live_replicas", "gauge",
+                   "Replicas of the live demo's Ray Serve deployment by state (running,"
+                   " starting), read from Ray Serve each second.", "state")
 
 ALL_METRICS: tuple[MetricDef, ...] = tuple(_ALL)
 BY_NAME: dict[str, MetricDef] = {m.name: m for m in ALL_METRICS}

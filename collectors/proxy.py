@@ -23,7 +23,6 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
 SMALL_BODY_BYTES = 256 * 1024
-BODY_READ_TIMEOUT_S = 30.0
 
 
 class BodyTooLarge(Exception):
@@ -124,13 +123,14 @@ class AdmissionProxy:
                                 f"request body is {length} bytes; the limit is "
                                 f"{limits.max_body_bytes}")
         try:
-            body = await asyncio.wait_for(self._read_body(request), BODY_READ_TIMEOUT_S)
+            async with asyncio.timeout(limits.body_timeout_s):   # no extra task, unlike wait_for
+                body = await self._read_body(request)
         except BodyTooLarge:
             return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,
                                 f"request body exceeds {limits.max_body_bytes} bytes")
         except asyncio.TimeoutError:
             return self._reject(self._metrics.by_model[path_model], "body_timeout", 408,
-                                f"request body not received within {BODY_READ_TIMEOUT_S} s")
+                                f"request body not received within {limits.body_timeout_s} s")
         except aiohttp.ClientPayloadError as exc:   # malformed chunked encoding and the like
             return self._reject(self._metrics.by_model[path_model], "bad_request", 400,
                                 f"malformed request body: {exc}")
@@ -197,9 +197,9 @@ class AdmissionProxy:
                 response = web.Response(status=upstream.status, reason=upstream.reason,
                                         body=data, headers=CIMultiDict(out_headers))
             else:
-                response, completed = await self._stream(request, upstream, out_headers, ch, t0)
-                if not completed:
-                    return response      # counted in _stream; the connection is closed
+                response, counted = await self._stream(request, upstream, out_headers, ch, t0)
+                if counted:
+                    return response      # an upstream failure mid-stream, counted in _stream
         except asyncio.TimeoutError:
             if not upstream.closed:
                 upstream.close()
@@ -215,7 +215,11 @@ class AdmissionProxy:
     async def _stream(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
                       out_headers: list[tuple[str, str]], ch: ModelChildren,
                       t0: float) -> tuple[web.StreamResponse, bool]:
-        """Pass chunks on as they arrive (server-sent events), timing the first one."""
+        """Pass chunks on as they arrive (server-sent events), timing the first one.
+
+        Returns (response, counted): ``counted`` is True when an upstream failure mid-stream
+        was already counted here. A client that leaves mid-stream is not the upstream's fault.
+        """
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for k, v in out_headers:
             response.headers.add(k, v)
@@ -223,20 +227,27 @@ class AdmissionProxy:
             response.content_length = upstream.content_length
         await response.prepare(request)
         first = True
-        try:
-            async for chunk in upstream.content.iter_any():
-                if first:
-                    ch.ttfb.observe(self._clock() - t0)
-                    first = False
+        chunks = upstream.content.iter_any().__aiter__()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+                # Headers are gone already: the only honest signal left is to cut the connection.
+                ch.requests["upstream_error"].inc()
+                ch.duration.observe(self._clock() - t0)
+                if request.transport is not None:
+                    request.transport.close()
+                return response, True
+            if first:
+                ch.ttfb.observe(self._clock() - t0)
+                first = False
+            try:
                 await response.write(chunk)
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
-            # Headers are gone already: the only honest signal left is to cut the connection.
-            ch.requests["upstream_error"].inc()
-            ch.duration.observe(self._clock() - t0)
-            if request.transport is not None:
-                request.transport.close()
-            return response, False
+            except (ConnectionError, aiohttp.ClientConnectionResetError):
+                return response, False          # the client left; the upstream did its part
         if first:
             ch.ttfb.observe(self._clock() - t0)
         await response.write_eof()
-        return response, True
+        return response, False

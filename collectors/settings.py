@@ -51,6 +51,7 @@ class ProxyLimits(BaseModel):
     max_header_bytes: int = Field(16_384, ge=1024)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
     retry_after_s: int = Field(1, ge=0)
+    body_timeout_s: float = Field(30.0, gt=0)   # slow request bodies are cut off with 408
 
 
 class SidecarConfig(BaseModel):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Any
@@ -108,6 +109,8 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # Objects alive after start-up live for the whole run: keep them out of GC passes.
+        gc.freeze()
         try:
             await stop.wait()
         finally:

@@ -56,6 +56,18 @@ class ForecastState:
     pending: tuple[tuple[int, float], ...] = ()  # (bucket index, predicted mean) to score
     err_var: float | None = None             # EW mean of squared h-step errors
     err_horizon: int = 0
+    tick_rel_var: float = 0.0                # EW variance of one window around its bucket mean
+    # Horizon check: (time, planning base) made each window, and the windows seen since, so
+    # the peak load within the horizon can be compared with what was planned on.
+    bases: tuple[tuple[float, float], ...] = ()
+    recent: tuple[tuple[float, float], ...] = ()
+    ratio_hist: tuple[float, ...] = ()       # decayed weights of log(peak / base) per bin
+
+
+# log(peak within horizon / planning base), binned: [-0.5, 1.5) in steps of 0.05.
+_LR_LO, _LR_STEP, _LR_BINS = -0.5, 0.05, 40
+_LR_DECAY = 0.999          # per window: half-life about 700 windows
+_LR_MIN_SAMPLES = 40.0
 
 
 def season_buckets(cfg: ForecastConfig) -> int:
@@ -118,7 +130,57 @@ def predict(model: Model, h: int) -> float:
 def observe(state: ForecastState, cfg: ForecastConfig, now_s: float, value: float,
             horizon_s: float) -> ForecastState:
     """Add one window's mean rate; closes buckets, scores forecasts, refits when due."""
+    state = _observe_buckets(state, cfg, now_s, value, horizon_s)
+    return _check_horizon(state, cfg, now_s, value, horizon_s)
+
+
+def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, value: float,
+                   horizon_s: float) -> ForecastState:
+    """Score past planning bases against the peak that followed within the horizon."""
+    recent = tuple(r for r in state.recent if r[0] > now_s - horizon_s - 1e-9) + ((now_s, value),)
+    hist = list(state.ratio_hist) or [0.0] * _LR_BINS
+    kept = []
+    for t0_s, base in state.bases:
+        if t0_s + horizon_s <= now_s + 1e-9:
+            peak = max((v for t, v in recent if t0_s < t <= t0_s + horizon_s + 1e-9),
+                       default=None)
+            if peak is not None and base > 0 and peak > 0:
+                hist = [w * _LR_DECAY for w in hist]
+                lr = math.log(peak / base)
+                i = min(_LR_BINS - 1, max(0, int((lr - _LR_LO) / _LR_STEP)))
+                hist[i] += 1.0
+        else:
+            kept.append((t0_s, base))
+    if state.model is not None:
+        h = horizon_buckets(cfg, horizon_s)
+        base = max(max(predict(state.model, i) for i in range(1, h + 1)), value)
+        kept.append((now_s, base))
+    return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(hist))
+
+
+def peak_ratio(state: ForecastState, q: float) -> float | None:
+    """The q-quantile of peak-within-horizon / planning base seen so far (None: too few)."""
+    hist = state.ratio_hist
+    total = sum(hist)
+    if total < _LR_MIN_SAMPLES * (_LR_DECAY ** _LR_MIN_SAMPLES):
+        return None
+    seen = 0.0
+    for i, w in enumerate(hist):
+        seen += w
+        if seen >= q * total:
+            return math.exp(_LR_LO + (i + 1) * _LR_STEP)
+    return math.exp(_LR_LO + _LR_BINS * _LR_STEP)
+
+
+def _observe_buckets(state: ForecastState, cfg: ForecastConfig, now_s: float, value: float,
+                     horizon_s: float) -> ForecastState:
     index = int(now_s // cfg.bucket_s)
+    if state.model is not None:
+        level = predict(state.model, 1)
+        if level > 0:
+            a = 1 - 0.5 ** (1 / (4 * cfg.error_halflife_buckets))
+            rel2 = min((value / level - 1.0) ** 2, 4.0)
+            state = replace(state, tick_rel_var=(1 - a) * state.tick_rel_var + a * rel2)
     if state.bucket_index is None:
         return replace(state, bucket_index=index, bucket_sum=value, bucket_weight_s=1.0)
     if index == state.bucket_index:
@@ -163,13 +225,16 @@ def horizon_buckets(cfg: ForecastConfig, horizon_s: float) -> int:
     return max(1, math.ceil(horizon_s / cfg.bucket_s))
 
 
-def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float
-             ) -> tuple[float, float] | None:
+def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float,
+             now_rps: float | None = None) -> tuple[float, float] | None:
     """(mean, upper quantile) of the rate over the next ``horizon_s``; None with no model.
 
     The mean is the largest bucket forecast up to the horizon (a scale-up must be ready by
-    then); sigma is the tracked error at that horizon, or the fit's residual widened by
-    sqrt(h) until errors have been scored.
+    then); sigma combines the tracked error of bucket forecasts at that horizon (or the fit's
+    residual widened by sqrt(h) until errors have been scored) with how far single windows
+    stray from their bucket's mean (bursts shorter than a bucket). Once enough horizons have
+    been scored, the upper bound is instead the planning base (max of the mean and the load
+    now) times the q-quantile of the peak-to-base ratios actually seen.
     """
     model = state.model
     if model is None:
@@ -178,5 +243,10 @@ def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float
     mean = max(predict(model, i) for i in range(1, h + 1))
     prior_var = (model.resid_sigma ** 2) * h
     var = prior_var if state.err_var is None else max(state.err_var, 0.25 * prior_var)
+    var += state.tick_rel_var * mean * mean
+    ratio = peak_ratio(state, cfg.quantile)
+    if ratio is not None:       # enough history: the empirical peak ratio, not a normal
+        base = max(mean, now_rps or 0.0)
+        return mean, base * max(ratio, 1.0)
     z = float(norm.ppf(cfg.quantile))
     return mean, mean + z * math.sqrt(var)

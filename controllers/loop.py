@@ -62,6 +62,7 @@ class TargetState:
     failures: dict[str, int] = field(default_factory=dict)          # actuator -> in a row
     backoff_until_s: dict[str, float] = field(default_factory=dict)  # actuator -> loop time
     hold: str | None = None
+    last_forecast_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,13 @@ class ControlLoop:
             m.current_replicas.labels(*lab).set(snap.ready_replicas)
         if wanted.forecast_rps is not None:
             m.forecast_rps.labels(*lab).set(wanted.forecast_rps)
-        if snap.arrival_rate_rps is not None:
-            m.observed_rps.labels(*lab).set(snap.arrival_rate_rps)
+        actual = snap.arrival_rate_rps
+        if actual is not None and math.isfinite(actual):
+            m.observed_rps.labels(*lab).set(actual)
+            # The previous tick's forecast against what arrived since (a one-interval check).
+            if st.last_forecast_rps is not None and actual > 0:
+                m.forecast_error.labels(*lab).set(abs(st.last_forecast_rps - actual) / actual)
+        st.last_forecast_rps = wanted.forecast_rps
         m.set_holding(lab, hold.metric if hold else None)
 
     def _log(self, target: Target, st: TargetState, current: int | None, wanted: Decision,

@@ -42,6 +42,7 @@ class ControllerMetrics:
         self.desired_batch_timeout = gauge(n.CTRL_DESIRED_BATCH_TIMEOUT)
         self.forecast_rps = gauge(n.CTRL_FORECAST_RPS)
         self.observed_rps = gauge(n.CTRL_OBSERVED_RPS)
+        self.forecast_error = gauge(n.CTRL_FORECAST_ERROR)
         self.holding = gauge(n.CTRL_HOLDING)
         self.actuation_errors = counter(n.CTRL_ACTUATION_ERRORS)
         self.source_errors = counter(n.CTRL_SOURCE_ERRORS)

@@ -80,7 +80,8 @@ def _update_margin(margin: float, snapshot: Snapshot, slo_s: float, target: floa
     miss_rate = (misses + lost * snapshot.window_s) / (hist.total + lost * snapshot.window_s)
     allowed = 1.0 - target
     if miss_rate > allowed:
-        return min(2.0, margin * 1.1)
+        # Misses while replicas are still starting are the cold start's, not the model's.
+        return margin if (snapshot.starting_replicas or 0) > 0 else min(1.6, margin * 1.2)
     if miss_rate < 0.25 * allowed:
         return max(1.0, margin * 0.98)
     return margin
@@ -128,7 +129,7 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     if fit is None:
         return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
                 replace(state, last_replicas=current))
-    fc = forecast.forecast(fstate, fcfg, horizon_s)
+    fc = forecast.forecast(fstate, fcfg, horizon_s, float(snapshot.arrival_rate_rps))
     load, load_reason = plan_load(snapshot, fc, fit, config)
     load *= margin
     budget_s = b.slo_latency_s * config.budget_fraction

@@ -51,17 +51,15 @@ def stat_panel(title: str, unit: str, targets: list[Target], description: str = 
                limits: tuple[tuple[float, str], ...] = (), span: int = 6,
                reverse: bool = False) -> stat.Panel:
     """A single-value panel; ``reverse`` makes low values red (budget remaining, targets up)."""
-    steps = limits
     panel = (stat.Panel().title(title).description(description).unit(unit)
              .datasource(DATASOURCE).targets(_refs(targets)).span(span).height(5))
-    if steps:
-        if reverse:
-            panel = panel.thresholds(
-                db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
-                    [dm.Threshold(value=None, color="red"),
-                     *(dm.Threshold(value=v, color=c) for v, c in steps)]))
-        else:
-            panel = panel.thresholds(thresholds(*steps))
+    if limits and reverse:
+        panel = panel.thresholds(
+            db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+                [dm.Threshold(value=None, color="red"),
+                 *(dm.Threshold(value=v, color=c) for v, c in limits)]))
+    elif limits:
+        panel = panel.thresholds(thresholds(*limits))
     return panel
 
 

@@ -22,8 +22,13 @@ def scoped(cfg: MonitoringConfig, *extra: str) -> MonitoringConfig:
     return cfg.model_copy(update={"sidecar_selector": selector})
 
 
+def sidecar_matchers(cfg: MonitoringConfig, *extra: str) -> str:
+    """Matchers (no braces) for the sidecar's series in the dashboard's namespace."""
+    return ", ".join(m for m in (cfg.sidecar_selector, NS, *extra) if m)
+
+
 def sidecar(cfg: MonitoringConfig, *extra: str) -> str:
-    return q.sel(cfg.sidecar_selector, NS, *extra)
+    return "{" + sidecar_matchers(cfg, *extra) + "}"
 
 
 def controller(cfg: MonitoringConfig, *extra: str) -> str:
@@ -50,12 +55,12 @@ def latency_quantile(cfg: MonitoringConfig, quantile: float,
 
 
 def latency_heatmap(cfg: MonitoringConfig) -> str:
-    return q.sum_rate(q.series(n.REQUEST_DURATION, "_bucket"), (sidecar(cfg, MODEL)[1:-1],),
+    return q.sum_rate(q.series(n.REQUEST_DURATION, "_bucket"), (sidecar_matchers(cfg, MODEL),),
                       RATE, ("le",))
 
 
 def batch_size_heatmap(cfg: MonitoringConfig) -> str:
-    return q.sum_rate(q.series(n.BATCH_SIZE, "_bucket"), (sidecar(cfg, MODEL)[1:-1],), RATE,
+    return q.sum_rate(q.series(n.BATCH_SIZE, "_bucket"), (sidecar_matchers(cfg, MODEL),), RATE,
                       ("le",))
 
 
@@ -83,7 +88,7 @@ def shed_rate(cfg: MonitoringConfig) -> str:
 
 
 def proxy_rejections(cfg: MonitoringConfig) -> str:
-    return q.sum_rate(q.series(n.PROXY_REJECTED), (sidecar(cfg, MODEL)[1:-1],), RATE,
+    return q.sum_rate(q.series(n.PROXY_REJECTED), (sidecar_matchers(cfg, MODEL),), RATE,
                       ("model", "reason"))
 
 
@@ -206,7 +211,7 @@ def collector_success(cfg: MonitoringConfig) -> str:
 
 
 def collector_errors(cfg: MonitoringConfig) -> str:
-    return q.sum_rate(q.series(n.COLLECTOR_ERRORS), (sidecar(cfg)[1:-1],), RATE,
+    return q.sum_rate(q.series(n.COLLECTOR_ERRORS), (sidecar_matchers(cfg),), RATE,
                       ("pod", "collector", "error"))
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim.validate_cases import REPO_ROOT, Case, _exp
+from sim.validate_cases import REPO_ROOT, Case, exp_service
 
 LAM, SERVERS = 3.2, 4          # M/M/4 at rho = 0.8
 
@@ -85,7 +85,7 @@ def engine_mmc(n: int, seed: int) -> tuple[float, dict[str, np.ndarray]]:
     from sim.replay import simulate
     from sim.traces import load_trace
 
-    case = Case("bench M/M/4", LAM, SERVERS, _exp(1.0), ())
+    case = Case("bench M/M/4", LAM, SERVERS, exp_service(1.0), ())
     sc = case.scenario(n, seed)
     trace = load_trace(sc.trace, sc.base_dir)
     t0 = time.perf_counter()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -56,6 +55,16 @@ def _run_one(args: tuple[Any, str, Any]) -> Any:
     return spec, simulate(sc, spec, trace)
 
 
+def _has_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return False
+    return True
+
+
 def _sweeps() -> dict[str, list[str]]:
     try:
         mod = importlib.import_module("controllers.sweep")
@@ -82,6 +91,8 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     from sim.traces import load_trace
 
     console = Console(quiet=quiet)
+    if not console.is_terminal:       # a log or a pipe: do not squeeze the table to 80
+        console = Console(quiet=quiet, width=160)
     sc = load_scenario(scenario or DEFAULT_SCENARIO)
     trace = load_trace(sc.trace, sc.base_dir)
     for w in getattr(trace, "warnings", []) or []:
@@ -93,7 +104,7 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     if sweep:
         chosen = {parse_spec(s).name for s in specs}
         sweep_specs = {k: v for k, v in _sweeps().items() if k in chosen}
-    has_oracle = sweep and importlib.util.find_spec("sim.oracle") is not None
+    has_oracle = sweep and _has_module("sim.oracle")
     jobs = specs + [s for v in sweep_specs.values() for s in v if s not in specs]
     if has_oracle:
         jobs.append("oracle")
@@ -123,12 +134,13 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     doc = results_json(sc.name, len(trace.arrival_s), main, oracle)
     table = Table(title=f"trimtab replay: {sc.name} ({doc['requests']} requests, SLO "
                         f"{sc.slo.latency_s:g} s @ {sc.slo.target:.2%})")
+    fields = [f for f in TABLE_FIELDS if f != "cost_vs_oracle" or oracle is not None]
     table.add_column("policy", no_wrap=True)
-    for f in TABLE_FIELDS:
+    for f in fields:
         table.add_column(SHORT.get(f, f), justify="right")
     for r in doc["results"] + ([doc["oracle"]] if oracle else []):
         label = run_label(r) + (" (sweep best)" if r.get("sweep") else "")
-        table.add_row(label, *(_cell(r.get(f)) for f in TABLE_FIELDS))
+        table.add_row(label, *(_cell(r.get(f)) for f in fields))
     console.print(table)
     label_runs = [(s, results[s]) for s in specs]
     if out is not None:
@@ -138,11 +150,10 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2) + "\n")
     if openmetrics is not None:
-        import time as _wall
-
+        from sim.clock import wall_unix_s
         from sim.openmetrics import write_openmetrics
 
-        end = openmetrics_end_unix if openmetrics_end_unix is not None else _wall.time()
+        end = openmetrics_end_unix if openmetrics_end_unix is not None else wall_unix_s()
         mem = sc.service.memory
         write_openmetrics(openmetrics, results[specs[0]], model=sc.name, end_unix_s=end,
                           max_replicas=sc.replicas.max,

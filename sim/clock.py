@@ -20,3 +20,17 @@ class SimClock:
     def sleep_until(self, t_s: float) -> None:
         if t_s > self._engine.now:
             self._engine.run(until_s=t_s)
+
+
+def wall_perf_s() -> float:
+    """Wall-clock seconds for measuring how long a replay took (never used in decisions)."""
+    import time
+
+    return time.perf_counter()
+
+
+def wall_unix_s() -> float:
+    """Unix time now: the default end of an OpenMetrics export."""
+    from controllers.clock import WallClock
+
+    return WallClock.unix_s()

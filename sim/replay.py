@@ -12,6 +12,7 @@ from controllers.registry import make_policy
 from controllers.spec import parse_spec
 from controllers.types import Policy
 from sim.actuator import SimActuator
+from sim.clock import wall_perf_s
 from sim.engine import Engine
 from sim.fleet.model import FAILED, SERVED, SHED, TIMED_OUT, Fleet, FleetConfig, MemoryModel
 from sim.fleet.service import AffineService, ProfileService, load_profile
@@ -81,9 +82,7 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
              record_requests: bool = False,
              progress: Callable[[float, float], None] | None = None) -> RunResult:
     """Replay ``scenario`` under ``policy``; ``progress(now_s, end_s)`` is called every tick."""
-    import time as _wall   # wall time only to report how long the replay took
-
-    wall0 = _wall.perf_counter()
+    wall0 = wall_perf_s()     # only to report how long the replay took
     if trace is None:
         from sim.traces import load_trace
 
@@ -139,7 +138,7 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
     result = _summarize(scenario, pol, fleet, actuator, reasons, ticks)
     result.extra["om"] = {k: np.asarray(v) for k, v in om.items()}
     result.extra["latency_buckets_s"] = buckets
-    result.wall_s = _wall.perf_counter() - wall0
+    result.wall_s = wall_perf_s() - wall0
     result.events = engine.events
     if record_requests:
         service_s = fleet.finish_s - fleet.start_s

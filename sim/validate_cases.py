@@ -6,7 +6,6 @@ router's queue with ``concurrency_limit: 1`` per replica; a loss system adds ``m
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,14 +87,14 @@ class Case:
         }, f"<validate {self.name}>", REPO_ROOT)
 
 
-def _exp(mean_s: float) -> dict[str, Any]:
+def exp_service(mean_s: float) -> dict[str, Any]:
     return {"base_ms": 1000.0 * mean_s, "dist": "exponential"}
 
 
 def _erlang_c(c: int, lam: float) -> Case:
     m = qt.MMc(lam, 1.0, c)
     t_s = 1.0 / (c - lam)     # the mean wait of those who wait
-    return Case(f"M/M/{c} Erlang C rho={lam / c:g}", lam, c, _exp(1.0), (
+    return Case(f"M/M/{c} Erlang C rho={lam / c:g}", lam, c, exp_service(1.0), (
         Metric("wq", "Wq (s)", m.wq_s, "wait"),
         Metric("pwait", "P(wait > 0)", m.wait_probability, "waited"),
         Metric("tail", f"tail P(Wq > {t_s:.3g} s)", m.wait_tail(t_s), "wait_over", t_s),
@@ -110,7 +109,7 @@ def _erlang_b(dist: str, c: int, a: float) -> Case:
 
 def _setup(lam: float, setup_s: float) -> Case:
     theory = qt.setup_time_response_s(lam, 1.0, 2.0, setup_s, setup_s**2)
-    return Case(f"M/M/1 setup I={setup_s:g} lam={lam:g}", lam, 1, _exp(1.0), (
+    return Case(f"M/M/1 setup I={setup_s:g} lam={lam:g}", lam, 1, exp_service(1.0), (
         Metric("t", "E[T] (s)", theory, "response"),),
         replicas={"initial": 1, "min": 0, "cold_start_s": setup_s, "scale_to_zero_idle_s": 0.0})
 
@@ -129,13 +128,13 @@ CASES: list[Case] = [
     _erlang_c(1, 0.7),
     _erlang_c(4, 3.2),
     _erlang_c(16, 12.8),
-    Case("M/M/1 P-K rho=0.8", 0.8, 1, _exp(1.0),
+    Case("M/M/1 P-K rho=0.8", 0.8, 1, exp_service(1.0),
          (Metric("wq", "Wq (s)", qt.mm1_wq_s(0.8, 1.0), "wait"),)),
     Case("M/D/1 P-K rho=0.8", 0.8, 1, {"base_ms": 1000.0, "dist": "deterministic"},
          (Metric("wq", "Wq (s)", qt.md1_wq_s(0.8, 1.0), "wait"),), recursion=True),
     _erlang_b("deterministic", 4, 3.0),
     _erlang_b("lognormal", 4, 3.0),
-    Case("M/M/1/5 rho=0.8", 0.8, 1, _exp(1.0),
+    Case("M/M/1/5 rho=0.8", 0.8, 1, exp_service(1.0),
          (Metric("block", "P(block) = P_K", qt.mm1k_blocking(0.8, 1.0, 5), "shed"),),
          replicas={"max_queue": 4}),
     _batched("bulk M/M^[8]/1 lam=6", 6.0, 1.0, 0.0, 8, qt.bulk_mmk1(6.0, 1.0, 8)),

@@ -46,6 +46,10 @@ def queries_for(keys: tuple[str, ...], selector: str, window_s: float) -> list[Q
     req, dur = n.BY_NAME[n.REQUESTS].exposed[0], n.REQUEST_DURATION + "_bucket"
     bsz, bdur = n.BATCH_SIZE, n.BATCH_DURATION
     inflight, queue = n.IN_FLIGHT, n.QUEUE_DEPTH
+    # PromQL forbids a label in both on() and group_left(): copy only the others.
+    extra = ", ".join(k for k in keys if k not in ("namespace", "pod"))
+    pod_by = ", ".join(dict.fromkeys(("namespace", "pod", *keys)))
+    pods = f"(max by ({pod_by}) ({inflight}{sel}) * 0 + 1)"
     return [
         Query("outcomes", f"sum by ({by}, outcome) (rate({req}{sel}{w}))", ("outcome",)),
         Query("queue", f"sum by ({by}) (avg_over_time({queue}{sel}{w}))"),
@@ -55,6 +59,12 @@ def queries_for(keys: tuple[str, ...], selector: str, window_s: float) -> list[Q
         Query("batch_count", f"sum by ({by}, pod) (rate({bsz}_count{sel}{w}))", ("pod",)),
         Query("batch_time_sum", f"sum by ({by}, pod) (rate({bdur}_sum{sel}{w}))", ("pod",)),
         Query("replicas", f"count by ({by}) ({inflight}{sel})"),
+        # GPU series carry namespace/pod (from the scrape) but not the target's labels: join
+        # them on the pod through the in-flight gauge, whose pods are the target's.
+        Query("gpu_memory", f"max by ({by}) (({n.GPU_MEMORY_USED} / on (namespace, pod, gpu,"
+              f" uuid) {n.GPU_MEMORY_TOTAL}) * on (namespace, pod) group_left({extra}) {pods})"),
+        Query("gpu_busy", f"avg by ({by}) (avg_over_time({n.GPU_UTILIZATION}{w})"
+              f" * on (namespace, pod) group_left({extra}) {pods})"),
         Query("newest", f"max by ({by}) (timestamp({inflight}{sel}))"),
     ]
 
@@ -207,6 +217,7 @@ def _snapshot(key: str, rows: dict, now_s: float, window_s: float, at_s: float,
     present = {FIELD_ARRIVAL_RATE: arrival, FIELD_QUEUE_DEPTH: queue,
                FIELD_IN_FLIGHT: in_flight, FIELD_LATENCY: latency, FIELD_REPLICAS: replicas}
     missing = frozenset(f for f in EXPECTED if present[f] is None)
+    gpu_memory, gpu_busy = _one(rows["gpu_memory"], key), _one(rows["gpu_busy"], key)
     newest = _one(rows["newest"], key)
     stale = frozenset()
     # Old samples, or rates still computed from a window whose gauges already vanished
@@ -219,4 +230,5 @@ def _snapshot(key: str, rows: dict, now_s: float, window_s: float, at_s: float,
         queue_depth=queue, in_flight=in_flight, latency=latency, batch_samples=tuple(samples),
         mean_batch_size=size_total / count_total if count_total > 0 else None,
         ready_replicas=int(replicas) if replicas is not None else None, shed_rps=shed,
+        gpu_memory_used_ratio=gpu_memory, gpu_busy_ratio=gpu_busy,
         timed_out_rps=timed_out, missing=missing, stale=stale)

@@ -65,7 +65,15 @@ class AffineService:
         return self.base_s + self.per_item_s * batch_size
 
     def sample_s(self, batch_size: int, ids: list[int]) -> float:
-        return (self.base_s + self.per_item_s * batch_size) * self._noise.draw()
+        noise = self._noise
+        if noise.dist == "deterministic":
+            return self.base_s + self.per_item_s * batch_size
+        pos = noise._pos
+        if pos >= len(noise._buf):
+            noise._refill()
+            pos = 0
+        noise._pos = pos + 1
+        return (self.base_s + self.per_item_s * batch_size) * noise._buf[pos]
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,15 @@ class RampProfile:
     """Rate over time: ``base_rps``, then ``surge_factor`` times it, then ``base_rps`` again.
 
     Fractions of ``duration_s``: steady until ``surge_start``, a linear ramp of ``ramp`` up,
-    the surge until ``surge_end``, a linear ramp down. E.g. 180 s, 12 rps x 4: 12 rps until
-    54 s, 48 rps from 63 s to 117 s, 12 rps from 126 s.
+    the surge until ``surge_end``, a linear ramp down. E.g. 180 s, 3 rps x 5: 3 rps until
+    45 s, 15 rps from 54 s to 99 s, 3 rps from 108 s.
     """
 
     duration_s: float
-    base_rps: float = 12.0
-    surge_factor: float = 4.0
-    surge_start: float = 0.3
-    surge_end: float = 0.65
+    base_rps: float = 3.0
+    surge_factor: float = 5.0
+    surge_start: float = 0.25
+    surge_end: float = 0.55
     ramp: float = 0.05
 
     def __post_init__(self) -> None:

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from collectors import names
+from controllers.actuators.base import ActuationError
 from controllers.actuators.ray_serve import RayServeActuator
 from controllers.clock import WallClock
 from controllers.loop import ControlLoop, Target, TickRecord
@@ -34,10 +37,12 @@ from controllers.types import FleetBounds
 from sim.live.fleet import DEPLOYMENT_NAME, FleetConfig, RayFleet, require_ray
 from sim.live.load import LoadGenerator, RampProfile, arrivals
 from sim.live.prom import PrometheusProcess, find_prometheus, prometheus_config
-from sim.live.source import RayReplicaSource, RecordingActuator
+from sim.live.source import (GateActuator, RayReplicaSource, RecordingActuator,
+                             replica_counts, running_actor_ids)
 
 log = logging.getLogger("trimtab.live")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FLEET_MAX_ONGOING = 16       # max_ongoing_requests per replica until the policy sets it
 
 
 def _free_port() -> int:
@@ -54,10 +59,10 @@ class LiveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     duration_s: float = Field(180.0, ge=30, le=3600)
-    base_rps: float = Field(12.0, gt=0, le=60)
-    surge_factor: float = Field(4.0, ge=1, le=8)
+    base_rps: float = Field(3.0, gt=0, le=40)
+    surge_factor: float = Field(5.0, ge=1, le=8)
     seed: int = 0
-    slo_latency_s: float = Field(0.5, gt=0)
+    slo_latency_s: float = Field(1.0, gt=0)
     slo_target: float = Field(0.99, gt=0, lt=1)
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(4, ge=1, le=8)
@@ -65,9 +70,9 @@ class LiveConfig(BaseModel):
     max_batch_size: int = Field(16, ge=1, le=64)
     batch_timeout_ms: float = Field(5.0, ge=0)
     base_ms: float = Field(40.0, ge=0)
-    per_item_ms: float = Field(12.0, ge=0)
+    per_item_ms: float = Field(60.0, ge=0)
     interval_s: float = Field(3.0, gt=0)
-    window_s: float = Field(10.0, gt=0)
+    window_s: float = Field(5.0, gt=0)
     cold_start_s: float = Field(3.0, gt=0)
     policy: str = ("trimtab:bucket_s=5,season_s=86400,refit_s=60,down_window_s=20,"
                    "warmup_s=15,min_step=2")
@@ -107,15 +112,17 @@ class LiveRun:
     ticks: list[tuple[float, TickRecord]] = field(default_factory=list)
     batch_size_changes: int = 0
     replica_samples: list[tuple[float, int, int]] = field(default_factory=list)
+    actor_ids: list[tuple[float, dict[str, str]]] = field(default_factory=list)
 
 
 class Sidecar:
     """``trimtab sidecar --proxy`` as a subprocess in front of Ray Serve's HTTP proxy."""
 
     def __init__(self, upstream: str, listen_port: int, metrics_port: int, model: str,
-                 slo_latency_s: float, work_dir: Path) -> None:
+                 slo_latency_s: float, work_dir: Path, concurrency_limit: int) -> None:
         token = work_dir / "control.token"
-        token.write_text(secrets.token_hex(16))
+        self.token = secrets.token_hex(16)
+        token.write_text(self.token)
         token.chmod(0o600)
         self.url = f"http://127.0.0.1:{listen_port}/"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}"
@@ -124,7 +131,7 @@ class Sidecar:
                     "--upstream", upstream.rstrip("/"), "--listen", f"127.0.0.1:{listen_port}",
                     "--metrics-port", str(metrics_port), "--model", model,
                     "--slo-latency-s", str(slo_latency_s), "--gpu", "off",
-                    "--control-token-file", str(token), "--concurrency-limit", "256",
+                    "--control-token-file", str(token), "--concurrency-limit", str(concurrency_limit),
                     "--max-queue-length", "2048", "--queue-timeout-s", "30",
                     "--upstream-timeout-s", "30", "--log-level", "warning"]
         self.proc: subprocess.Popen | None = None
@@ -209,7 +216,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         fleet.start()
         _progress(on_progress, stage="starting the sidecar")
         sidecar = Sidecar(fleet.url, ports["sidecar"], ports["sidecar_admin"], DEPLOYMENT_NAME,
-                          cfg.slo_latency_s, work_dir)
+                          cfg.slo_latency_s, work_dir,
+                          concurrency_limit=cfg.min_replicas * FLEET_MAX_ONGOING)
         stack.callback(sidecar.stop)
         sidecar.start()
         wait_serving(sidecar.url)
@@ -217,6 +225,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         from prometheus_client import start_http_server
 
         metrics = ControllerMetrics()
+        live_replicas = Gauge(names.LIVE_REPLICAS, names.BY_NAME[names.LIVE_REPLICAS].help,
+                              ["state"], registry=metrics.registry)
         server, _thread = start_http_server(ports["controller"], addr="127.0.0.1",
                                             registry=metrics.registry)
         stack.callback(server.server_close)
@@ -238,7 +248,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         loop = ControlLoop(
             [Target(fleet.workload, TargetSelector("demo/mlp", {"model": DEPLOYMENT_NAME}),
                     policy, model=DEPLOYMENT_NAME, bounds=bounds, warmup_s=cfg.window_s)],
-            source, [actuator], WallClock(), metrics, interval_s=cfg.interval_s,
+            source, [actuator, GateActuator(sidecar.metrics_url, sidecar.token, actuator.inner)],
+            WallClock(), metrics, interval_s=cfg.interval_s,
             window_s=cfg.window_s,
             on_tick=lambda recs: ticks.extend((time.monotonic() - t0, r) for r in recs))
         stop = threading.Event()
@@ -251,20 +262,29 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         arrival_s = arrivals(cfg.profile(), cfg.seed)
         load = LoadGenerator(sidecar.url, arrival_s, timeout_s=30.0)
         replica_samples: list[tuple[float, int, int]] = []
+        actor_ids: list[tuple[float, dict[str, str]]] = []
         load_start_unix_s = time.time()
         load.start()
         stack.callback(load.stop)
-        while not load.done():
+        settle_until_s: float | None = None
+        while settle_until_s is None or time.monotonic() < settle_until_s:
             time.sleep(1.0)
-            snap = source.last.get("demo/mlp")
+            try:
+                details = actuator.inner.deployment_details(fleet.workload)
+            except ActuationError as exc:
+                log.warning("reading Ray Serve replicas: %s", exc)
+            else:
+                running, starting = replica_counts(details)
+                live_replicas.labels("running").set(running)
+                live_replicas.labels("starting").set(starting)
+                replica_samples.append((load.elapsed_s(), running, starting))
+                actor_ids.append((load.elapsed_s(), running_actor_ids(details)))
             _progress(on_progress, stage="load", elapsed_s=load.elapsed_s(), load=load,
-                      snapshot=snap, ticks=ticks, actuator=actuator, config=cfg,
-                      profile=cfg.profile())
-            if snap is not None and snap.ready_replicas is not None:
-                replica_samples.append((load.elapsed_s(), snap.ready_replicas,
-                                        snap.starting_replicas or 0))
+                      snapshot=source.last.get("demo/mlp"), ticks=ticks, actuator=actuator,
+                      config=cfg, profile=cfg.profile(), replicas=replica_samples[-1:])
+            if settle_until_s is None and load.done():
+                settle_until_s = time.monotonic() + cfg.settle_s
         load_end_unix_s = load_start_unix_s + cfg.duration_s
-        time.sleep(cfg.settle_s)
         stop.set()
         controller.join(30)
         _progress(on_progress, stage="reading results from Prometheus")
@@ -273,7 +293,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
                       request_log=load.log, applied=list(actuator.history),
                       actuation_errors=list(actuator.errors), ticks=list(ticks),
                       batch_size_changes=actuator.batch_size_changes(),
-                      replica_samples=replica_samples)
+                      replica_samples=replica_samples, actor_ids=actor_ids)
         result = finish(run)
         _progress(on_progress, stage="stopping")
         return result

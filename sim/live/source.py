@@ -31,6 +31,12 @@ def replica_counts(details: Mapping) -> tuple[int, int]:
     return running, starting
 
 
+def running_actor_ids(details: Mapping) -> dict[str, str]:
+    """replica id -> Ray actor id of the RUNNING replicas (a restart changes both)."""
+    return {r["replica_id"]: r["actor_id"] for r in details.get("replicas") or []
+            if str(getattr(r.get("state"), "value", r.get("state"))) == "RUNNING"}
+
+
 class RayReplicaSource:
     """A Source: the inner source's Snapshot with replica counts and knobs read from Ray."""
 
@@ -113,3 +119,55 @@ class RecordingActuator:
     def batch_size_changes(self) -> int:
         with self.lock:
             return sum(1 for a in self.history if "max_batch_size" in a.changes)
+
+
+class GateActuator:
+    """Keeps the one sidecar's admission limit at replicas x per-replica limit.
+
+    Ray Serve's proxy would otherwise queue the excess where no metric shows it; with the
+    gate, what the fleet cannot take yet waits in the sidecar's queue (trimtab_queue_depth),
+    which the policy reads. Applied after the Ray Serve actuator in the same tick.
+    """
+
+    name = "sidecar_gate"
+
+    def __init__(self, admin_url: str, token: str, ray: RayServeActuator,
+                 timeout_s: float = 2.0) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self.token = token
+        self.ray = ray
+        self.timeout_s = timeout_s
+        self.limit: int | None = None
+
+    def current_replicas(self, workload: WorkloadRef) -> int | None:
+        return None   # the Ray Serve actuator answers this
+
+    def apply(self, workload: WorkloadRef, decision: Decision, reason: str) -> Applied:
+        import json
+        import urllib.error
+        import urllib.request
+
+        per_replica = decision.concurrency_limit
+        if per_replica is None:
+            cfg = self.ray.deployment_details(workload).get("deployment_config") or {}
+            per_replica = cfg.get("max_ongoing_requests") or 1
+        if decision.max_batch_size is not None:
+            per_replica = max(per_replica, decision.max_batch_size)
+        limit = max(1, int(per_replica) * max(1, decision.replicas))
+        if limit == self.limit:
+            return Applied()
+        req = urllib.request.Request(
+            self.admin_url + "/control/v1/settings", method="PUT",
+            data=json.dumps({"concurrency_limit": limit}).encode(),
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s):
+                pass
+        except urllib.error.HTTPError as exc:
+            raise ActuationError("invalid" if exc.code in (400, 422) else "error",
+                                 f"sidecar gate: HTTP {exc.code}", retryable=exc.code >= 500)
+        except OSError as exc:
+            raise ActuationError("unavailable", f"sidecar gate: {exc}") from exc
+        old, self.limit = self.limit, limit
+        return Applied(changes={"gate_concurrency_limit": (old, limit)}, note=reason)

@@ -239,6 +239,9 @@ def read_counts(path: Path, interval_s: float | None) -> tuple[RateCurve, list[s
         stamps[i] = _timestamp_s(row[c_ts], _where(path, line, c_ts + 1, header[c_ts]))
         values[i] = _nonneg_float(row[c_val], _where(path, line, c_val + 1, header[c_val]))
     warnings: list[str] = []
+    if (np.diff(stamps) < 0).any():
+        warnings.append(f"{path}: {int(np.sum(np.diff(stamps) < 0))} row(s) out of time "
+                        "order; sorted by timestamp")
     if interval_s is None:
         gaps = np.diff(np.sort(stamps))
         gaps = gaps[gaps > 0]

@@ -80,6 +80,14 @@ def upstream_app(state: dict | None = None) -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def sse_die(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        await asyncio.sleep(0.05)
+        request.transport.close()               # the model server crashes mid-answer
+        return resp
+
     async def status500(request: web.Request) -> web.Response:
         return web.json_response({"error": "model failed"}, status=500)
 
@@ -93,6 +101,7 @@ def upstream_app(state: dict | None = None) -> web.Application:
     app.router.add_get("/hang", hang)
     app.router.add_get("/reset", reset)
     app.router.add_get("/sse", sse)
+    app.router.add_get("/sse_die", sse_die)
     app.router.add_get("/fail", status500)
     app.router.add_post("/v2/models/{m}/infer", infer)
     app.router.add_post("/v1/completions", echo)

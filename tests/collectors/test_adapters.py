@@ -5,12 +5,13 @@ import asyncio
 
 import aiohttp
 import pytest
+from hypothesis import given, settings, strategies as st
 from prometheus_client import CollectorRegistry
 
 from collectors import names
 from collectors.adapter_rules import (TRITON_RULES, VLLM_RULES, batch_size_histogram,
                                       triton_stats_fetcher)
-from collectors.adapters import PROXY_FAMILIES, ScrapeAdapter, load_mapping
+from collectors.adapters import PROXY_FAMILIES, PROXY_RENAMES, Rule, ScrapeAdapter, convert, load_mapping, parse
 from collectors.health import CollectorHealth
 from tests.collectors.support import load_fixture, load_json_fixture, serve
 from tests.collectors.triton_standin import triton_standin
@@ -85,6 +86,15 @@ def test_vllm_metrics_mapped_with_its_own_buckets():
     assert v(reg, "trimtab_queue_duration_seconds_count", model=LLAMA) == 1222
 
 
+def test_vllm_aborted_requests_are_errors_not_successes():
+    adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
+    adapter.ingest(load_fixture("vllm_metrics.txt").replace(
+        f'vllm:request_success_total{{finished_reason="abort",model_name="{LLAMA}"}} 0.0',
+        f'vllm:request_success_total{{finished_reason="abort",model_name="{LLAMA}"}} 5.0'))
+    assert v(reg, "trimtab_requests_total", model=LLAMA, outcome="ok") == 1222
+    assert v(reg, "trimtab_requests_total", model=LLAMA, outcome="error") == 5
+
+
 def test_vllm_new_kv_cache_name_wins_over_the_old_one():
     adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
     text = load_fixture("vllm_metrics.txt") + (
@@ -95,10 +105,14 @@ def test_vllm_new_kv_cache_name_wins_over_the_old_one():
     assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == 0.25       # not 0.7125
 
 
-def test_proxy_owned_families_skipped_in_proxy_mode():
+def test_proxy_owned_families_skipped_or_renamed_in_proxy_mode():
     adapter, reg, _ = build(VLLM_RULES, (LLAMA,), skip=PROXY_FAMILIES)
+    adapter.rename = PROXY_RENAMES
     adapter.ingest(load_fixture("vllm_metrics.txt"))
     assert v(reg, "trimtab_queue_depth", model=LLAMA) is None
+    assert v(reg, "trimtab_request_duration_seconds_count", model=LLAMA) is None
+    assert v(reg, "trimtab_upstream_queue_depth", model=LLAMA) == 3
+    assert v(reg, "trimtab_upstream_in_flight_requests", model=LLAMA) == 12
     assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == pytest.approx(0.4625)
 
 
@@ -210,3 +224,74 @@ def test_every_builtin_rule_targets_a_known_name_with_its_labels():
     for rule in TRITON_RULES + VLLM_RULES:
         rule.check_labels()
         assert rule.target in names.BY_NAME
+
+
+def test_sidecar_runs_the_triton_adapter_loop_against_the_standin():
+    from collectors.sidecar import Sidecar
+    from tests.collectors.support import make_config
+
+    async def scenario():
+        async with serve(triton_standin({})) as up:
+            sc = Sidecar(make_config(upstream=up, proxy=False, adapter="triton",
+                                     adapter_interval_s=0.1, models=("densenet_onnx",)))
+            await sc.start()
+            try:
+                for _ in range(100):
+                    await asyncio.sleep(0.05)
+                    if v(sc.registry, "trimtab_queue_depth", model="densenet_onnx") is not None:
+                        break
+                assert v(sc.registry, "trimtab_queue_depth", model="densenet_onnx") == 7
+                assert v(sc.registry, "trimtab_batch_size_count", model="densenet_onnx") == 1310
+                assert v(sc.registry, "trimtab_collector_success", collector="triton") == 1
+            finally:
+                await sc.stop()
+    asyncio.run(scenario())
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]),
+                              st.floats(0, 1e9, allow_nan=False), max_size=5),
+       scale=st.sampled_from([1.0, 1e-3, 1e-6]))
+def test_conversion_keeps_the_total_whatever_the_model_set(values, scale):
+    text = "# TYPE src_total counter\n" + "".join(
+        f'src_total{{model="{m}"}} {x!r}\n' for m, x in values.items())
+    rules = [Rule(source="src", target=names.INFERENCE_COUNT, scale=scale)]
+    families = convert(parse(text), rules, ("a", "b"))
+    out = {s.labels["model"]: s.value for f in families for s in f.samples
+           if s.name.endswith("_total")}
+    assert set(out) <= {"a", "b", "other"}
+    assert sum(out.values()) == pytest.approx(sum(values.values()) * scale, rel=1e-9)
+
+
+def test_proxy_and_adapter_together_export_each_family_once():
+    from prometheus_client import generate_latest
+
+    from collectors.fake_nvml import FakeGpuConfig, FakeNVML
+    from collectors.sidecar import Sidecar
+    from tests.collectors.support import make_config
+
+    async def scenario():
+        async with serve(triton_standin({})) as up:
+            sc = Sidecar(make_config(upstream=up, adapter="triton", adapter_interval_s=0.1,
+                                     gpu="fake", models=("densenet_onnx",)),
+                         nvml=FakeNVML(FakeGpuConfig(count=2)))
+            await sc.start()
+            try:
+                for _ in range(100):
+                    await asyncio.sleep(0.05)
+                    if v(sc.registry, "trimtab_collector_success", collector="triton") == 1:
+                        break
+                sc.gpu.poll_once()
+                return generate_latest(sc.registry).decode()
+            finally:
+                await sc.stop()
+
+    text = asyncio.run(scenario())
+    types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")]
+    assert len(types) == len(set(types))
+    families = {f.name for f in parse(text)}
+    assert {"trimtab_inferences", "trimtab_batch_size", "trimtab_requests",
+            "trimtab_gpu_up"} <= families
+    # the admission queue is trimtab_queue_depth; Triton's pending count has its own name
+    assert 'trimtab_queue_depth{model="densenet_onnx"} 0.0' in text
+    assert 'trimtab_upstream_queue_depth{model="densenet_onnx"} 7.0' in text

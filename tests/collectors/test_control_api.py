@@ -174,7 +174,7 @@ def test_triton_applies_are_rate_limited_and_coalesced():
         now = [0.0]
         async with serve(triton_standin(state)) as up:
             applier = TritonBatchApplier(up, ("densenet_onnx",), CollectorRegistry(),
-                                         min_interval_s=0.3, clock=lambda: now[0])
+                                         min_interval_s=1.0, clock=lambda: now[0])
             await applier.start()
             try:
                 applier.request(ControlSettings(max_batch_size=2))

@@ -43,3 +43,22 @@ def test_real_gpus_are_read_in_base_units(real_nvml):
             assert 0 <= r.values["trimtab_gpu_utilization_ratio"] <= 1
     assert reg.get_sample_value("trimtab_gpu_collector_enabled") == 1
     print({r.gpu: r.values for r in snap.readings}, health.errors("gpu"))
+
+
+def test_auto_without_a_driver_disables_the_collector():
+    """On a machine without NVIDIA's library, --gpu auto turns the collector off, visibly."""
+    try:
+        pynvml.nvmlInit()
+    except (pynvml.NVMLError_LibraryNotFound, pynvml.NVMLError_DriverNotLoaded):
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("a driver is present: covered by the gpu-marked test")
+    from collectors.gpu import load_nvml
+    health = CollectorHealth()
+    collector = GpuCollector(load_nvml("auto"), health)
+    collector.poll_once()
+    reg = CollectorRegistry()
+    reg.register(collector)
+    assert reg.get_sample_value("trimtab_gpu_collector_enabled") == 0
+    assert "no NVML" in collector.disabled_reason

@@ -36,6 +36,15 @@ def run(coro):
     asyncio.run(asyncio.wait_for(coro, 30))
 
 
+async def until(condition, timeout_s: float = 10.0) -> None:
+    """Wait for a condition on a loaded machine instead of guessing a sleep."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
 def test_forwards_body_and_headers_and_counts():
     async def scenario():
         async with proxied() as (sc, url), aiohttp.ClientSession() as s:
@@ -79,10 +88,11 @@ def test_overload_sheds_with_503_and_retry_after_while_limit_holds():
                     async with s.post(url + "/hold") as r:
                         return r.status, r.headers.get("Retry-After")
                 tasks = [asyncio.create_task(call()) for _ in range(6)]
-                for _ in range(100):
+                for _ in range(250):
                     await asyncio.sleep(0.02)
-                    if v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
-                         reason="queue_full") == 2:
+                    if (v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
+                          reason="queue_full") == 2 and state["concurrent"] == 2
+                            and v(sc, "trimtab_queue_depth", model="m1") == 2):
                         break
                 assert state["concurrent"] == 2
                 assert v(sc, "trimtab_queue_depth", model="m1") == 2
@@ -103,7 +113,7 @@ def test_queue_timeout_answers_503_and_counts():
                            limits={"queue_timeout_s": 0.2}) as (sc, url):
             async with aiohttp.ClientSession() as s:
                 holder = asyncio.create_task(s.post(url + "/hold"))
-                await asyncio.sleep(0.1)
+                await until(lambda: sc.admission.in_flight == 1)
                 async with s.get(url + "/echo") as r:
                     assert r.status == 503 and r.headers["Retry-After"] == "1"
                     assert "not admitted within 0.2 s" in (await r.json())["error"]
@@ -121,16 +131,11 @@ def test_client_gone_while_queued_frees_its_place():
                            limits={"max_queue_length": 1, "queue_timeout_s": 10}) as (sc, url):
             async with aiohttp.ClientSession() as s:
                 holder = asyncio.create_task(s.post(url + "/hold"))
-                await asyncio.sleep(0.1)
+                await until(lambda: sc.admission.in_flight == 1)
                 waiter = asyncio.create_task(s.get(url + "/echo"))
-                await asyncio.sleep(0.1)
-                assert sc.admission.queued == 1
+                await until(lambda: sc.admission.queued == 1)
                 waiter.cancel()                      # the client disconnects
-                for _ in range(50):
-                    await asyncio.sleep(0.02)
-                    if sc.admission.queued == 0:
-                        break
-                assert sc.admission.queued == 0
+                await until(lambda: sc.admission.queued == 0)
                 state["release"].set()
                 async with await holder as r:
                     assert r.status == 200
@@ -200,6 +205,36 @@ def test_sse_streamed_unbuffered_with_ttfb():
                 assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 0
                 state["sse_go"].set()
                 assert await r.content.read() == b"data: second\n\n"
-            await asyncio.sleep(0.05)
-            assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 1
+            await until(lambda: v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 1)
+    run(scenario())
+
+
+def test_slow_body_cut_off_with_408_without_stalling_others():
+    async def scenario():
+        async with proxied(limits={"body_timeout_s": 0.3}) as (sc, url):
+            port = sc.proxy_port
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+            await writer.drain()
+            async with aiohttp.ClientSession() as s, s.get(url + "/echo") as r:
+                assert r.status == 200                      # others are served meanwhile
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 408")
+            writer.close()
+            assert v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
+                     reason="body_timeout") == 1
+    run(scenario())
+
+
+def test_upstream_dying_mid_stream_cuts_the_client_and_counts():
+    async def scenario():
+        async with proxied() as (sc, url), aiohttp.ClientSession() as s:
+            async with s.get(url + "/sse_die") as r:
+                assert await r.content.readuntil(b"\n\n") == b"data: first\n\n"
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await r.content.read()          # truncated, never a clean end
+            await until(lambda: v(sc, "trimtab_requests_total", model="m1",
+                                  outcome="upstream_error") == 1)
+            assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 0
+            assert sc.admission.in_flight == 0
     run(scenario())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -11,14 +12,15 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, free_port, require_binary
 
-TRIMTAB = str(REPO_ROOT / ".venv" / "bin" / "trimtab")
+# The CLI through this interpreter, so the tests need no console script on PATH.
+TRIMTAB = [sys.executable, "-m", "controllers.cli"]
 
 
 class Proc:
@@ -59,21 +61,6 @@ def wait_http(url: str, proc: Proc, timeout_s: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     pytest.fail(f"{proc.name} did not answer {url} within {timeout_s} s:\n{proc.log_tail()}")
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
-    """Start processes that are stopped when the test ends, pass or fail."""
-    started: list[Proc] = []
-
-    def start(name: str, args: list[str], log_path: Path) -> Proc:
-        p = Proc(name, args, log_path)
-        started.append(p)
-        return p
-
-    yield start
-    for p in reversed(started):
-        p.stop()
 
 
 def start_prometheus(start: Callable[..., Proc], work: Path, config: dict[str, Any],
@@ -163,13 +150,6 @@ class Webhook:
         self.server.server_close()
 
 
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
 def start_alertmanager(start: Callable[..., Proc], work: Path, config: dict[str, Any]) -> str:
     port = free_port()
     cfg_path = work / "alertmanager.yml"
@@ -181,6 +161,22 @@ def start_alertmanager(start: Callable[..., Proc], work: Path, config: dict[str,
     ], work / "alertmanager.log")
     wait_http(f"http://127.0.0.1:{port}/-/ready", proc)
     return f"http://127.0.0.1:{port}"
+
+
+def recorded_exprs() -> dict[str, str]:
+    """Recording rule name -> its expression, from the shipped rules."""
+    from alerts.config import DEFAULT_CONFIG
+    from alerts.recording import recording_groups
+    return {r.record: r.expr for rules in recording_groups(DEFAULT_CONFIG).values()
+            for r in rules}
+
+
+def raw_names(expr: str, records: dict[str, str]) -> set[str]:
+    """Raw series a query reads, following recording rules back to what they read."""
+    out: set[str] = set()
+    for name in re.findall(r"(?<![\w:$])([a-zA-Z_]\w*:[\w:]+|trimtab_\w+|\bup\b)", expr):
+        out |= raw_names(records[name], records) if name in records else {name}
+    return out
 
 
 def python() -> str:

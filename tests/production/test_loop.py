@@ -207,6 +207,20 @@ def test_shadow_policies_are_exported_never_applied() -> None:
         "namespace": "prod", "workload": "llama", "model": "llama", "policy": "shadow"}) == 12
 
 
+def test_forecast_and_its_error_are_exported() -> None:
+    src = FakeSource(snaps={"prod/llama": snapshot(arrival_rate_rps=10.0)})
+    loop, clock = make_loop([make_target()], src, [FakeActuator(replicas={"prod/llama": 2})])
+    loop.tick(clock.now_s())                       # forecasts 10 (the scripted policy echoes)
+    src.snaps["prod/llama"] = snapshot(arrival_rate_rps=8.0)
+    clock.advance(15)
+    loop.tick(clock.now_s())
+    labels = {"namespace": "prod", "workload": "llama", "model": "llama"}
+    assert loop.metrics.value("trimtab_controller_forecast_requests_per_second", labels) == 8.0
+    assert loop.metrics.value("trimtab_controller_observed_requests_per_second", labels) == 8.0
+    assert loop.metrics.value("trimtab_controller_forecast_error_ratio",
+                              labels) == pytest.approx(0.25)   # |10 - 8| / 8
+
+
 def test_pause_is_exported_as_a_hold() -> None:
     act = FakeActuator(replicas={"prod/llama": 3}, paused={"prod/llama"})
     loop, clock = make_loop([make_target(policy=ScriptedPolicy(8))],

@@ -190,3 +190,108 @@ def test_openmetrics_is_accepted_by_promtool(tmp_path):
                            str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "BLOCK ULID" in proc.stdout
+
+
+def test_sweep_adds_the_cheapest_slo_meeting_setting_and_the_oracle(tmp_path, monkeypatch):
+    """With a sweep table and an oracle present, results gain the sweep's best and
+    cost_vs_oracle. Stand-ins for controllers.sweep and sim.oracle keep this test about the
+    replay's bookkeeping, not about those modules."""
+    import sys
+    import types
+
+    from controllers.static import StaticPolicy
+
+    fake_sweep = types.ModuleType("controllers.sweep")
+    fake_sweep.SWEEPS = {"static": ["static:replicas=1", "static:replicas=3",
+                                    "static:replicas=6"]}
+    fake_oracle = types.ModuleType("sim.oracle")
+    fake_oracle.make_oracle_policy = lambda sc, trace, bounds: StaticPolicy(
+        replicas=2, bounds=bounds, interval_s=10.0, name="oracle")
+    monkeypatch.setitem(sys.modules, "controllers.sweep", fake_sweep)
+    monkeypatch.setitem(sys.modules, "sim.oracle", fake_oracle)
+    sc = tmp_path / "sc.yaml"
+    sc.write_text(yaml.safe_dump({
+        "name": "sweep", "trace": {"format": "poisson", "rate_rps": 100, "duration_s": 120},
+        "service": {"base_ms": 50, "per_item_ms": 10, "max_batch": 4, "batch_timeout_ms": 5},
+        "replicas": {"initial": 6, "min": 1, "max": 10, "cold_start_s": 10},
+        "slo": {"latency_s": 0.5, "target": 0.99}}))
+    res = cli("replay", "--scenario", str(sc), "--policy", "static:replicas=8", "--sweep",
+              "--json", str(tmp_path / "r.json"), "--workers", "1")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    main, best = doc["results"]
+    assert main["sweep"] is False and main["params"] == {"replicas": 8}
+    # 100 rps; a replica does at most 4 per 90 ms = 44 rps: 1 replica is overloaded,
+    # 3 meet; 3 is cheaper than 6.
+    assert best["sweep"] is True and best["params"] == {"replicas": 3} and best["meets_slo"]
+    assert doc["oracle"]["policy"] == "oracle"
+    for r in doc["results"]:
+        assert r["cost_vs_oracle"] == pytest.approx(r["cost"] / doc["oracle"]["cost"], rel=1e-3)
+
+
+def test_snapshot_reports_gpu_memory_of_the_largest_batch():
+    sc = scenario(service={"memory": {"gpu_bytes": 80e9, "weights_bytes": 40e9,
+                                      "per_item_bytes": 1e9}})
+    pol = Scripted([Decision(replicas=2, reason="steady")])
+    simulate(sc, pol)
+    snaps = [s for s, _ in pol.seen if s.mean_batch_size]
+    assert snaps
+    for s in snaps:
+        biggest = max(b for b, _ in s.batch_samples)
+        assert s.gpu_memory_used_ratio == pytest.approx((40e9 + biggest * 1e9) / 80e9)
+
+
+def test_a_policy_that_raises_the_batch_past_memory_causes_ooms():
+    sc = scenario(service={"memory": {"gpu_bytes": 80e9, "weights_bytes": 40e9,
+                                      "per_item_bytes": 10e9}},
+                  trace={"rate_rps": 200})
+    pol = Scripted([Decision(replicas=2, reason="steady", max_batch_size=8)])
+    res = simulate(sc, pol)
+    s = res.summary
+    assert s["oom"] > 0 and s["failed"] > 0 and not s["meets_slo"]
+    assert s["cold_starts"] >= s["oom"]
+
+
+def test_openmetrics_series_are_cumulative_and_in_time_order(tmp_path):
+    from sim.openmetrics import render
+
+    res = simulate(scenario(controller={"interval_s": 5}), "static:replicas=2")
+    text = render(res, model="m", end_unix_s=1_000_000.0, max_replicas=10)
+    series: dict[str, list[tuple[float, float]]] = {}
+    families = []
+    for line in text.splitlines():
+        if line.startswith("# TYPE"):
+            families.append(line.split()[2])
+            continue
+        if line.startswith("#"):
+            continue
+        key, value, ts = line.rsplit(" ", 2)
+        series.setdefault(key, []).append((float(ts), float(value)))
+    assert len(families) == len(set(families))       # every family once, grouped
+    for key, points in series.items():
+        times = [t for t, _ in points]
+        assert times == sorted(times) and len(set(times)) == len(times), key
+        if "_total" in key or "_bucket" in key or "_count" in key:
+            vals = [v for _, v in points]
+            assert vals == sorted(vals), key          # counters never go down
+        # At most one sample per 15 s even though the policy ticks every 5 s.
+        assert all(b - a >= 15 - 1e-6 for a, b in zip(times, times[1:])), key
+    ok = [k for k in series if k.startswith("trimtab_requests_total") and 'outcome="ok"' in k]
+    assert series[ok[0]][-1][1] == res.summary["served"]
+    inf = [k for k in series if k.startswith("trimtab_request_duration_seconds_bucket")
+           and 'le="+Inf"' in k]
+    assert series[inf[0]][-1][1] == res.summary["served"]
+
+
+def test_round_robin_router_scenario_replays():
+    a = simulate(scenario(replicas={"router": "round_robin", "initial": 3}), "static:replicas=3",
+                 record_requests=True)
+    counts = np.bincount(a.requests["replica"][a.requests["replica"] >= 0])
+    assert counts.max() - counts.min() <= 1 + 0.02 * counts.max()
+
+
+def test_unknown_policy_exits_2_listing_known_ones(tmp_path):
+    res = CliRunner().invoke(__import__("controllers.cli").cli.app,
+                             ["replay", "--scenario", str(short_default(tmp_path, 30.0)),
+                              "--policy", "nosuch", "--workers", "1"])
+    assert res.exit_code == 2 and "known:" in res.output

@@ -191,3 +191,15 @@ def test_same_seed_same_trace_other_seed_differs():
     b = load_trace(TraceConfig(seed=7, **cfg), Path(".")).arrival_s
     c = load_trace(TraceConfig(seed=8, **cfg), Path(".")).arrival_s
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("fmt, text, name", [
+    ("counts", "timestamp,value\n60,100\n0,100\n120,100\n", "c.csv"),
+    ("mooncake", mooncake_lines([3000, 0, 6000]), "m.jsonl"),
+], ids=["counts", "mooncake"])
+def test_unsorted_files_are_sorted_with_a_warning(tmp_path, caplog, fmt, text, name):
+    path = write(tmp_path, text, name)
+    trace = load_trace(TraceConfig(path=str(path), format=fmt), tmp_path)
+    assert np.all(np.diff(trace.arrival_s) >= 0) and trace.arrival_s[0] >= 0
+    assert any("out of time order" in w for w in trace.warnings)
+    assert "out of time order" in caplog.text

@@ -1,0 +1,124 @@
+"""``trimtab up``: the whole loop live on this machine with a real Ray Serve fleet (trimtab[ray])."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+DEFAULT_OUT = Path("reports/live")
+
+
+def finish_run(run: Any, out: Path) -> dict[str, Any]:
+    """Results from Prometheus, the simulator's replay of the same load, the report files."""
+    import numpy as np
+
+    from sim.live import fidelity
+    from sim.live.results import batch_samples, live_result
+    from sim.report import _clean, write_report
+
+    cfg = run.config
+    live = live_result(run)
+    fit = fidelity.fit_service(batch_samples(run))
+    cold_s = fidelity.cold_start_s(run.applied, run.replica_samples)
+    sim = fidelity.replay(cfg, run.arrival_s, fit, cold_s)
+    sim.summary["policy"] = "simulator (fitted)"
+    log = run.request_log
+    ok = np.asarray(log.outcome, dtype=object) == "ok"
+    fid = fidelity.compare(live.summary, np.asarray(log.latency_s)[ok], run.replica_samples,
+                           sim, cfg.duration_s, cfg.slo_latency_s)
+    figures = {
+        "slo_attainment": live.summary["slo_attainment"],
+        "latency_p99_s": live.summary["latency_p99_s"],
+        "replicas_min": live.summary["replicas_min"],
+        "replicas_max": live.summary["replicas_max"],
+        "batch_size_changes": live.summary["batch_size_changes"],
+        "fidelity": {"p99_rel_error": fid["p99_rel_error"],
+                     "replica_seconds_rel_error": fid["replica_seconds_rel_error"]},
+    }
+    doc = _clean({"scenario": "live (Ray Serve)", "requests": int(len(run.arrival_s)),
+                  "results": [live.summary, sim.summary], "figures": figures,
+                  "fidelity": fid, "service_fit": fit.__dict__, "cold_start_s": cold_s,
+                  "config": cfg.model_dump(),
+                  "applied": [{"at_s": round(a.at_s, 2), "reason": a.reason,
+                               "changes": {k: list(v) for k, v in a.changes.items()}}
+                              for a in run.applied]})
+    files = write_report(out, doc, [("live (Ray Serve)", live), ("simulator (fitted)", sim)],
+                         cfg.slo_latency_s, cfg.slo_target)
+    return {"figures": _clean(figures), "fidelity": doc["fidelity"], "files": files,
+            "service_fit": fit, "cold_start_s": cold_s}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("up")
+    def up(
+        duration: float = typer.Option(180.0, "--duration", help="Seconds of load (30-3600)."),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures here."),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Report directory."),
+        base_rps: float = typer.Option(3.0, help="Steady load, requests/s."),
+        surge_factor: float = typer.Option(5.0, help="The surge is this many times the load."),
+        max_replicas: int = typer.Option(4, help="Upper replica bound (keep small here)."),
+        policy: Optional[str] = typer.Option(None, help="Policy spec (default: trimtab tuned"
+                                                        " for a minutes-long run)."),
+        seed: int = typer.Option(0, help="Seed of the arrival times."),
+        view: bool = typer.Option(True, "--view/--no-view", help="Show the live view."),
+    ) -> None:
+        """Start Ray Serve, the sidecar, Prometheus and the controller; drive a load ramp."""
+        from pydantic import ValidationError
+
+        try:
+            from sim.live.fleet import RayMissingError, require_ray
+        except ImportError as exc:   # pragma: no cover - our own package
+            raise typer.Exit(2) from exc
+        try:
+            require_ray()
+        except RayMissingError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        from sim.live.run import LiveConfig, run_live_with
+
+        params: dict[str, Any] = {"duration_s": duration, "base_rps": base_rps,
+                                  "surge_factor": surge_factor, "max_replicas": max_replicas,
+                                  "seed": seed}
+        if policy is not None:
+            params["policy"] = policy
+        try:
+            cfg = LiveConfig(**params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "config"
+            typer.echo(f"error: {field} = {err.get('input')!r}: {err['msg']}", err=True)
+            raise typer.Exit(2)
+        logging.basicConfig(level=logging.WARNING)
+        result = _run(cfg, out, view, run_live_with)
+        figures = result["figures"]
+        typer.echo(json.dumps(figures, indent=2))
+        typer.echo(f"report: {result['files']['html']}")
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _run(cfg: Any, out: Path, view: bool, run_live_with: Any) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.live import Live
+
+    from sim.live.view import render
+
+    console = Console(stderr=True)
+    finish = lambda run: finish_run(run, out)  # noqa: E731
+    try:
+        if not view:
+            return run_live_with(cfg, finish, on_progress=lambda info: _stage(console, info))
+        with Live(render({"stage": "starting"}), console=console, refresh_per_second=2) as live:
+            return run_live_with(cfg, finish, on_progress=lambda info: live.update(render(info)))
+    except KeyboardInterrupt:
+        console.print("interrupted: everything started was stopped")
+        raise typer.Exit(130)
+
+
+def _stage(console: Any, info: dict) -> None:
+    if info.get("stage") != "load":
+        console.print(f"trimtab up: {info['stage']}")

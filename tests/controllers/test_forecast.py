@@ -1,0 +1,85 @@
+"""Forecaster: model choice by history, scheduled refits, error tracking, upper quantile."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from controllers import forecast
+
+CFG = forecast.ForecastConfig(bucket_s=60.0, season_s=3600.0, refit_s=600.0, quantile=0.95)
+
+
+def _feed(values, cfg=CFG, interval_s=15.0, horizon_s=75.0, state=None):
+    state = state or forecast.ForecastState()
+    fits = []
+    for i, v in enumerate(values, start=1):
+        state = forecast.observe(state, cfg, i * interval_s, float(v), horizon_s)
+        fits.append(state.last_fit_bucket)
+    return state, fits
+
+
+def test_model_kind_follows_history_length():
+    t = np.arange(4 * 240)             # 15 s windows; 240 per 3600 s season
+    values = 100 + 40 * np.sin(2 * np.pi * t / 240)
+    state, _ = _feed(values[:20])
+    assert state.model.kind == "level"
+    state, _ = _feed(values[:200])
+    assert state.model.kind == "holt"
+    state, _ = _feed(values)           # four seasons: more than two
+    assert state.model.kind == "holt_winters"
+
+
+def test_refits_on_a_schedule_not_every_tick():
+    values = np.full(480, 50.0) + np.random.default_rng(1).normal(0, 2, 480)
+    _, fits = _feed(values)
+    distinct = sorted({f for f in fits if f is not None})
+    # 480 ticks = 120 buckets; refit every 10 buckets (plus the level->holt switch).
+    assert 10 <= len(distinct) <= 14
+
+
+def test_holt_follows_a_ramp():
+    values = np.linspace(10, 200, 400)
+    state, _ = _feed(values)
+    mean, upper = forecast.forecast(state, CFG, 75.0)
+    assert mean == pytest.approx(200 + 190 / 400 * 8, rel=0.1)   # 2 buckets ahead
+    assert upper >= mean
+
+
+def test_seasonal_forecast_beats_flat_after_two_seasons():
+    t = np.arange(6 * 240)
+    values = 100 + 60 * np.sin(2 * np.pi * t / 240)
+    state, _ = _feed(values[:-40])
+    horizon_s = 600.0                  # 10 buckets ahead, into the rising part of the cycle
+    mean, _ = forecast.forecast(state, CFG, horizon_s)
+    future_peak = values[-40:].max()
+    assert mean == pytest.approx(future_peak, rel=0.15)
+
+
+def test_upper_widens_after_the_forecast_was_wrong():
+    rng = np.random.default_rng(3)
+    calm = 100 + rng.normal(0, 2, 300)
+    state, _ = _feed(calm)
+    _, upper_calm = forecast.forecast(state, CFG, 75.0, 100.0)
+    jumpy = np.where(np.arange(300) % 20 < 4, 180.0, 100.0) + rng.normal(0, 2, 300)
+    state, _ = _feed(jumpy, state=state)
+    _, upper_jumpy = forecast.forecast(state, CFG, 75.0, 100.0)
+    assert upper_calm < 115
+    assert upper_jumpy > 1.4 * upper_calm     # the bursts were missed, so headroom grew
+
+
+def test_state_is_bounded():
+    state, _ = _feed(np.full(3000, 10.0))
+    assert len(state.history) <= max(3 * forecast.season_buckets(CFG), 600)
+    assert len(state.pending) <= 4 * 2 + 4 and len(state.recent) <= 10
+
+
+def test_no_model_no_forecast():
+    assert forecast.forecast(forecast.ForecastState(), CFG, 60.0) is None
+
+
+def test_predict_is_never_negative():
+    m = forecast.Model("holt", 0.5, 0.5, 0.0, 0.98, 1.0, -5.0)
+    assert forecast.predict(m, 10) == 0.0
+    assert not math.isnan(forecast.predict(m, 1))
