@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 TOKEN_ENV = "TRIMTAB_CONTROL_TOKEN"
+Opt = typer.Option
 
 
 def _split_hostport(value: str, option: str) -> tuple[str, int]:
@@ -41,32 +42,45 @@ def register(app: typer.Typer) -> None:
     @group.callback(invoke_without_command=True)
     def sidecar(
         ctx: typer.Context,
-        upstream: Optional[str] = typer.Option(None, help="Model server base URL, e.g. http://127.0.0.1:8000."),
-        listen: str = typer.Option("127.0.0.1:8080", help="Proxy address HOST:PORT (with --proxy)."),
-        metrics_port: int = typer.Option(9400, help="Admin port: /metrics, /healthz, /readyz, control API."),
-        metrics_host: str = typer.Option("127.0.0.1", help="Admin address (0.0.0.0 in a pod)."),
-        proxy: bool = typer.Option(False, "--proxy", help="Run the admission proxy."),
-        adapter: Optional[str] = typer.Option(None, help="triton | vllm | prometheus: scrape the model server."),
-        adapter_metrics_url: Optional[str] = typer.Option(None, help="Metrics URL to scrape (default: UPSTREAM/metrics)."),
-        adapter_mapping: Optional[Path] = typer.Option(None, help="YAML mapping for --adapter prometheus."),
-        adapter_interval_s: float = typer.Option(5.0, help="Adapter scrape period."),
-        gpu: str = typer.Option("auto", help="auto | off | fake (simulated GPUs through a fake NVML)."),
-        fake_gpu_config: Optional[Path] = typer.Option(None, help="JSON/YAML steering the fake GPUs; re-read on change."),
-        gpu_poll_s: float = typer.Option(1.0, help="NVML poll period."),
-        model: list[str] = typer.Option([], "--model", help="Model label to keep (repeatable); others are 'other'."),
-        slo_latency_s: list[float] = typer.Option([], "--slo-latency-s", help="Latency SLO threshold, a histogram bucket (repeatable)."),
-        control_token_file: Optional[Path] = typer.Option(None, help=f"Bearer token file (else ${TOKEN_ENV})."),
-        concurrency_limit: int = typer.Option(8, help="Initial concurrency limit."),
-        max_batch_size: int = typer.Option(8, help="Initial max batch size."),
-        batch_timeout_ms: float = typer.Option(5.0, help="Initial batch timeout."),
-        max_queue_length: int = typer.Option(256, help="Requests that may wait for admission."),
-        queue_timeout_s: float = typer.Option(5.0, help="Longest wait for admission before 503."),
-        upstream_timeout_s: float = typer.Option(300.0, help="Longest silence from the upstream before 504."),
-        max_header_bytes: int = typer.Option(16384, help="Request header limit (431 above)."),
-        max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Request body limit (413 above)."),
-        triton_model_control: bool = typer.Option(False, help="Apply batch settings to Triton (explicit model control)."),
-        triton_apply_min_interval_s: float = typer.Option(30.0, help="Least time between Triton reloads per model."),
-        log_level: str = typer.Option("info", help="debug | info | warning | error."),
+        upstream: Optional[str] = Opt(
+            None, help="Model server base URL, e.g. http://127.0.0.1:8000."),
+        listen: str = Opt("127.0.0.1:8080", help="Proxy address HOST:PORT (with --proxy)."),
+        metrics_port: int = Opt(
+            9400, help="Admin port: /metrics, /healthz, /readyz and the control API."),
+        metrics_host: str = Opt("127.0.0.1", help="Admin address (0.0.0.0 in a pod)."),
+        proxy: bool = Opt(False, "--proxy", help="Run the admission proxy."),
+        adapter: Optional[str] = Opt(
+            None, help="triton | vllm | prometheus: scrape the model server's metrics."),
+        adapter_metrics_url: Optional[str] = Opt(
+            None, help="Metrics URL to scrape (default: UPSTREAM/metrics)."),
+        adapter_mapping: Optional[Path] = Opt(
+            None, help="YAML mapping for --adapter prometheus."),
+        adapter_interval_s: float = Opt(5.0, help="Adapter scrape period."),
+        gpu: str = Opt("auto", help="auto | off | fake (simulated GPUs through a fake NVML)."),
+        fake_gpu_config: Optional[Path] = Opt(
+            None, help="JSON/YAML file steering the fake GPUs; re-read when it changes."),
+        gpu_poll_s: float = Opt(1.0, help="NVML poll period."),
+        model: list[str] = Opt(
+            [], "--model", help="Model label to keep (repeatable); others are 'other'."),
+        slo_latency_s: list[float] = Opt(
+            [], "--slo-latency-s", help="Latency SLO threshold: a bucket bound (repeatable)."),
+        control_token_file: Optional[Path] = Opt(
+            None, help=f"Bearer token for the control API (else ${TOKEN_ENV})."),
+        concurrency_limit: int = Opt(8, help="Initial concurrency limit."),
+        max_batch_size: int = Opt(8, help="Initial max batch size."),
+        batch_timeout_ms: float = Opt(5.0, help="Initial batch timeout."),
+        max_queue_length: int = Opt(256, help="Requests that may wait for admission."),
+        queue_timeout_s: float = Opt(5.0, help="Longest wait for admission before 503."),
+        upstream_timeout_s: float = Opt(
+            300.0, help="Longest silence from the upstream before 504."),
+        body_timeout_s: float = Opt(30.0, help="Longest wait for a request body before 408."),
+        max_header_bytes: int = Opt(16384, help="Request header limit (431 above)."),
+        max_body_bytes: int = Opt(16 * 1024 * 1024, help="Request body limit (413 above)."),
+        triton_model_control: bool = Opt(
+            False, help="Apply batch settings to Triton (explicit model control mode)."),
+        triton_apply_min_interval_s: float = Opt(
+            30.0, help="Least time between two Triton reload rounds."),
+        log_level: str = Opt("info", help="debug | info | warning | error."),
     ) -> None:
         """Run the sidecar (when no subcommand is given)."""
         if ctx.invoked_subcommand is not None:
@@ -99,21 +113,28 @@ def register(app: typer.Typer) -> None:
                 limits=ProxyLimits(max_queue_length=max_queue_length,
                                    queue_timeout_s=queue_timeout_s,
                                    upstream_timeout_s=upstream_timeout_s,
+                                   body_timeout_s=body_timeout_s,
                                    max_header_bytes=max_header_bytes,
                                    max_body_bytes=max_body_bytes))
         except ValidationError as exc:
             field, message = first_error(exc)
-            raise typer.BadParameter(message, param_hint="--" + field.split(".")[-1].replace("_", "-")) from None
+            option = "--" + field.split(".")[-1].replace("_", "-")
+            raise typer.BadParameter(message, param_hint=option) from None
         try:
             sidecar_ = Sidecar(config)
         except ValueError as exc:    # e.g. a bad adapter mapping file, named in the message
             raise typer.BadParameter(str(exc)) from None
-        asyncio.run(sidecar_.run_forever())
+        try:
+            asyncio.run(sidecar_.run_forever())
+        except OSError as exc:      # a port in use, an address that is not ours
+            typer.echo(f"error: cannot listen: {exc.strerror or exc} (--listen {listen}, "
+                       f"--metrics-port {metrics_port})", err=True)
+            raise typer.Exit(2) from None
 
     @group.command("bench")
     def bench(
-        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures here as JSON."),
-        quick: bool = typer.Option(False, help="Shorter phases (for smoke tests)."),
+        json_path: Optional[Path] = Opt(None, "--json", help="Write the figures here as JSON."),
+        quick: bool = Opt(False, help="Shorter phases (for smoke tests)."),
     ) -> None:
         """Measure the proxy's added latency (vs nginx), max req/s, exposition time, idle CPU."""
         from collectors.bench import run_bench

@@ -205,7 +205,8 @@ class FakeNVML:
 
     # --- readings ---------------------------------------------------------------------------
     def nvmlDeviceGetMemoryInfo(self, handle: FakeHandle, version: int | None = None):
-        cfg = self._check("nvmlDeviceGetMemoryInfo", handle)
+        # "nvmlDeviceGetMemoryInfo_v2" in ``fail`` breaks only the versioned call (old drivers).
+        cfg = self._check("nvmlDeviceGetMemoryInfo" + ("_v2" if version else ""), handle)
         total = cfg.memory_total_bytes
         if handle.mig is not None:
             total //= max(1, cfg.mig.get(handle.index, 1))
@@ -300,6 +301,10 @@ def _error_by_suffix(suffix: str) -> pynvml.NVMLError:
     return NVMLError(pynvml.NVML_ERROR_UNKNOWN)
 
 
-# The fake is used as a module: the error classes and constants are its attributes too.
+# The fake is used as a module: the error classes and constants are its attributes too
+# (every NVMLError subclass pynvml defines, not only the ones named above).
 for _name in [n for n in list(globals()) if n.startswith(("NVML", "nvmlMemory", "nvmlClocks"))]:
     setattr(FakeNVML, _name, globals()[_name])
+for _name in dir(pynvml):
+    if _name.startswith("NVMLError_"):
+        setattr(FakeNVML, _name, getattr(pynvml, _name))

@@ -189,11 +189,14 @@ class GpuCollector(Collector):
         reading = GpuReading(gpu, nvml.nvmlDeviceGetUUID(handle), nvml.nvmlDeviceGetName(handle),
                              up=True)
 
+        unsupported = (nvml.NVMLError_NotSupported,
+                       getattr(nvml, "NVMLError_FunctionNotFound", nvml.NVMLError_NotSupported))
+
         def attempt(fn: Callable[[], Any]) -> Any:
             try:
                 return fn()
-            except nvml.NVMLError_NotSupported:
-                return None                      # omit the series rather than export 0
+            except unsupported:                  # omit the series rather than export 0;
+                return None                      # old drivers lack e.g. memory info v2
             except nvml.NVMLError_GpuIsLost:
                 raise
             except nvml.NVMLError as exc:
@@ -258,12 +261,21 @@ class GpuCollector(Collector):
         if current != nvml.NVML_DEVICE_MIG_ENABLE:
             return []
         out = []
-        for j in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            slots = nvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+        except nvml.NVMLError as exc:           # the parent GPU is fine: count, do not drop it
+            errors.append(self._error_name(exc))
+            return []
+        for j in range(slots):
             try:
                 mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, j)
+                out.append(self._read_device(f"{index}/mig{j}", mig, errors))
             except nvml.NVMLError_NotFound:
                 continue
-            out.append(self._read_device(f"{index}/mig{j}", mig, errors))
+            except nvml.NVMLError_GpuIsLost:
+                raise
+            except nvml.NVMLError as exc:
+                errors.append(self._error_name(exc))
         return out
 
     # --- exposition -------------------------------------------------------------------------

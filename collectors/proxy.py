@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from collectors.admission import Admission, QueueFull, QueueTimeout
 from collectors.proxy_metrics import OTHER_MODEL, ModelChildren, ProxyMetrics
 from collectors.settings import ProxyLimits
+from collectors.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 # and Content-Length is recomputed from the body we forward.
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
+    "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    "expect"})   # the body is buffered already: no 100-continue towards the upstream
 SMALL_BODY_BYTES = 256 * 1024
 
 
@@ -66,18 +68,16 @@ class AdmissionProxy:
         self._models = frozenset(models)
         self._default = models[0]
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._limits.upstream_connect_timeout_s,
-                                        sock_read=self._limits.upstream_timeout_s)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        self._pool = UpstreamPool(self._upstream,
+                                  connect_timeout_s=self._limits.upstream_connect_timeout_s,
+                                  read_timeout_s=self._limits.upstream_timeout_s)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def server(self) -> web.Server:
         # Header limits are enforced by the handler (431, counted); aiohttp's own parser limits
@@ -173,46 +173,41 @@ class AdmissionProxy:
 
     async def _forward(self, request: web.BaseRequest, body: bytes, ch: ModelChildren,
                        t0: float) -> web.StreamResponse:
-        assert self._session is not None, "start() the proxy first"
+        assert self._pool is not None, "start() the proxy first"
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         if request.remote:
             headers.append(("X-Forwarded-For", request.remote))
         try:
-            upstream = await self._session.request(
-                request.method, self._upstream + request.raw_path, headers=headers,
-                data=body if body else None, allow_redirects=False)
-        except asyncio.TimeoutError:
-            return self._upstream_failed(ch, t0, 504, "upstream did not answer in time")
-        except (aiohttp.ClientError, OSError) as exc:
-            return self._upstream_failed(ch, t0, 502, f"upstream unreachable: {type(exc).__name__}")
+            upstream = await self._pool.request(request.method, request.raw_path, headers, body)
+        except UpstreamTimeout as exc:
+            return self._upstream_failed(ch, t0, 504, str(exc))
+        except UpstreamError as exc:
+            return self._upstream_failed(ch, t0, 502, str(exc))
         outcome = "error" if upstream.status >= 500 else "ok"
         try:
-            out_headers = [(k, v) for k, v in upstream.headers.items()
-                           if k.lower() not in HOP_BY_HOP]
+            out_headers = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
             length = upstream.content_length
             if length is not None and length <= SMALL_BODY_BYTES:
                 # Not a stream: read it whole and answer in one write.
                 data = await upstream.read()
                 ch.ttfb.observe(self._clock() - t0)
-                response = web.Response(status=upstream.status, reason=upstream.reason,
+                response = web.Response(status=upstream.status, reason=upstream.reason or None,
                                         body=data, headers=CIMultiDict(out_headers))
             else:
                 response, counted = await self._stream(request, upstream, out_headers, ch, t0)
                 if counted:
                     return response      # an upstream failure mid-stream, counted in _stream
-        except asyncio.TimeoutError:
-            if not upstream.closed:
-                upstream.close()
-            return self._upstream_failed(ch, t0, 504, "upstream stalled while answering")
-        except (aiohttp.ClientError, OSError) as exc:
-            return self._upstream_failed(ch, t0, 502, f"upstream failed: {type(exc).__name__}")
+        except UpstreamTimeout as exc:
+            return self._upstream_failed(ch, t0, 504, str(exc))
+        except UpstreamError as exc:
+            return self._upstream_failed(ch, t0, 502, str(exc))
         finally:
             upstream.release()
         ch.requests[outcome].inc()
         ch.duration.observe(self._clock() - t0)
         return response
 
-    async def _stream(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
+    async def _stream(self, request: web.BaseRequest, upstream: UpstreamResponse,
                       out_headers: list[tuple[str, str]], ch: ModelChildren,
                       t0: float) -> tuple[web.StreamResponse, bool]:
         """Pass chunks on as they arrive (server-sent events), timing the first one.
@@ -220,20 +215,20 @@ class AdmissionProxy:
         Returns (response, counted): ``counted`` is True when an upstream failure mid-stream
         was already counted here. A client that leaves mid-stream is not the upstream's fault.
         """
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
         for k, v in out_headers:
             response.headers.add(k, v)
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
         first = True
-        chunks = upstream.content.iter_any().__aiter__()
+        chunks = upstream.iter_chunks().__aiter__()
         while True:
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+            except UpstreamError:
                 # Headers are gone already: the only honest signal left is to cut the connection.
                 ch.requests["upstream_error"].inc()
                 ch.duration.observe(self._clock() - t0)

@@ -108,10 +108,10 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        # Objects alive after start-up live for the whole run: keep them out of GC passes.
-        gc.freeze()
         try:
+            await self.start()
+            # Objects alive after start-up live for the whole run: keep them out of GC passes.
+            gc.freeze()
             await stop.wait()
         finally:
             await self.stop()

@@ -1,6 +1,6 @@
 """Capacity model: a robust online fit of batch time s(b) = a + c*b and a p99 latency model.
 
-The fit keeps, per batch size, an exponentially weighted mean batch time (bounded state
+The fit keeps, per batch size, a robust running mean batch time (clipped steps; bounded state
 however many batches are seen) and runs Theil-Sen (scipy) over the sizes, so a few slow
 batches or one odd size cannot drag the line. Per-replica throughput at batch b is b / s(b).
 
@@ -60,8 +60,10 @@ def observe(state: CapacityState, samples: tuple[tuple[float, float], ...],
         if old is None:
             table[size] = (window_mean_s, len(times))
         else:
-            table[size] = ((1 - _EW_WEIGHT) * old[0] + _EW_WEIGHT * window_mean_s,
-                           old[1] + len(times))
+            # A clipped step (a Huber-like update): one stalled window moves the mean by at
+            # most 5 %, while a real shift is followed within a few windows.
+            step_s = min(max(window_mean_s - old[0], -0.25 * old[0]), 0.25 * old[0])
+            table[size] = (old[0] + _EW_WEIGHT * step_s, old[1] + len(times))
     ordered = sorted(table.items(), key=lambda kv: -kv[1][1])[:max_sizes]
     return CapacityState(tuple(sorted((s, t, n) for s, (t, n) in ordered)))
 

@@ -68,6 +68,7 @@ class ForecastState:
 _LR_LO, _LR_STEP, _LR_BINS = -0.5, 0.05, 40
 _LR_DECAY = 0.999          # per window: half-life about 700 windows
 _LR_MIN_SAMPLES = 40.0
+_PRIOR_PEAK_RATIO = 1.3
 
 
 def season_buckets(cfg: ForecastConfig) -> int:
@@ -249,4 +250,5 @@ def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float,
         base = max(mean, now_rps or 0.0)
         return mean, base * max(ratio, 1.0)
     z = float(norm.ppf(cfg.quantile))
-    return mean, mean + z * math.sqrt(var)
+    # Too little history to know how bursty the load is: assume peaks 30 % over the base.
+    return mean, max(mean + z * math.sqrt(var), _PRIOR_PEAK_RATIO * max(mean, now_rps or 0.0))

@@ -39,8 +39,13 @@ class LeaderElector:
         self.clock = clock
         self.lease_duration_s = lease_duration_s
         self.renew_every_s = renew_every_s
-        self.renew_deadline_s = renew_deadline_s if renew_deadline_s is not None else max(
-            renew_every_s, lease_duration_s - 2.0)
+        # Default 13 s for 15/10: stop trusting itself 2 s (or half the slack) before a
+        # follower may take over.
+        self.renew_deadline_s = renew_deadline_s if renew_deadline_s is not None else (
+            lease_duration_s - min(2.0, (lease_duration_s - renew_every_s) / 2))
+        if not renew_every_s <= self.renew_deadline_s < lease_duration_s:
+            raise ValueError(f"renew_deadline_s = {self.renew_deadline_s} must be >= renew_every_s"
+                             f" = {renew_every_s} and < lease_duration_s = {lease_duration_s}")
         self.retry_every_s = retry_every_s
         self.unix_time = unix_time
         self.on_change = on_change

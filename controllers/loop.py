@@ -170,6 +170,9 @@ class ControlLoop:
         current = self._current(target, st, snap)
         if current is not None:
             snap = snap.with_(desired_replicas=current)
+            if snap.starting_replicas is None and snap.ready_replicas is not None:
+                # Asked for but not yet exporting metrics: starting (cold start in progress).
+                snap = snap.with_(starting_replicas=max(0, current - snap.ready_replicas))
         wanted, st.policy_state = target.policy.decide(snap, st.policy_state, now_s)
         shadows = {}
         for i, shadow in enumerate(target.shadows):

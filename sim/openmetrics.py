@@ -112,6 +112,11 @@ def render(result: RunResult, *, model: str, end_unix_s: float, max_replicas: in
         (N.CTRL_MAX_REPLICAS, ctrl, np.full(len(keep), float(max_replicas))),
         (N.CTRL_OBSERVED_RPS, ctrl, ticks["arrival_rate_rps"][keep]),
         (N.CTRL_FORECAST_RPS, ctrl, ticks["forecast_rps"][keep]),
+        (N.CTRL_APPLIED_REPLICAS, ctrl, ticks["desired_replicas"][keep]),
+        # Every simulated tick succeeds: the loop's last success is the sample's own time.
+        (N.CTRL_LAST_SUCCESS, {k: v for k, v in ctrl.items() if k not in ("workload", "model")},
+         ts),
+        (N.COLLECTOR_SUCCESS, dict(side, collector="proxy"), np.ones(len(keep))),
     ]
     if gpu_memory_bytes:
         ratio = om["gpu_memory_ratio"][keep]

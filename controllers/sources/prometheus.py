@@ -38,6 +38,30 @@ def _escape(value: str) -> str:
     return re.escape(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
+MAX_REGEX_VALUES = 50
+
+
+def selector(keys: tuple[str, ...], members: Sequence[TargetSelector]) -> str:
+    """``{namespace="prod", model=~"a|b"}`` for a group; results are matched back exactly.
+
+    One value is an equality matcher; more than MAX_REGEX_VALUES values are left out of the
+    selector (a long alternation costs Prometheus more than the extra series cost us: the
+    answers are filtered by exact label values here anyway).
+    """
+    parts = []
+    for k in keys:
+        values = sorted({m.matchers[k] for m in members})
+        if len(values) == 1:
+            parts.append(f'{k}="{_string(values[0])}"')
+        elif len(values) <= MAX_REGEX_VALUES:
+            parts.append(f'{k}=~"{"|".join(_escape(v) for v in values)}"')
+    return "{" + ", ".join(parts) + "}" if parts else ""
+
+
+def _string(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def queries_for(keys: tuple[str, ...], selector: str, window_s: float) -> list[Query]:
     """The PromQL for one group of targets sharing label keys; ``selector`` is ``{k=~"a|b"}``."""
     by = ", ".join(keys)
@@ -121,10 +145,7 @@ class PrometheusSource:
         self.last_errors = []
         jobs = []
         for keys, members in groups.items():
-            sel = "{" + ", ".join(
-                f'{k}=~"{"|".join(sorted({_escape(m.matchers[k]) for m in members}))}"'
-                for k in keys) + "}" if keys else ""
-            jobs += [(keys, q) for q in queries_for(keys, sel, window_s)]
+            jobs += [(keys, q) for q in queries_for(keys, selector(keys, members), window_s)]
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             results = list(pool.map(lambda j: self._safe(j[1].promql, at_s), jobs))
         if all(isinstance(r, OSError) for r in results):

@@ -1,5 +1,4 @@
-"""Replica lifecycle (starting, ready, draining, stopped, parked), OOM restarts and actuation,
-as a mixin of the Fleet."""
+"""Replica lifecycle (starting, ready, draining, stopped, parked), OOM restarts, actuation."""
 from __future__ import annotations
 
 import numpy as np

@@ -13,11 +13,11 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim.live import wall_clock
 from controllers.actuators.base import WorkloadRef
 from controllers.actuators.ray_serve import INSTALL_HINT, KIND
 
@@ -129,14 +129,14 @@ class RayFleet:
     def wait_running(self, timeout_s: float) -> None:
         from ray import serve
 
-        deadline_s = time.monotonic() + timeout_s
-        while time.monotonic() < deadline_s:
+        deadline_s = wall_clock.now_s() + timeout_s
+        while wall_clock.now_s() < deadline_s:
             app = serve.status().applications.get(APP_NAME)
             if app is not None and app.status == "RUNNING":
                 return
             if app is not None and app.status == "DEPLOY_FAILED":
                 raise RuntimeError(f"demo app failed to deploy: {app.message}")
-            time.sleep(0.25)
+            wall_clock.sleep_s(0.25)
         raise TimeoutError(f"demo app not RUNNING after {timeout_s} s")
 
     def stop(self) -> None:
@@ -191,9 +191,9 @@ def kill_strays(marker: str, grace_s: float = 3.0) -> list[int]:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline_s = time.monotonic() + grace_s
-    while time.monotonic() < deadline_s and stray_pids(marker):
-        time.sleep(0.1)
+    deadline_s = wall_clock.now_s() + grace_s
+    while wall_clock.now_s() < deadline_s and stray_pids(marker):
+        wall_clock.sleep_s(0.1)
     for pid in stray_pids(marker):
         try:
             os.kill(pid, signal.SIGKILL)

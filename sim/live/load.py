@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from sim.live import wall_clock
 
 OK, ERROR, SHED, TIMEOUT, DROPPED = "ok", "error", "shed", "timeout", "client_dropped"
 
@@ -113,7 +114,7 @@ class LoadGenerator:
         self.sent = 0
 
     def elapsed_s(self) -> float:
-        return 0.0 if self.started_mono_s is None else time.monotonic() - self.started_mono_s
+        return 0.0 if self.started_mono_s is None else wall_clock.now_s() - self.started_mono_s
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="trimtab-load", daemon=True)
@@ -136,7 +137,7 @@ class LoadGenerator:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         connector = aiohttp.TCPConnector(limit=self.max_outstanding)
         outstanding: set[asyncio.Task] = set()
-        self.started_mono_s = time.monotonic()
+        self.started_mono_s = wall_clock.now_s()
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             for i, at_s in enumerate(self.arrival_s):
                 if self._stop.is_set():
@@ -157,7 +158,7 @@ class LoadGenerator:
     async def _one(self, session, at_s: float, i: int) -> None:
         import aiohttp
 
-        begin_s = time.monotonic()
+        begin_s = wall_clock.now_s()
         outcome = OK
         try:
             async with session.post(self.url, json={"seed": i}) as resp:
@@ -172,4 +173,4 @@ class LoadGenerator:
             outcome = TIMEOUT
         except (aiohttp.ClientError, OSError):
             outcome = ERROR
-        self.log.add(at_s, time.monotonic() - begin_s, outcome)
+        self.log.add(at_s, wall_clock.now_s() - begin_s, outcome)

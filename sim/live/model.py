@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import numpy as np
 from ray import serve
@@ -18,6 +17,7 @@ from ray.serve import metrics as serve_metrics
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from sim.live import wall_clock
 from collectors.ray_batching import TrimtabBatching
 
 # Defaults of the demo fleet (the orchestration overrides them through user_config).
@@ -98,13 +98,13 @@ class MlpModel(TrimtabBatching):
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     async def predict(self, items: list[object]) -> list[dict]:
-        start_s = time.perf_counter()
+        start_s = wall_clock.perf_s()
         out = self.mlp(np.stack([features(i) for i in items]))
         target_s = affine_batch_s(len(items), self.base_ms, self.per_item_ms)
-        pad_s = target_s - (time.perf_counter() - start_s)
+        pad_s = target_s - (wall_clock.perf_s() - start_s)
         if pad_s > 0:
             await asyncio.sleep(pad_s)
-        batch_s = time.perf_counter() - start_s
+        batch_s = wall_clock.perf_s() - start_s
         self.batch_size_hist.observe(len(items))
         self.batch_duration_hist.observe(batch_s)
         self.batch_items.inc(len(items))

@@ -11,7 +11,6 @@ import json
 import math
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from sim.live import wall_clock
 from collectors import names as n
 
 
@@ -88,8 +88,8 @@ class PrometheusProcess:
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline_s = time.monotonic() + timeout_s
-        while time.monotonic() < deadline_s:
+        deadline_s = wall_clock.now_s() + timeout_s
+        while wall_clock.now_s() < deadline_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited ({self.proc.returncode}); see"
                                    f" {self.data_dir / 'prometheus.log'}")
@@ -99,7 +99,7 @@ class PrometheusProcess:
                         return self
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.2)
+            wall_clock.sleep_s(0.2)
         raise TimeoutError(f"prometheus not ready on {self.url} after {timeout_s} s")
 
     def stop(self) -> None:

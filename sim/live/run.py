@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -24,6 +23,7 @@ from typing import Callable
 from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.live import wall_clock
 from collectors import names
 from controllers.actuators.base import ActuationError
 from controllers.actuators.ray_serve import RayServeActuator
@@ -74,7 +74,7 @@ class LiveConfig(BaseModel):
     interval_s: float = Field(3.0, gt=0)
     window_s: float = Field(5.0, gt=0)
     cold_start_s: float = Field(3.0, gt=0)
-    policy: str = ("trimtab:bucket_s=5,season_s=86400,refit_s=60,down_window_s=20,"
+    policy: str = ("trimtab:bucket_s=5,season_s=86400,refit_s=60,down_window_s=15,"
                    "warmup_s=15,min_step=2")
     settle_s: float = Field(5.0, ge=0)
     ray_num_cpus: float = Field(2.0, gt=0)
@@ -141,8 +141,8 @@ class Sidecar:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
                                          cwd=str(REPO_ROOT), env=env)
-        deadline_s = time.monotonic() + timeout_s
-        while time.monotonic() < deadline_s:
+        deadline_s = wall_clock.now_s() + timeout_s
+        while wall_clock.now_s() < deadline_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sidecar exited ({self.proc.returncode}): "
                                    f"{self.log_path.read_text()[-2000:]}")
@@ -150,7 +150,7 @@ class Sidecar:
                 with urllib.request.urlopen(self.metrics_url + "/healthz", timeout=1):
                     return self
             except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
+                wall_clock.sleep_s(0.2)
         raise TimeoutError(f"sidecar not healthy after {timeout_s} s; see {self.log_path}")
 
     def stop(self) -> None:
@@ -165,9 +165,9 @@ class Sidecar:
 
 def wait_serving(url: str, timeout_s: float = 30.0) -> None:
     """Until one request goes through the sidecar and Ray Serve to the model."""
-    deadline_s = time.monotonic() + timeout_s
+    deadline_s = wall_clock.now_s() + timeout_s
     last = ""
-    while time.monotonic() < deadline_s:
+    while wall_clock.now_s() < deadline_s:
         try:
             req = urllib.request.Request(url, data=b'{"seed": 0}',
                                          headers={"content-type": "application/json"})
@@ -176,7 +176,7 @@ def wait_serving(url: str, timeout_s: float = 30.0) -> None:
                     return
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
-        time.sleep(0.3)
+        wall_clock.sleep_s(0.3)
     raise TimeoutError(f"no answer through {url} after {timeout_s} s: {last}")
 
 
@@ -238,8 +238,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         stack.callback(prom.stop)
         prom.start()
 
-        t0 = time.monotonic()
-        actuator = RecordingActuator(RayServeActuator(), lambda: time.monotonic() - t0)
+        t0 = wall_clock.now_s()
+        actuator = RecordingActuator(RayServeActuator(), lambda: wall_clock.now_s() - t0)
         source = RayReplicaSource(PrometheusSource(prom.url, staleness_s=30.0),
                                   actuator.inner, {"demo/mlp": fleet.workload})
         bounds = cfg.bounds()
@@ -251,7 +251,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
             source, [actuator, GateActuator(sidecar.metrics_url, sidecar.token, actuator.inner)],
             WallClock(), metrics, interval_s=cfg.interval_s,
             window_s=cfg.window_s,
-            on_tick=lambda recs: ticks.extend((time.monotonic() - t0, r) for r in recs))
+            on_tick=lambda recs: ticks.extend((wall_clock.now_s() - t0, r) for r in recs))
         stop = threading.Event()
         controller = threading.Thread(target=loop.run, args=(stop,), name="trimtab-controller",
                                       daemon=True)
@@ -263,12 +263,12 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         load = LoadGenerator(sidecar.url, arrival_s, timeout_s=30.0)
         replica_samples: list[tuple[float, int, int]] = []
         actor_ids: list[tuple[float, dict[str, str]]] = []
-        load_start_unix_s = time.time()
+        load_start_unix_s = wall_clock.unix_s()
         load.start()
         stack.callback(load.stop)
         settle_until_s: float | None = None
-        while settle_until_s is None or time.monotonic() < settle_until_s:
-            time.sleep(1.0)
+        while settle_until_s is None or wall_clock.now_s() < settle_until_s:
+            wall_clock.sleep_s(1.0)
             try:
                 details = actuator.inner.deployment_details(fleet.workload)
             except ActuationError as exc:
@@ -283,7 +283,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
                       snapshot=source.last.get("demo/mlp"), ticks=ticks, actuator=actuator,
                       config=cfg, profile=cfg.profile(), replicas=replica_samples[-1:])
             if settle_until_s is None and load.done():
-                settle_until_s = time.monotonic() + cfg.settle_s
+                settle_until_s = wall_clock.now_s() + cfg.settle_s
         load_end_unix_s = load_start_unix_s + cfg.duration_s
         stop.set()
         controller.join(30)

@@ -218,3 +218,18 @@ def test_every_exported_gpu_value_is_in_range(count, used, util, power, mig):
         if names.GPU_UTILIZATION in v:
             assert 0 <= v[names.GPU_UTILIZATION] <= 1
         assert v[names.GPU_POWER] >= 0
+
+
+def test_a_failing_mig_query_keeps_the_parent_gpu_up():
+    _, reg, _, _ = build(FakeGpuConfig(mig={0: 2},
+                                       fail={"nvmlDeviceGetMaxMigDeviceCount": "Unknown"}))
+    assert val(reg, "trimtab_gpu_up", gpu="0", uuid="GPU-fake0000-0000-0000-0000-000000000000") == 1
+    assert val(reg, "trimtab_collector_errors_total", collector="gpu", error="Unknown") == 1
+
+
+def test_old_driver_without_memory_info_v2_falls_back_quietly():
+    _, reg, _, _ = build(FakeGpuConfig(fail={"nvmlDeviceGetMemoryInfo_v2": "FunctionNotFound"}))
+    lbl = {"gpu": "0", "uuid": "GPU-fake0000-0000-0000-0000-000000000000"}
+    assert val(reg, "trimtab_gpu_memory_total_bytes", **lbl) == 80 * GIB
+    assert val(reg, "trimtab_gpu_memory_reserved_bytes", **lbl) is None
+    assert val(reg, "trimtab_collector_success", collector="gpu") == 1

@@ -165,6 +165,20 @@ def test_sigterm_exits_cleanly(sidecar_proc):
     assert "Traceback" not in output
 
 
+def test_port_in_use_is_a_clear_error_not_a_traceback():
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(TRIMTAB + ["sidecar", "--upstream", "http://127.0.0.1:9",
+                                           "--gpu", "off", "--metrics-port", str(port)],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "cannot listen" in result.stderr and str(port) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["--gpu", "maybe"], "auto, off, fake"),
     (["--listen", "nowhere"], "HOST:PORT"),
@@ -172,7 +186,8 @@ def test_sigterm_exits_cleanly(sidecar_proc):
     (["--model", "other"], "reserved"),
     (["--control-token-file", "/nonexistent/token"], "cannot read"),
     (["--adapter", "prometheus"], "--adapter-mapping"),
-], ids=["gpu", "listen", "slo", "model-other", "token-file", "mapping"])
+    (["--concurrency-limit", "0"], "--concurrency-limit"),
+], ids=["gpu", "listen", "slo", "model-other", "token-file", "mapping", "limit"])
 def test_bad_options_name_the_option_and_the_rule(args, message):
     cmd = TRIMTAB + ["sidecar", "--upstream", "http://127.0.0.1:9", "--gpu", "off",
                      "--metrics-port", str(free_port())] + args

@@ -1,6 +1,6 @@
 """The whole loop live: a real Ray Serve fleet, the sidecar, Prometheus and the controller.
 
-One bounded run (90 s of load: 3 rps, a surge to 15 rps, back to 3 rps) checks that the
+One bounded run (100 s of load: 3 rps, a surge to 15 rps, back to 3 rps) checks that the
 controller scales the deployment up under the surge and back down after it, changes its
 batch size without restarting replicas, never goes below the minimum, writes the report,
 and that everything it started is gone afterwards.
@@ -32,7 +32,7 @@ def live(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("live-work")
     out = tmp_path_factory.mktemp("live-out")
-    cfg = LiveConfig(duration_s=90.0)
+    cfg = LiveConfig(duration_s=100.0)
     seen: dict = {}
 
     def finish(run):

@@ -114,7 +114,8 @@ class PromAPI:
 
 
 class Webhook:
-    """Loopback HTTP server that records Alertmanager webhook posts by path (/pager, /tickets)."""
+    """Stand-in for the pager and ticket systems: a loopback HTTP server that records the
+    real Alertmanager's webhook posts by path (/pager, /tickets)."""
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []

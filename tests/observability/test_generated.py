@@ -172,3 +172,22 @@ def test_config_drives_rules_and_dashboards() -> None:
     steps = [s["value"] for p in board["panels"] if p.get("title") == "Latency quantiles vs SLO"
              for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert 0.25 in steps
+
+
+# --- dashboards: templating, units, datasource, SLO thresholds -------------------------------
+@pytest.mark.parametrize("name", sorted(ALL_BOARDS))
+def test_dashboard_panels_have_units_datasource_and_unique_ids(name: str) -> None:
+    board = dash_build.board_dict(name)
+    variables = [v["name"] for v in board["templating"]["list"]]
+    assert variables[:2] == ["datasource", "namespace"]
+    if name != "gpu":
+        assert variables == ["datasource", "namespace", "model"]
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    for p in panels:
+        assert p["fieldConfig"]["defaults"].get("unit"), f"{name}/{p['title']} has no unit"
+        assert p["datasource"]["uid"] == "${datasource}"
+        assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+        if "SLO" in p["title"] and p["fieldConfig"]["defaults"]["unit"] == "s":
+            steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert any(s["value"] == DEFAULT_CONFIG.slo_latency_s for s in steps), p["title"]

@@ -36,6 +36,7 @@ LOAD_DEADLINE_S = 30.0
 VARIABLES = {"$namespace": NAMESPACE, "$model": MODEL, "$__rate_interval": "5s",
              "$__range": "1m", "$__interval": "2s"}
 
+# Stand-in model server (loopback aiohttp): 5-50 ms per request, /slow over the SLO, /fail 500.
 UPSTREAM = '''
 import asyncio, random, sys
 from aiohttp import web

@@ -1,4 +1,4 @@
-"""The committed rules and Alertmanager config, checked by the real promtool and amtool."""
+"""The committed rules and Alertmanager config, checked by the real promtool and amtool (and the bench)."""
 from __future__ import annotations
 
 import subprocess
@@ -83,3 +83,13 @@ def test_routing(labels: dict[str, str], receiver: str) -> None:
     refused = _run(require_binary("amtool"), "config", "routes", "test",
                    f"--config.file={ALERTMANAGER_FILE}", f"--verify.receivers={wrong}", *args)
     assert refused.returncode != 0
+
+
+def test_alerts_bench_runs_on_a_real_prometheus() -> None:
+    """Smoke run of `trimtab alerts bench` (tiny history): the figures exist and are positive."""
+    from alerts.bench import run_bench
+    require_binary("prometheus")
+    figures = run_bench(models=2, days=0.5, step_s=300, repeats=1)
+    assert figures["recording_rules"] >= 10
+    assert figures["rules_cycle_s"] > 0 and figures["baseline_cycle_s"] > 0
+    assert figures["slowest_rules"][0]["record"].startswith("namespace_model:")

@@ -46,7 +46,7 @@ def test_dry_run_of_the_example_config_prints_decisions(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stdout
     line = lines[0]
     assert "applied=no (dry-run)" in line and "hold=-" in line
-    assert "shadow[kpa]=" in line and "shadow[static]=" in line
+    assert "shadow[hpa]=" in line and "shadow[kpa]=" in line
     replicas = int(line.split(" replicas=")[1].split()[0])
     assert 1 <= replicas <= cfg["targets"][0]["replicas"]["max"]
     assert "Traceback" not in proc.stderr
@@ -92,3 +92,50 @@ def test_bench_small_run_writes_the_figures(tmp_path: Path) -> None:
     assert figures["prometheus_requests_per_tick"] == len(queries_for(("model",), "", 60))
     assert 0 < figures["tick_seconds_p50"] <= figures["tick_seconds_max"]
     assert figures["peak_rss_bytes"] > 10 * 2**20
+
+
+def test_controller_leads_exports_metrics_and_sigterm_releases_the_lease(tmp_path: Path,
+                                                                         standin) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    standin.add_deployment("models", "llama", replicas=3)
+    cfg = yaml.safe_load((REPO_ROOT / "examples" / "controller.yaml").read_text())
+    metrics_port = free_port()
+    cfg.update(interval_s=1, metrics_port=metrics_port,
+               kubeconfig=str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+    cfg["prometheus"]["url"] = f"http://127.0.0.1:{free_port()}"   # down: every tick holds
+    cfg["leader_election"]["enabled"] = True
+    path = tmp_path / "controller.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([TRIMTAB, "controller", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        page = ""
+        while time.monotonic() < deadline and "trimtab_controller_is_leader 1.0" not in page:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                            timeout=1) as r:
+                    page = r.read().decode()
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert "trimtab_controller_is_leader 1.0" in page
+        assert ('trimtab_controller_holding{model="llama",namespace="models",'
+                'reason="source_error",workload="llama"} 1.0') in page
+        holder = standin.get("leases", "trimtab", "trimtab-controller")["spec"]["holderIdentity"]
+        assert holder.endswith(f"_{proc.pid}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "holderIdentity" not in standin.get("leases", "trimtab", "trimtab-controller")["spec"]
+    assert standin.get("deployments", "models", "llama")["spec"]["replicas"] == 3   # held
+    assert standin.count("PUT", "/scale") == 0

@@ -25,7 +25,8 @@ def test_shipped_configs_load_and_build(path: str) -> None:
     assert target.key == "models/llama"
     assert target.selector.matchers == {"namespace": "models", "model": "llama"}
     assert target.bounds.max_replicas == 8
-    assert [p.name for p in target.shadows] == ["kpa", "static"]
+    assert [p.name for p in target.shadows] == ["hpa", "kpa"]
+    assert target.policy.name == "trimtab"
 
 
 def _set(doc: dict, dotted: str, value) -> dict:
@@ -94,3 +95,17 @@ def test_unknown_policy_is_reported_when_built(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_sidecar_source_config_builds_a_direct_scrape_source() -> None:
+    from controllers.assemble import build_source
+    from controllers.sources.sidecar import SidecarSource
+
+    doc = base()
+    doc["source"] = "sidecar"
+    with pytest.raises(ConfigError, match="needs a 'sidecar_source' section"):
+        parse_config(doc)
+    doc["sidecar_source"] = {"endpoints": {"models/llama": ["http://10.0.0.5:9400/metrics"]}}
+    src = build_source(parse_config(doc))
+    assert isinstance(src, SidecarSource)
+    assert src.endpoints == {"models/llama": ["http://10.0.0.5:9400/metrics"]}

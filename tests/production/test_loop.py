@@ -221,6 +221,16 @@ def test_forecast_and_its_error_are_exported() -> None:
                               labels) == pytest.approx(0.25)   # |10 - 8| / 8
 
 
+def test_policy_sees_current_and_starting_replicas() -> None:
+    policy = ScriptedPolicy(5)
+    act = FakeActuator(replicas={"prod/llama": 5})
+    loop, clock = make_loop([make_target(policy=policy)],
+                            FakeSource(snaps={"prod/llama": snapshot(ready_replicas=3)}), [act])
+    loop.tick(clock.now_s())
+    (seen,) = policy.seen
+    assert (seen.desired_replicas, seen.ready_replicas, seen.starting_replicas) == (5, 3, 2)
+
+
 def test_pause_is_exported_as_a_hold() -> None:
     act = FakeActuator(replicas={"prod/llama": 3}, paused={"prod/llama"})
     loop, clock = make_loop([make_target(policy=ScriptedPolicy(8))],

@@ -1,13 +1,34 @@
 """The fleet model: batcher, router, concurrency limit, queue timeout, replica lifecycle, OOM."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from sim.engine import Engine
 from sim.fleet.model import (DRAINING, FAILED, PARKED, READY, SERVED, SHED, STARTING, STOPPED,
-                             TIMED_OUT, MemoryModel)
-from tests.sim.fleetkit import make_fleet, run_all
+                             TIMED_OUT, Fleet, FleetConfig, MemoryModel)
+from sim.fleet.service import AffineService
+
+
+# ---------------------------------------------------------------------------- builders
+def make_fleet(arrival_s: list[float] | np.ndarray, *, base_ms: float = 1000.0,
+               per_item_ms: float = 0.0, dist: str = "deterministic", cv: float = 0.0,
+               cold_start_s: float = 10.0, seed: int = 0, **cfg: Any) -> Fleet:
+    eng = Engine(seed=seed)
+    rng = np.random.default_rng(seed)
+    svc = AffineService(base_ms, per_item_ms, rng, cv=cv, dist=dist)
+    cfg.setdefault("initial_replicas", 1)
+    conf = FleetConfig(service=svc, cold_start=lambda: cold_start_s, **cfg)
+    return Fleet(eng, conf, np.asarray(arrival_s, dtype=float))
+
+
+def run_all(fleet: Fleet, until_s: float = 1e6) -> Fleet:
+    fleet.eng.run(until_s)
+    fleet.take_window()
+    return fleet
 
 
 # ----------------------------------------------------------------------------- batcher
@@ -184,14 +205,17 @@ def test_oom_fails_the_batch_and_restarts_the_replica():
        max_queue=st.one_of(st.none(), st.integers(0, 5)),
        timeout=st.one_of(st.none(), st.floats(0.1, 5)),
        max_batch=st.integers(1, 4), replicas=st.integers(1, 3), greedy=st.booleans(),
-       scale_at=st.floats(0, 30), scale_to=st.integers(0, 4))
+       scale_at=st.floats(0, 30), scale_to=st.integers(0, 4),
+       router=st.sampled_from(["least_outstanding", "round_robin"]),
+       idle_s=st.one_of(st.none(), st.floats(0, 2)))
 def test_every_request_is_accounted_for_once(arrivals, limit, max_queue, timeout, max_batch,
-                                              replicas, greedy, scale_at, scale_to):
+                                              replicas, greedy, scale_at, scale_to, router,
+                                              idle_s):
     f = make_fleet(sorted(arrivals), base_ms=300, per_item_ms=100, dist="exponential",
                    concurrency_limit=limit, max_queue=max_queue, queue_timeout_s=timeout,
                    max_batch=max_batch, initial_replicas=replicas, greedy=greedy,
-                   batch_timeout_s=0.05, cold_start_s=3.0,
-                   memory=MemoryModel(100, 60, 12))
+                   batch_timeout_s=0.05, cold_start_s=3.0, router=router,
+                   scale_to_zero_idle_s=idle_s, memory=MemoryModel(100, 60, 12))
     f.eng.run(scale_at)
     f.take_window()
     f.set_desired(scale_to)
