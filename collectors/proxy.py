@@ -123,8 +123,11 @@ class AdmissionProxy:
                                 f"request body is {length} bytes; the limit is "
                                 f"{limits.max_body_bytes}")
         try:
-            async with asyncio.timeout(limits.body_timeout_s):   # no extra task, unlike wait_for
+            if request.content.is_eof():        # all of it arrived with the head: no timer
                 body = await self._read_body(request)
+            else:
+                async with asyncio.timeout(limits.body_timeout_s):
+                    body = await self._read_body(request)
         except BodyTooLarge:
             return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,
                                 f"request body exceeds {limits.max_body_bytes} bytes")

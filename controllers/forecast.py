@@ -17,7 +17,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import norm
 
-_FIT_TAIL_SEASONS = 14           # at most two weeks of daily seasons go into a fit
+# A fit estimates the smoothing parameters on the most recent four seasons (at least 1000
+# buckets): enough for the season's shape, and a refit on two weeks of 1-minute data stays
+# well under a second.
+_FIT_TAIL_SEASONS = 4
+_FIT_TAIL_MIN = 1000
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def fit(history: np.ndarray, season: int, holt_min: int = 10) -> Model:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if len(y) >= 2 * season:
-            y = y[-_FIT_TAIL_SEASONS * season:]
+            y = y[-max(_FIT_TAIL_SEASONS * season, _FIT_TAIL_MIN):]
             res = ExponentialSmoothing(y, trend="add", damped_trend=True, seasonal="add",
                                        seasonal_periods=season,
                                        initialization_method="heuristic").fit(use_brute=False)

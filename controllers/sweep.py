@@ -4,11 +4,12 @@ from __future__ import annotations
 
 # HPA: in-flight requests per pod; KEDA: requests per second per replica (the Prometheus
 # rate query's threshold); KPA: target concurrency per pod (before its 70 % utilisation);
-# Ray Serve: target ongoing requests per replica.
-_HPA_TARGETS = (2, 3, 4, 6, 8, 10, 12, 16, 24)
-_KEDA_THRESHOLDS = (5, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60)
-_KPA_TARGETS = (2, 4, 6, 8, 10, 12, 16, 24, 32, 48)
-_RAY_TARGETS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+# Ray Serve: target ongoing requests per replica. Seven settings each keep a full sweep of
+# one scenario to about thirty replays.
+_HPA_TARGETS = (2, 4, 6, 8, 10, 12, 16)
+_KEDA_THRESHOLDS = (5, 10, 15, 20, 30, 40, 60)
+_KPA_TARGETS = (4, 8, 12, 16, 24, 32, 48)
+_RAY_TARGETS = (1, 2, 4, 6, 8, 12, 16)
 
 SWEEPS: dict[str, list[str]] = {
     "hpa": [f"hpa:target={t}" for t in _HPA_TARGETS],

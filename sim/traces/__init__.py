@@ -52,6 +52,11 @@ def trace_from_arrays(arrival_s: np.ndarray, prompt_tokens: np.ndarray | None = 
                       output_tokens: np.ndarray | None = None, source: str = "arrays") -> Trace:
     """A trace from in-memory arrays (tests, the validator); sorts them if needed."""
     arrival_s = np.asarray(arrival_s, dtype=np.float64)
+    bad = ~np.isfinite(arrival_s) | (arrival_s < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TraceError(f"{source}: arrival_s[{i}] = {arrival_s[i]}, must be a finite number "
+                         ">= 0")
     order = np.argsort(arrival_s, kind="stable")
     pick = (lambda a: None if a is None else np.asarray(a, np.int32)[order])
     return Trace(arrival_s[order], pick(prompt_tokens), pick(output_tokens), source, [])

@@ -205,3 +205,20 @@ def test_jitter_moves_copies_within_bounds():
     assert not np.array_equal(base.arrival_s, jittered.arrival_s)
     # Sorting can only pair each arrival with a neighbour within the jitter.
     assert np.max(np.abs(np.sort(jittered.arrival_s) - base.arrival_s)) <= 0.5 + 1e-12
+
+
+def test_trace_from_arrays_sorts_and_keeps_tokens_aligned():
+    from sim.traces import trace_from_arrays
+
+    trace = trace_from_arrays(np.array([2.0, 0.5, 1.0]), np.array([20, 5, 10]), np.array([2, 0, 1]))
+    assert trace.arrival_s.tolist() == [0.5, 1.0, 2.0]
+    assert trace.prompt_tokens.tolist() == [5, 10, 20] and trace.output_tokens.tolist() == [0, 1, 2]
+    assert len(trace) == 3 and trace.duration_s == 2.0
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf], ids=["nan", "negative", "inf"])
+def test_trace_from_arrays_rejects_impossible_times(bad):
+    from sim.traces import trace_from_arrays
+
+    with pytest.raises(TraceError, match=r"arrival_s\[1\] = .*must be a finite number >= 0"):
+        trace_from_arrays(np.array([0.0, bad, 2.0]))

@@ -116,3 +116,4 @@ def test_bench_quick_writes_the_documented_shape(tmp_path):
     assert mmc["simpy_mean_wq_s"] == pytest.approx(mmc["engine_mean_wq_s"], rel=1e-9)
     assert mmc["heapq_mean_wq_s"] == pytest.approx(mmc["engine_mean_wq_s"], rel=1e-9)
     assert figures["fleet"]["mean_batch"] >= 1 and figures["fleet"]["peak_rss_bytes"] > 10**7
+    assert figures["trace"]["azure_rows"] == 50_000
