@@ -47,7 +47,7 @@ class Rule(BaseModel):
     def _known_target(cls, value: str) -> str:
         mdef = names.BY_NAME.get(value)
         if mdef is None:
-            raise ValueError(f"unknown trimtab metric; see collectors/names.py")
+            raise ValueError("unknown trimtab metric; see collectors/names.py")
         if mdef.kind not in ("counter", "gauge", "histogram"):
             raise ValueError(f"{mdef.kind} metrics cannot be mapped")
         return value

@@ -29,7 +29,12 @@ class ModelChildren:
 
 
 class ProxyMetrics:
-    """Request, queue and TTFB histograms, queue depth and in-flight, by model."""
+    """Request, queue and TTFB histograms, queue depth and in-flight, by model.
+
+    Every model child exists from the start (at zero), so dashboards and alerts see the
+    series before the first request. Cost on /metrics: each histogram child is one series per
+    bucket plus ``_sum`` and ``_count`` (14 buckets with one SLO bound: 17 series).
+    """
 
     def __init__(self, registry: CollectorRegistry, models: tuple[str, ...],
                  buckets_s: tuple[float, ...]) -> None:

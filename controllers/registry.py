@@ -33,14 +33,14 @@ def register(name: str, factory: Factory) -> None:
 def make_policy(spec: str | PolicySpec, bounds: FleetBounds, interval_s: float = 15.0) -> Policy:
     """``make_policy("static:replicas=8", bounds)``; unknown names list the known ones."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    _load_builtin_policies()
+    load_builtin_policies()
     factory = POLICIES.get(parsed.name)
     if factory is None:
         raise SpecError(f"unknown policy {parsed.name!r}; known: {sorted(POLICIES)}")
     return factory(dict(parsed.params), bounds, interval_s)
 
 
-def _load_builtin_policies() -> None:
+def load_builtin_policies() -> None:
     """Import the modules that register the other policies (baselines, trimtab, oracle)."""
     import importlib
 

@@ -21,7 +21,7 @@ def default_policies(sc: Any, trace: Any) -> list[str]:
     peak minute of the trace at 70 % of a replica's full-batch throughput."""
     from controllers import registry
 
-    registry._load_builtin_policies()
+    registry.load_builtin_policies()
     names = [p for p in DEFAULT_POLICIES if p in registry.POLICIES]
     return names + [f"static:replicas={static_replicas(sc, trace)}"]
 

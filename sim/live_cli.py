@@ -29,6 +29,10 @@ def finish_run(run: Any, out: Path) -> dict[str, Any]:
     ok = np.asarray(log.outcome, dtype=object) == "ok"
     fid = fidelity.compare(live.summary, np.asarray(log.latency_s)[ok], run.replica_samples,
                            sim, cfg.duration_s, cfg.slo_latency_s)
+    scripted = fidelity.replay_decisions(cfg, run.arrival_s, fit, cold_s, run.applied)
+    fid["open_loop"] = {k: v for k, v in fidelity.compare(
+        live.summary, np.asarray(log.latency_s)[ok], run.replica_samples, scripted,
+        cfg.duration_s, cfg.slo_latency_s).items() if k != "targets"}
     figures = {
         "slo_attainment": live.summary["slo_attainment"],
         "latency_p99_s": live.summary["latency_p99_s"],

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from prometheus_client.utils import floatToGoString
 
 from collectors import names as N
 from collectors.names import BATCH_SIZE_BUCKETS, BY_NAME
@@ -94,7 +95,7 @@ def render(result: RunResult, *, model: str, end_unix_s: float, max_replicas: in
         lab = _labels(side)[1:-1]
         for j in range(len(keep)):                       # one MetricPoint per timestamp
             for i, le in enumerate(les_all):
-                w.lines.append(f'{fam}_bucket{{{lab},le="{_num(float(le))}"}} '
+                w.lines.append(f'{fam}_bucket{{{lab},le="{floatToGoString(float(le))}"}} '
                                f"{int(c[j, i])} {ts[j]:.3f}")
             w.lines.append(f"{fam}_count{{{lab}}} {int(c[j, -1])} {ts[j]:.3f}")
             w.lines.append(f"{fam}_sum{{{lab}}} {_num(float(cum[sum_key][j]))} {ts[j]:.3f}")

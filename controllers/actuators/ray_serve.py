@@ -154,10 +154,12 @@ class RayServeActuator:
         return None if target is None else int(target)
 
     def running_replicas(self, workload: WorkloadRef) -> dict[str, str]:
-        """replica id -> Ray actor id of replicas in state RUNNING."""
+        """replica id -> Ray actor id of serving replicas (RUNNING, or UPDATING: running and
+        being reconfigured)."""
         dep = self.deployment_details(workload)
         return {r["replica_id"]: r["actor_id"] for r in dep.get("replicas") or []
-                if str(getattr(r.get("state"), "value", r.get("state"))) == "RUNNING"}
+                if str(getattr(r.get("state"), "value", r.get("state"))) in ("RUNNING",
+                                                                             "UPDATING")}
 
     # -- writing ---------------------------------------------------------------------------
     def apply(self, workload: WorkloadRef, decision: Decision, reason: str) -> Applied:

@@ -81,11 +81,12 @@ def scenario_for(cfg: Any, fit: ServiceFit, cold_s: float) -> Any:
         "trace": {"format": "poisson", "rate_rps": cfg.base_rps, "duration_s": cfg.duration_s},
         "service": {"model": "affine", "base_ms": fit.base_ms, "per_item_ms": fit.per_item_ms,
                     "cv": fit.cv, "dist": "lognormal" if fit.cv > 0 else "deterministic",
-                    "max_batch": cfg.initial_max_batch_size,
+                    # The policy's cap, as in the live run's bounds (it sets the batch size
+                    # at its first decision in both).
+                    "max_batch": cfg.max_batch_size,
                     "batch_timeout_ms": cfg.batch_timeout_ms, "batching": "triton"},
         "replicas": {"initial": cfg.min_replicas, "min": cfg.min_replicas,
-                     "max": cfg.max_replicas, "cold_start_s": round(cold_s, 3),
-                     "concurrency_limit": 16},
+                     "max": cfg.max_replicas, "cold_start_s": round(cold_s, 3)},
         "slo": {"latency_s": cfg.slo_latency_s, "target": cfg.slo_target},
         "controller": {"interval_s": cfg.interval_s},
         "seed": cfg.seed, "drain_s": 60.0,
@@ -96,6 +97,54 @@ def replay(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: float) -> R
     sc = scenario_for(cfg, fit, cold_s)
     return simulate(sc, cfg.policy, trace_from_arrays(np.asarray(arrival_s)),
                     record_requests=True)
+
+
+@dataclass
+class ScriptedPolicy:
+    """Replays the live run's applied decisions at their times (open loop, for diagnosis).
+
+    With the controller's timing taken out, what is left of the error is the simulator's
+    service and queueing model against the real serving stack.
+    """
+
+    applied: Sequence[Any]
+    min_replicas: int
+    interval_s: float = 1.0
+    name: str = "live-decisions"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, snapshot: Any, state: None, now_s: float) -> tuple[Any, None]:
+        from controllers.types import Decision
+
+        replicas, knobs = self.min_replicas, {}
+        for a in self.applied:
+            if a.at_s > now_s:
+                break
+            if "replicas" in a.changes:
+                replicas = int(a.changes["replicas"][1])
+            for field_, key in (("max_batch_size", "max_batch_size"),
+                                ("concurrency_limit", "concurrency_limit")):
+                if field_ in a.changes:
+                    knobs[key] = int(a.changes[field_][1])
+            if "batch_wait_timeout_s" in a.changes:
+                knobs["batch_timeout_ms"] = 1000.0 * float(a.changes["batch_wait_timeout_s"][1])
+        return Decision(replicas=replicas, reason="replayed", **knobs), None
+
+
+def replay_decisions(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: float,
+                     applied: Sequence[Any]) -> RunResult:
+    """The same arrivals with the live run's own scaling and knob changes at their times."""
+    sc = scenario_for(cfg, fit, cold_s)
+    sc = sc.model_copy(update={"service": sc.service.model_copy(
+        update={"max_batch": cfg.initial_max_batch_size})})
+    policy = ScriptedPolicy(sorted(applied, key=lambda a: a.at_s), cfg.min_replicas)
+    return simulate(sc, policy, trace_from_arrays(np.asarray(arrival_s)), record_requests=True)
 
 
 def _rel(sim: float | None, live: float | None) -> float | None:

@@ -16,15 +16,17 @@ from controllers.actuators.ray_serve import RayServeActuator
 from controllers.sources.base import Source, TargetSelector
 from controllers.types import FIELD_REPLICAS, Decision, Snapshot
 
-STARTING_STATES = frozenset({"STARTING", "UPDATING", "RECOVERING", "PENDING_MIGRATION"})
+# UPDATING is a running replica being reconfigured (user_config): it keeps serving.
+SERVING_STATES = frozenset({"RUNNING", "UPDATING"})
+STARTING_STATES = frozenset({"STARTING", "RECOVERING", "PENDING_MIGRATION"})
 
 
 def replica_counts(details: Mapping) -> tuple[int, int]:
-    """(running, starting) replicas of one deployment from Ray's deployment details."""
+    """(serving, starting) replicas of one deployment from Ray's deployment details."""
     running = starting = 0
     for r in details.get("replicas") or []:
         state = str(getattr(r.get("state"), "value", r.get("state")))
-        if state == "RUNNING":
+        if state in SERVING_STATES:
             running += 1
         elif state in STARTING_STATES:
             starting += 1
@@ -32,9 +34,9 @@ def replica_counts(details: Mapping) -> tuple[int, int]:
 
 
 def running_actor_ids(details: Mapping) -> dict[str, str]:
-    """replica id -> Ray actor id of the RUNNING replicas (a restart changes both)."""
+    """replica id -> Ray actor id of the serving replicas (a restart changes both)."""
     return {r["replica_id"]: r["actor_id"] for r in details.get("replicas") or []
-            if str(getattr(r.get("state"), "value", r.get("state"))) == "RUNNING"}
+            if str(getattr(r.get("state"), "value", r.get("state"))) in SERVING_STATES}
 
 
 class RayReplicaSource:

@@ -110,7 +110,6 @@ def test_invalid_construction(limit, queue):
 def test_in_flight_never_exceeds_limit_unless_lowered(ops, limit, max_queue):
     async def scenario():
         adm = Admission(limit, max_queue)
-        admitted: list[asyncio.Task] = []
         pending: list[asyncio.Task] = []
         lowered_excess = 0
         for op, arg in ops:

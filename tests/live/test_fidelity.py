@@ -91,3 +91,29 @@ def test_replaying_the_fitted_model_runs_the_same_policy_through_the_simulator()
     # The surge needs more than one replica of this model (one holds at most ~15 rps).
     assert result.ticks["desired_replicas"].max() >= 2
     assert result.ticks["desired_replicas"].min() >= cfg.min_replicas
+
+
+def test_scripted_policy_replays_the_live_decisions_at_their_times():
+    from sim.live.fidelity import ScriptedPolicy
+
+    applied = [Applied(10.0, {"max_batch_size": (2, 6)}),
+               Applied(20.0, {"replicas": (1, 3), "concurrency_limit": (16, 30)}),
+               Applied(40.0, {"replicas": (3, 2)})]
+    p = ScriptedPolicy(applied, min_replicas=1)
+    got = [p.decide(None, None, t)[0] for t in (5.0, 10.0, 25.0, 45.0)]
+    assert [d.replicas for d in got] == [1, 1, 3, 2]
+    assert [d.max_batch_size for d in got] == [None, 6, 6, 6]
+    assert got[2].concurrency_limit == 30
+
+
+def test_replaying_live_decisions_follows_their_replica_counts():
+    from sim.live.fidelity import replay_decisions
+    from sim.live.load import RampProfile, arrivals
+    from sim.live.run import LiveConfig
+
+    cfg = LiveConfig(duration_s=60)
+    t = arrivals(RampProfile(60.0, cfg.base_rps, cfg.surge_factor), seed=3)
+    applied = [Applied(15.0, {"replicas": (1, 3)}), Applied(45.0, {"replicas": (3, 1)})]
+    r = replay_decisions(cfg, t, ServiceFit(40.0, 60.0, 0.0, 10), 2.0, applied)
+    desired = dict(zip(r.ticks["time_s"], r.ticks["desired_replicas"]))
+    assert desired[10.0] == 1 and desired[30.0] == 3 and desired[50.0] == 1
