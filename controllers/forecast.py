@@ -32,6 +32,7 @@ class ForecastConfig:
     quantile: float = 0.95
     error_halflife_buckets: float = 30.0
     holt_min_buckets: int = 10
+    rate_weighted: bool = True       # weigh scored horizons by their load
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class ForecastState:
     bases: tuple[tuple[float, float], ...] = ()
     recent: tuple[tuple[float, float], ...] = ()
     ratio_hist: tuple[float, ...] = ()       # decayed weights of log(peak / base) per bin
+    ratio_count: float = 0.0                 # decayed number of scored horizons
+    mean_rate: float = 0.0                   # slow mean of the load, to normalise weights
 
 
 # log(peak within horizon / planning base), binned: [-0.5, 1.5) in steps of 0.05.
@@ -144,6 +147,7 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
     """Score past planning bases against the peak that followed within the horizon."""
     recent = tuple(r for r in state.recent if r[0] > now_s - horizon_s - 1e-9) + ((now_s, value),)
     hist = list(state.ratio_hist) or [0.0] * _LR_BINS
+    count = state.ratio_count
     kept = []
     for t0_s, base in state.bases:
         if t0_s + horizon_s <= now_s + 1e-9:
@@ -153,21 +157,27 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
                 hist = [w * _LR_DECAY for w in hist]
                 lr = math.log(peak / base)
                 i = min(_LR_BINS - 1, max(0, int((lr - _LR_LO) / _LR_STEP)))
-                hist[i] += 1.0
+                # Weighted by the load (requests are what the SLO counts), relative to the
+                # running mean load so the weights stay near 1.
+                count = count * _LR_DECAY + 1.0
+                hist[i] += peak / max(state.mean_rate, 1e-9) if cfg.rate_weighted else 1.0
         else:
             kept.append((t0_s, base))
     if state.model is not None:
         h = horizon_buckets(cfg, horizon_s)
         base = max(max(predict(state.model, i) for i in range(1, h + 1)), value)
         kept.append((now_s, base))
-    return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(hist))
+    a = 1 - _LR_DECAY
+    mean_rate = value if state.mean_rate <= 0 else (1 - a) * state.mean_rate + a * value
+    return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(hist),
+                   ratio_count=count, mean_rate=mean_rate)
 
 
 def peak_ratio(state: ForecastState, q: float) -> float | None:
     """The q-quantile of peak-within-horizon / planning base seen so far (None: too few)."""
     hist = state.ratio_hist
     total = sum(hist)
-    if total < _LR_MIN_SAMPLES * (_LR_DECAY ** _LR_MIN_SAMPLES):
+    if state.ratio_count < _LR_MIN_SAMPLES * (_LR_DECAY ** _LR_MIN_SAMPLES) or total <= 0:
         return None
     seen = 0.0
     for i, w in enumerate(hist):

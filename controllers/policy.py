@@ -45,6 +45,7 @@ class TrimtabConfig(PolicyConfig):
     season_s: float = Field(86400.0, gt=0)
     refit_s: float = Field(900.0, gt=0)
     set_pod_knobs: bool = True                        # concurrency limit and max batch size
+    rate_weighted: bool = True                        # weigh burst history by its load
 
     def window_s(self) -> float:
         if self.down_window_s is not None:
@@ -53,7 +54,8 @@ class TrimtabConfig(PolicyConfig):
 
     def forecast_config(self) -> forecast.ForecastConfig:
         return forecast.ForecastConfig(bucket_s=self.bucket_s, season_s=self.season_s,
-                                       refit_s=self.refit_s, quantile=self.quantile)
+                                       refit_s=self.refit_s, quantile=self.quantile,
+                                       rate_weighted=self.rate_weighted)
 
 
 @dataclass(frozen=True)

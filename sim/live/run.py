@@ -61,6 +61,8 @@ class LiveConfig(BaseModel):
     duration_s: float = Field(180.0, ge=30, le=3600)
     base_rps: float = Field(3.0, gt=0, le=40)
     surge_factor: float = Field(5.0, ge=1, le=8)
+    surge_start: float = Field(0.25, ge=0, lt=1)   # fractions of duration_s (RampProfile)
+    surge_end: float = Field(0.55, gt=0, le=1)
     seed: int = 0
     slo_latency_s: float = Field(1.0, gt=0)
     slo_target: float = Field(0.99, gt=0, lt=1)
@@ -81,6 +83,7 @@ class LiveConfig(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> "LiveConfig":
+        self.profile()    # the ramp's own checks (surge_start + ramp <= surge_end ...)
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas = {self.min_replicas} must be <= max_replicas ="
                              f" {self.max_replicas}")
@@ -94,7 +97,8 @@ class LiveConfig(BaseModel):
                            batch_timeout_ms=self.batch_timeout_ms)
 
     def profile(self) -> RampProfile:
-        return RampProfile(self.duration_s, self.base_rps, self.surge_factor)
+        return RampProfile(self.duration_s, self.base_rps, self.surge_factor,
+                           self.surge_start, self.surge_end)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The whole loop live: a real Ray Serve fleet, the sidecar, Prometheus and the controller.
 
-One bounded run (100 s of load: 3 rps, a surge to 15 rps, back to 3 rps) checks that the
+One bounded run (110 s of load: 3 rps, a surge to 15 rps from 22 s to 44 s, back to 3 rps
+for the last minute so the scale-down has time to happen) checks that the
 controller scales the deployment up under the surge and back down after it, changes its
 batch size without restarting replicas, never goes below the minimum, writes the report,
 and that everything it started is gone afterwards.
@@ -32,7 +33,7 @@ def live(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("live-work")
     out = tmp_path_factory.mktemp("live-out")
-    cfg = LiveConfig(duration_s=100.0)
+    cfg = LiveConfig(duration_s=110.0, surge_start=0.2, surge_end=0.4)
     seen: dict = {}
 
     def finish(run):
@@ -49,7 +50,7 @@ def test_scales_up_under_the_surge_and_back_down_after_it(live):
     assert len(samples) >= cfg.duration_s * 0.8, "Ray was not sampled every second"
     peak = max(r for _, r, _ in samples)
     assert peak >= 2, f"never scaled up: running replicas {[r for _, r, _ in samples]}"
-    surge_end_s = cfg.duration_s * 0.6
+    surge_end_s = cfg.duration_s * (cfg.surge_end + 0.1)
     after = [r for t, r, _ in samples if t >= surge_end_s]
     assert min(after) < peak, f"never scaled back down after the surge: {after}"
     scale_ups = [a for a in run.applied if "replicas" in a.changes
