@@ -32,7 +32,7 @@ class ForecastConfig:
     quantile: float = 0.95
     error_halflife_buckets: float = 30.0
     holt_min_buckets: int = 10
-    rate_weighted: bool = True       # weigh scored horizons by their load
+    rate_weighted: bool = False      # weigh scored horizons by their load
 
 
 @dataclass(frozen=True)

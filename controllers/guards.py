@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from controllers.types import (
-    FIELD_ARRIVAL_RATE, FIELD_REPLICAS, REASON_AT_MAX, REASON_AT_MIN, REASON_HOLD_MISSING,
+    FIELD_REPLICAS, REASON_AT_MAX, REASON_AT_MIN, REASON_HOLD_MISSING,
     REASON_HOLD_STALE, REASON_HOLD_WARMUP, REASON_SCALE_UP_LIMITED, REASON_STABILIZING,
     REASON_WITHIN_TOLERANCE, Decision, Snapshot,
 )
@@ -213,7 +213,7 @@ def bounded_step_up(current: int, desired: int, max_step_ratio: float,
 
 
 __all__ = [
-    "FIELD_ARRIVAL_RATE", "HPA_SCALE_DOWN", "HPA_SCALE_UP", "RatePolicy", "RateRules",
+    "HPA_SCALE_DOWN", "HPA_SCALE_UP", "RatePolicy", "RateRules",
     "bounded_step_up", "clamp", "hold_on_unreadable", "prune", "rate_limit",
     "record_scale_event", "stabilize", "value_missing", "warmup", "within_tolerance",
 ]

@@ -19,7 +19,7 @@ from pydantic import Field
 from controllers import capacity, forecast
 from controllers.binding import BoundPolicy, PolicyConfig, build_config
 from controllers.guards import (
-    bounded_step_up, clamp, hold_on_unreadable, prune, warmup,
+    bounded_step_up, clamp, hold_on_unreadable, prune, warmup, within_tolerance,
 )
 from controllers.registry import register
 from controllers.types import (
@@ -34,8 +34,9 @@ REASON_BACKLOG = "backlog"                # reactive: queue beyond what batching
 class TrimtabConfig(PolicyConfig):
     interval_s: float = Field(15.0, gt=0)
     quantile: float = Field(0.95, gt=0.5, lt=1)       # planning quantile of the forecast
-    budget_fraction: float = Field(0.8, gt=0, le=1)   # share of the SLO the model plans for
+    budget_fraction: float = Field(1.0, gt=0, le=1)   # share of the SLO the model plans for
     down_band: float = Field(0.15, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
+    down_tolerance: float = Field(0.05, ge=0, lt=1)   # ... and by more than this share of n
     down_window_s: float | None = Field(None, ge=0)   # None: max(120, 2 * cold start)
     warmup_s: float | None = Field(None, ge=0)        # None: the down window
     burst_factor: float = Field(1.5, gt=1)            # load this far above forecast = burst
@@ -45,7 +46,7 @@ class TrimtabConfig(PolicyConfig):
     season_s: float = Field(86400.0, gt=0)
     refit_s: float = Field(900.0, gt=0)
     set_pod_knobs: bool = True                        # concurrency limit and max batch size
-    rate_weighted: bool = True                        # weigh burst history by its load
+    rate_weighted: bool = False                       # weigh burst history by its load
 
     def window_s(self) -> float:
         if self.down_window_s is not None:
@@ -178,6 +179,9 @@ def _guards(current: int, need: int, need_down: int, load_reason: str, state: Tr
     target = max(window_max, b.min_replicas)
     if target >= current:
         return current, REASON_STABILIZING
+    target, why = within_tolerance(current, target, config.down_tolerance)
+    if why:
+        return current, why
     warm_s = config.warmup_s if config.warmup_s is not None else config.window_s()
     n, why = warmup(current, target, state.started_s or now_s, now_s, warm_s)
     if why:

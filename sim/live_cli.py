@@ -51,6 +51,7 @@ def finish_run(run: Any, out: Path) -> dict[str, Any]:
                               for a in run.applied]})
     files = write_report(out, doc, [("live (Ray Serve)", live), ("simulator (fitted)", sim)],
                          cfg.slo_latency_s, cfg.slo_target)
+    _append_fidelity(files["html"], doc["fidelity"], doc["service_fit"], cold_s)
     return {"figures": _clean(figures), "fidelity": doc["fidelity"], "files": files,
             "service_fit": fit, "cold_start_s": cold_s}
 
@@ -126,3 +127,33 @@ def _run(cfg: Any, out: Path, view: bool, run_live_with: Any) -> dict[str, Any]:
 def _stage(console: Any, info: dict) -> None:
     if info.get("stage") != "load":
         console.print(f"trimtab up: {info['stage']}")
+
+
+def _append_fidelity(html_path: Path, fid: dict[str, Any], fit: dict[str, Any],
+                     cold_s: float) -> None:
+    """Add the sim-against-live table to the replay-format report page."""
+    import html
+
+    def cell(v: Any) -> str:
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    rows = []
+    for label, part in (("same policy in the simulator (closed loop)", fid),
+                        ("live decisions replayed (open loop)", fid.get("open_loop") or {})):
+        if not part:
+            continue
+        rows.append("<tr><td>" + html.escape(label) + "</td>" + "".join(
+            f"<td>{cell(part.get(k))}</td>" for k in FIDELITY_FIELDS) + "</tr>")
+    head = "".join(f"<th>{k}</th>" for k in ("comparison",) + FIDELITY_FIELDS)
+    section = (f"<h2>Simulator against the live run</h2><p>Service model fitted from the live"
+               f" run's batch metrics: {cell(fit.get('base_ms'))} ms +"
+               f" {cell(fit.get('per_item_ms'))} ms per item (cv {cell(fit.get('cv'))});"
+               f" cold start {cold_s:.2f} s. Targets: p99 within 15 %, replica-seconds within"
+               f" 10 %.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+    page = html_path.read_text()
+    html_path.write_text(page.replace("</body>", section + "</body>", 1))
+
+
+FIDELITY_FIELDS = ("p50_rel_error", "p99_rel_error", "replica_seconds_rel_error",
+                   "slo_attainment_abs_error", "replicas_mean_abs_error",
+                   "replicas_p90_abs_error")
