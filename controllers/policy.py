@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import Field
 
-from controllers import capacity, forecast
+from controllers import budget as budget_
+from controllers import capacity, forecast, knobs
 from controllers.binding import BoundPolicy, PolicyConfig, build_config
 from controllers.guards import (
     bounded_step_up, clamp, hold_on_unreadable, prune, warmup, within_tolerance,
@@ -35,8 +36,8 @@ class TrimtabConfig(PolicyConfig):
     interval_s: float = Field(15.0, gt=0)
     quantile: float = Field(0.95, gt=0.5, lt=1)       # planning quantile of the forecast
     budget_fraction: float = Field(1.0, gt=0, le=1)   # share of the SLO the model plans for
-    down_band: float = Field(0.15, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
-    down_tolerance: float = Field(0.05, ge=0, lt=1)   # ... and by more than this share of n
+    down_band: float = Field(0.25, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
+    down_tolerance: float = Field(0.10, ge=0, lt=1)   # ... and by more than this share of n
     down_window_s: float | None = Field(None, ge=0)   # None: max(120, 2 * cold start)
     warmup_s: float | None = Field(None, ge=0)        # None: the down window
     burst_factor: float = Field(1.5, gt=1)            # load this far above forecast = burst
@@ -65,29 +66,15 @@ class TrimtabState:
     capacity: capacity.CapacityState = capacity.CapacityState()
     recommendations: tuple[tuple[float, int], ...] = ()
     started_s: float | None = None
-    margin: float = 1.0          # >1 inflates the planned load after windows missed the SLO
+    margin: float = 1.0          # >1 inflates the planned load (budget.headroom)
+    budget: budget_.BudgetState = budget_.BudgetState()
     last_replicas: int | None = None
+    max_batch: int | None = None           # pod knobs last decided (held by knobs.settle)
+    concurrency_limit: int | None = None
 
 
 def initial_state(config: TrimtabConfig) -> TrimtabState:
     return TrimtabState()
-
-
-def _update_margin(margin: float, snapshot: Snapshot, slo_s: float, target: float) -> float:
-    """Multiplicative feedback on the window's miss rate (slow, over, shed, timed out)."""
-    hist = snapshot.latency
-    if hist is None or hist.total < 20:
-        return margin
-    misses = hist.count_over(slo_s)
-    lost = (snapshot.shed_rps or 0.0) + (snapshot.timed_out_rps or 0.0)
-    miss_rate = (misses + lost * snapshot.window_s) / (hist.total + lost * snapshot.window_s)
-    allowed = 1.0 - target
-    if miss_rate > allowed:
-        # Misses while replicas are still starting are the cold start's, not the model's.
-        return margin if (snapshot.starting_replicas or 0) > 0 else min(1.6, margin * 1.2)
-    if miss_rate < 0.25 * allowed:
-        return max(1.0, margin * 0.98)
-    return margin
 
 
 def plan_load(snapshot: Snapshot, fc: tuple[float, float] | None, fit: capacity.BatchFit,
@@ -126,9 +113,11 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     fstate = forecast.observe(state.forecast, fcfg, now_s, float(snapshot.arrival_rate_rps),
                               horizon_s)
     cstate = capacity.observe(state.capacity, snapshot.batch_samples)
-    margin = _update_margin(state.margin, snapshot, b.slo_latency_s, b.slo_target)
+    bstate = budget_.update(state.budget, snapshot, b.slo_latency_s, b.slo_target)
+    margin = bstate.headroom
     fit = capacity.fit(cstate)
-    state = replace(state, forecast=fstate, capacity=cstate, started_s=started_s, margin=margin)
+    state = replace(state, forecast=fstate, capacity=cstate, started_s=started_s, margin=margin,
+                    budget=bstate)
     if fit is None:
         return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
                 replace(state, last_replicas=current))
@@ -137,7 +126,10 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     load *= margin
     budget_s = b.slo_latency_s * config.budget_fraction
     configured = b.max_batch_size or snapshot.max_batch_size or 1
-    max_batch = capacity.best_max_batch(fit, budget_s, configured)
+    old_batch = state.max_batch if state.max_batch is not None else snapshot.max_batch_size
+    max_batch = knobs.max_batch(fit, old_batch,
+                                capacity.best_max_batch(fit, budget_s, configured),
+                                budget_s, configured)
     timeout_s = (snapshot.batch_timeout_ms or b.batch_timeout_ms or 0.0) / 1000.0
     need = capacity.replicas_for(fit, load, budget_s, max_batch, b.slo_target, b.max_replicas,
                                  timeout_s)
@@ -145,18 +137,23 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
                                       b.slo_target, b.max_replicas, timeout_s)
     replicas, reason = _guards(current, need, need_down, load_reason, state, config, now_s)
     recs = prune(state.recommendations, now_s, config.window_s()) + ((now_s, need_down),)
-    knobs: dict[str, Any] = {}
+    pod: dict[str, Any] = {}
     if config.set_pod_knobs:
-        knobs = {"max_batch_size": max_batch,
-                 "concurrency_limit": capacity.concurrency_limit(fit, max_batch,
-                                                                 b.slo_latency_s)}
+        old_limit = (state.concurrency_limit if state.concurrency_limit is not None
+                     else snapshot.concurrency_limit)
+        limit = knobs.settle(old_limit, capacity.concurrency_limit(fit, max_batch,
+                                                                   b.slo_latency_s))
+        pod = {"max_batch_size": max_batch, "concurrency_limit": limit}
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
+               "burn": bstate.burn(b.slo_target),
                "a_s": fit.a_s, "c_s": fit.c_s}
     if fc is not None:
         details.update(forecast_mean_rps=fc[0], forecast_upper_rps=fc[1])
     decision = Decision(replicas=replicas, reason=reason, forecast_rps=load, details=details,
-                        **knobs)
-    return decision, replace(state, recommendations=recs, last_replicas=replicas)
+                        **pod)
+    return decision, replace(state, recommendations=recs, last_replicas=replicas,
+                             max_batch=max_batch if config.set_pod_knobs else state.max_batch,
+                             concurrency_limit=pod.get("concurrency_limit"))
 
 
 def _guards(current: int, need: int, need_down: int, load_reason: str, state: TrimtabState,
