@@ -5,8 +5,10 @@ forecaster; plan on the upper forecast quantile at the horizon that matters (col
 one interval), corrected by what the forecast missed (a backlog to drain, a burst far above
 the forecast); size the fleet with the fewest replicas whose predicted p99 (queueing wait plus
 batch time) fits the SLO budget; then the guards: bounds, bounded scale-up, a hysteresis band
-and a stabilisation window for scale-down, restart warm-up, hold on missing data. A feedback
-term inflates the planned load when the window's SLO misses exceed the target.
+and a stabilisation window for scale-down, restart warm-up, hold on missing data. The run-level
+miss budget (controllers.budget) widens the planning quantile once the run has overspent its
+allowed misses and inflates the planned load after windows that missed outside a cold start.
+The pod knobs change only when they move enough or the SLO demands it (controllers.knobs).
 """
 from __future__ import annotations
 
@@ -36,9 +38,9 @@ class TrimtabConfig(PolicyConfig):
     interval_s: float = Field(15.0, gt=0)
     quantile: float = Field(0.95, gt=0.5, lt=1)       # planning quantile of the forecast
     budget_fraction: float = Field(1.0, gt=0, le=1)   # share of the SLO the model plans for
-    down_band: float = Field(0.25, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
+    down_band: float = Field(0.15, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
     down_tolerance: float = Field(0.10, ge=0, lt=1)   # ... and by more than this share of n
-    down_window_s: float | None = Field(None, ge=0)   # None: max(120, 2 * cold start)
+    down_window_s: float | None = Field(None, ge=0)   # None: max(240, 2 * cold start)
     warmup_s: float | None = Field(None, ge=0)        # None: the down window
     burst_factor: float = Field(1.5, gt=1)            # load this far above forecast = burst
     max_step_ratio: float = Field(3.0, gt=1)          # scale-up bound per tick
@@ -52,7 +54,7 @@ class TrimtabConfig(PolicyConfig):
     def window_s(self) -> float:
         if self.down_window_s is not None:
             return self.down_window_s
-        return max(120.0, 2.0 * self.bounds.cold_start_s)
+        return max(240.0, 2.0 * self.bounds.cold_start_s)
 
     def forecast_config(self) -> forecast.ForecastConfig:
         return forecast.ForecastConfig(bucket_s=self.bucket_s, season_s=self.season_s,
@@ -121,7 +123,9 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     if fit is None:
         return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
                 replace(state, last_replicas=current))
-    fc = forecast.forecast(fstate, fcfg, horizon_s, float(snapshot.arrival_rate_rps))
+    q_plan = budget_.planning_quantile(config.quantile, bstate.burn(b.slo_target))
+    fc = forecast.forecast(fstate, replace(fcfg, quantile=q_plan), horizon_s,
+                           float(snapshot.arrival_rate_rps))
     load, load_reason = plan_load(snapshot, fc, fit, config)
     load *= margin
     budget_s = b.slo_latency_s * config.budget_fraction
@@ -145,7 +149,7 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
                                                                    b.slo_latency_s))
         pod = {"max_batch_size": max_batch, "concurrency_limit": limit}
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
-               "burn": bstate.burn(b.slo_target),
+               "burn": bstate.burn(b.slo_target), "quantile": q_plan,
                "a_s": fit.a_s, "c_s": fit.c_s}
     if fc is not None:
         details.update(forecast_mean_rps=fc[0], forecast_upper_rps=fc[1])

@@ -63,7 +63,7 @@ def test_holds_on_missing_metrics_and_never_scales_down():
 def test_restart_starts_safe_no_scale_down_during_warmup():
     pol = make_policy("trimtab", bounds(cold_start_s=60), 15.0)
     # A restarted controller finds 30 replicas and almost no load: it must not drop them
-    # before its windows have filled (warm-up = the 120 s stabilisation window).
+    # before its windows have filled (warm-up = the 240 s stabilisation window).
     decisions, events, _ = run(pol, [5.0] * 30, start=30)
     early = [d for i, d in enumerate(decisions) if (i + 1) * 15.0 < 120]
     assert all(d.replicas >= 30 for d in early)
@@ -126,3 +126,25 @@ def test_bounds_always_hold(rates, lo, span):
         if d.valid:
             assert b.min_replicas <= d.replicas <= b.max_replicas
         assert isinstance(d, Decision) and d.reason
+
+
+def test_overspent_budget_plans_on_a_higher_quantile_and_more_replicas():
+    """Same history and snapshot; only the run's miss budget differs."""
+    from dataclasses import replace as dc_replace
+
+    from controllers.budget import BudgetState
+
+    pol = make_policy("trimtab", bounds(), 15.0)
+    rng = np.random.default_rng(3)
+    rates = [100.0 if i % 20 else 220.0 for i in range(160)]   # a peak every 5 minutes
+    state, replicas = pol.initial_state(), 6
+    for i, rate in enumerate(rates, start=1):
+        d, state = pol.decide(snap(t_s=i * 15.0, ready=replicas,
+                                   **steady_kw(rate, replicas, rng)), state, i * 15.0)
+        replicas = d.replicas if d.valid else replicas
+    s = snap(t_s=161 * 15.0, ready=replicas, **steady_kw(100.0, replicas, rng))
+    fine, _ = pol.decide(s, dc_replace(state, budget=BudgetState(1e6, 5e3)), 161 * 15.0)
+    over, _ = pol.decide(s, dc_replace(state, budget=BudgetState(1e6, 5e4)), 161 * 15.0)
+    assert fine.details["quantile"] == pytest.approx(0.95)
+    assert over.details["quantile"] == pytest.approx(0.99)
+    assert over.forecast_rps > fine.forecast_rps and over.details["need"] >= fine.details["need"]
