@@ -148,14 +148,20 @@ def rate_limit(current: int, desired: int, events: tuple[Stamped, ...], now_s: f
     return desired, None
 
 
+def _count_at_period_start(current: int, events: tuple[Stamped, ...], now_s: float,
+                           period_s: float) -> int:
+    """The replica count at the start of the rate policy's period (HPA measures from there)."""
+    return (current - _change_in_period(events, now_s, period_s, +1)
+            + _change_in_period(events, now_s, period_s, -1))
+
+
 def _scale_up_limit(current: int, events: tuple[Stamped, ...], now_s: float,
                     rules: RateRules) -> int:
     if rules.select == "disabled":
         return current
     proposals = []
     for p in rules.policies:
-        start = (current - _change_in_period(events, now_s, p.period_s, +1)
-                 + _change_in_period(events, now_s, p.period_s, -1))
+        start = _count_at_period_start(current, events, now_s, p.period_s)
         if p.kind == "pods":
             proposals.append(start + int(p.value))
         else:
@@ -169,8 +175,7 @@ def _scale_down_limit(current: int, events: tuple[Stamped, ...], now_s: float,
         return current
     proposals = []
     for p in rules.policies:
-        start = (current - _change_in_period(events, now_s, p.period_s, +1)
-                 + _change_in_period(events, now_s, p.period_s, -1))
+        start = _count_at_period_start(current, events, now_s, p.period_s)
         if p.kind == "pods":
             proposals.append(start - int(p.value))
         else:

@@ -103,14 +103,19 @@ class PrometheusProcess:
         raise TimeoutError(f"prometheus not ready on {self.url} after {timeout_s} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
+
+
+def stop_process(proc: subprocess.Popen | None, grace_s: float = 10.0) -> None:
+    """SIGTERM a child we started, then SIGKILL it if it has not exited within ``grace_s``."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def find_prometheus() -> str | None:

@@ -36,7 +36,7 @@ from controllers.sources.prometheus import PrometheusSource
 from controllers.types import FleetBounds
 from sim.live.fleet import DEPLOYMENT_NAME, FleetConfig, RayFleet, require_ray
 from sim.live.load import LoadGenerator, RampProfile, arrivals
-from sim.live.prom import PrometheusProcess, find_prometheus, prometheus_config
+from sim.live.prom import PrometheusProcess, find_prometheus, prometheus_config, stop_process
 from sim.live.source import (GateActuator, RayReplicaSource, RecordingActuator,
                              replica_counts, running_actor_ids)
 
@@ -158,13 +158,7 @@ class Sidecar:
         raise TimeoutError(f"sidecar not healthy after {timeout_s} s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def wait_serving(url: str, timeout_s: float = 30.0) -> None:
