@@ -20,13 +20,14 @@ class Admission:
     enough finish. Raising it admits waiters at once.
     """
 
-    def __init__(self, limit: int, max_queue: int) -> None:
+    def __init__(self, limit: int, max_queue: int, queue_timeout_s: float = 5.0) -> None:
         if limit < 1:
             raise ValueError(f"concurrency limit {limit} must be >= 1")
         if max_queue < 0:
             raise ValueError(f"max queue length {max_queue} must be >= 0")
         self._limit = limit
         self._max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s     # the wait the proxy allows (set_queue_timeout_s)
         self._in_flight = 0
         self._waiters: deque[asyncio.Future] = deque()
 
@@ -47,6 +48,12 @@ class Admission:
             raise ValueError(f"concurrency limit {limit} must be >= 1")
         self._limit = limit
         self._grant()
+
+    def set_queue_timeout_s(self, timeout_s: float) -> None:
+        """The longest wait for new waiters; those already waiting keep their deadline."""
+        if not timeout_s > 0:
+            raise ValueError(f"queue timeout {timeout_s} s must be > 0")
+        self.queue_timeout_s = float(timeout_s)
 
     def try_acquire(self) -> bool:
         """Admit at once if a slot is free and nobody waits (the fast path, no future)."""

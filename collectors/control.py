@@ -48,6 +48,8 @@ class ControlState:
         self._export()
         if admission is not None:
             admission.set_limit(initial.concurrency_limit)
+            if initial.queue_timeout_s is not None:
+                admission.set_queue_timeout_s(initial.queue_timeout_s)
 
     def _export(self) -> None:
         s = self.settings
@@ -82,6 +84,8 @@ class ControlState:
         old, self.settings = self.settings, new
         if self._admission is not None:
             self._admission.set_limit(new.concurrency_limit)
+            if new.queue_timeout_s is not None:
+                self._admission.set_queue_timeout_s(new.queue_timeout_s)
         self._export()
         if self._batch_hook is not None and (
                 old.max_batch_size != new.max_batch_size

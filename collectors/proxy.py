@@ -143,14 +143,14 @@ class AdmissionProxy:
         if not admission.try_acquire():
             ch.queue_depth.inc()
             try:
-                await admission.acquire(limits.queue_timeout_s)
+                await admission.acquire(admission.queue_timeout_s)
             except QueueFull:
                 return self._shed(ch, t0, "shed", "queue_full",
                                   f"queue full ({admission.queued} waiting, limit "
                                   f"{admission.limit} in flight)")
             except QueueTimeout:
                 return self._shed(ch, t0, "timeout", "queue_timeout",
-                                  f"not admitted within {limits.queue_timeout_s} s")
+                                  f"not admitted within {admission.queue_timeout_s} s")
             finally:
                 ch.queue_depth.dec()
         ch.queue_duration.observe(self._clock() - t0)

@@ -1,6 +1,8 @@
 """Sidecar configuration and the pod-level knobs, validated with pydantic (errors name field and rule)."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from collectors.names import latency_buckets_s
@@ -14,6 +16,10 @@ class ControlSettings(BaseModel):
     concurrency_limit: int = Field(8, ge=1, le=100_000)
     max_batch_size: int = Field(8, ge=1, le=65_536)
     batch_timeout_ms: float = Field(5.0, ge=0, le=60_000)
+    # Longest wait for admission before a 503; None: the proxy's --queue-timeout-s. The
+    # controller lowers it to what still leaves time to meet the SLO, so an overload sheds
+    # the requests that would be late anyway instead of making every later one late too.
+    queue_timeout_s: float | None = Field(None, gt=0, le=3600)
 
     @field_validator("concurrency_limit", "max_batch_size", mode="before")
     @classmethod
@@ -23,9 +29,11 @@ class ControlSettings(BaseModel):
             raise ValueError("must be an integer")
         return value
 
-    @field_validator("batch_timeout_ms", mode="before")
+    @field_validator("batch_timeout_ms", "queue_timeout_s", mode="before")
     @classmethod
-    def _number(cls, value: object) -> object:
+    def _number(cls, value: object, info: Any) -> object:
+        if value is None and info.field_name == "queue_timeout_s":
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("must be a number")
         return value

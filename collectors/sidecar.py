@@ -36,7 +36,8 @@ class Sidecar:
             nvml = load_nvml(config.gpu, config.fake_gpu_config)
         self.gpu = GpuCollector(nvml, self.health, poll_s=config.gpu_poll_s)
         self.registry.register(self.gpu)
-        self.admission = Admission(config.initial.concurrency_limit, config.limits.max_queue_length)
+        self.admission = Admission(config.initial.concurrency_limit, config.limits.max_queue_length,
+                                   config.limits.queue_timeout_s)
         self.proxy: AdmissionProxy | None = None
         if config.proxy:
             metrics = ProxyMetrics(self.registry, config.models, config.buckets_s)
@@ -49,8 +50,10 @@ class Sidecar:
             self.triton = TritonBatchApplier(config.upstream, config.models, self.registry,
                                              min_interval_s=config.triton_apply_min_interval_s)
             hook = self.triton.request
-        self.control = ControlState(config.initial, config.models, self.registry,
-                                    self.admission, hook)
+        initial = config.initial
+        if initial.queue_timeout_s is None:     # as started, shown as a number
+            initial = initial.model_copy(update={"queue_timeout_s": config.limits.queue_timeout_s})
+        self.control = ControlState(initial, config.models, self.registry, self.admission, hook)
         self.adapter = None
         if config.adapter is not None:
             from collectors.adapters import build_adapter

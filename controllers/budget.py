@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from controllers.types import Snapshot
 
 MIN_REQUESTS = 2000.0        # below this, the burn is not yet meaningful
+SLO_WINDOW_S = 3600.0        # the shortest span the SLO's allowed misses are counted over
+EVIDENCE_S = 1200.0          # traffic seen before unused budget is spent in full
 RAISE = 1.2                  # headroom step after a window over its share of misses
 EASE = 0.98                  # headroom step after a clean window with budget slack
 EASE_OVER = 0.998            # ... and, slowly, after a clean window over budget
@@ -31,22 +33,49 @@ class BudgetState:
     requests: float = 0.0
     misses: float = 0.0
     headroom: float = 1.0
+    elapsed_s: float = 0.0       # time the counts cover
 
     def burn(self, target: float) -> float:
-        """Misses over the misses the SLO allows so far (0 until enough requests)."""
+        """Misses over the misses the SLO allows (0 until enough requests).
+
+        What is allowed is counted over at least ``SLO_WINDOW_S`` of traffic at the rate seen
+        so far, so a bad first minute (a fleet started too small) is weighed against the
+        hour it belongs to, not against itself, and does not set the policy's course for the
+        rest of the run; past the window, it is the run's own ratio.
+        """
         if self.requests < MIN_REQUESTS:
             return 0.0
-        return self.misses / max((1.0 - target) * self.requests, 1e-9)
+        window = self.requests / max(self.elapsed_s, 1e-9) * SLO_WINDOW_S
+        return self.misses / max((1.0 - target) * max(self.requests, window), 1e-9)
 
 
-def planning_quantile(quantile: float, burn: float) -> float:
-    """The forecast quantile to plan on: its tail shrinks as the run overspends its budget.
+TARGET_BURN = 0.6            # the share of the allowed misses the policy aims to spend
+QUANTILE_TAIL_MUL = 3.0      # under budget the planning tail may widen up to this much
+HEADROOM_MIN = 0.85          # ... and the headroom fall this low (below 1: plan under the load)
+BURN_POWER = 0.5             # how strongly the tail follows the burn
 
-    ``1 - quantile`` is divided by the burn once that exceeds 1 (at most ten-fold): a run that
-    has spent four times its allowed misses plans on a quarter of the tail (0.95 -> 0.9875),
-    so the peaks it has seen are covered more often. Within budget: the quantile as is.
+
+def confidence(state: "BudgetState") -> float:
+    """How much evidence the counts are (0..1 over ``EVIDENCE_S``): unused budget is spent
+    only on evidence, so a calm first few minutes do not talk the policy out of headroom it
+    may need for a spike it has not seen yet; the ramp ends early so that, under constant
+    load, the fleet settles once and stays."""
+    return min(1.0, state.elapsed_s / EVIDENCE_S)
+
+
+def planning_quantile(quantile: float, burn: float, trust: float = 0.0) -> float:
+    """The forecast quantile to plan on: its tail follows the burn against ``TARGET_BURN``.
+
+    The tail ``1 - quantile`` is multiplied by ``(TARGET_BURN / burn) ** BURN_POWER``: a run
+    overspending (burn 2.4: factor 0.5) plans on half the tail (0.95 -> 0.975), at most ten-
+    fold narrower; a run with budget to spare plans on a wider tail, up to ``QUANTILE_TAIL_MUL``
+    scaled by ``trust`` (``confidence``): with no evidence yet, no wider than configured.
     """
-    return 1.0 - (1.0 - quantile) / min(max(burn, 1.0), QUANTILE_TAIL_DIV)
+    if burn <= 0:
+        return quantile
+    widest = 1.0 + (QUANTILE_TAIL_MUL - 1.0) * min(max(trust, 0.0), 1.0)
+    factor = min(max((TARGET_BURN / burn) ** BURN_POWER, 1.0 / QUANTILE_TAIL_DIV), widest)
+    return 1.0 - (1.0 - quantile) * factor
 
 
 def window_counts(snapshot: Snapshot, slo_s: float) -> tuple[float, float] | None:
@@ -65,7 +94,8 @@ def update(state: BudgetState, snapshot: Snapshot, slo_s: float, target: float
     if counts is None or counts[0] < 20:
         return state
     total, misses = counts
-    state = replace(state, requests=state.requests + total, misses=state.misses + misses)
+    state = replace(state, requests=state.requests + total, misses=state.misses + misses,
+                    elapsed_s=state.elapsed_s + snapshot.window_s)
     allowed = 1.0 - target
     rate = misses / total
     burn = state.burn(target)
@@ -74,5 +104,8 @@ def update(state: BudgetState, snapshot: Snapshot, slo_s: float, target: float
         if not (snapshot.starting_replicas or 0):   # misses in a cold start are the cold start's
             headroom = min(HEADROOM_MAX, headroom * RAISE)
     elif rate < 0.25 * allowed:
-        headroom = max(1.0, headroom * (EASE if burn < 0.7 else EASE_OVER))
+        floor = 1.0
+        if burn < 0.5 * TARGET_BURN:      # well within budget: spend some, on evidence
+            floor = 1.0 - (1.0 - HEADROOM_MIN) * confidence(state)
+        headroom = max(min(floor, headroom), headroom * (EASE if burn < 0.7 else EASE_OVER))
     return replace(state, headroom=headroom)

@@ -152,6 +152,29 @@ def best_max_batch(fit_: BatchFit, budget_s: float, configured: int) -> int:
     return 1
 
 
+def batches_admitted(fit_: BatchFit, max_batch: int, slo_latency_s: float) -> int:
+    """Full batches a replica holds in flight: at least two (one running, one forming), and
+    as many as fit in half the SLO, the other half being the wait for admission."""
+    return max(2, int(0.5 * slo_latency_s / fit_.batch_time_s(max_batch)))
+
+
 def concurrency_limit(fit_: BatchFit, max_batch: int, slo_latency_s: float) -> int:
-    """Little's law: what one replica can finish within the SLO, at least one batch."""
-    return max(max_batch, int(fit_.throughput_rps(max_batch) * slo_latency_s))
+    """In flight per replica so that what is admitted is done within its share of the SLO.
+
+    Little's law at full batches: ``k`` batches in flight take ``k * s(b)`` to get through,
+    so ``L = k * b`` with ``k = batches_admitted``. Example: s(8) = 0.26 s, SLO 1 s: k = 2,
+    L = 16, and an admitted request is done within about 0.52 s.
+    """
+    return batches_admitted(fit_, max_batch, slo_latency_s) * max_batch
+
+
+def admission_wait_s(fit_: BatchFit, limit: int, max_batch: int, slo_latency_s: float) -> float:
+    """Longest wait for admission that still leaves a request time to finish within the SLO.
+
+    Admitted behind ``limit`` others it needs about ``ceil(limit / b) * s(b)``; what is left of
+    the SLO is how long it may wait at the door. Shedding at that point is what keeps an
+    overload from making every request late: a FIFO backlog otherwise delays all that come
+    after it, while those that waited longer would have been late anyway. At least 5 % of it.
+    """
+    inside_s = math.ceil(limit / max(max_batch, 1)) * fit_.batch_time_s(max_batch)
+    return max(slo_latency_s - inside_s, 0.05 * slo_latency_s)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 from scipy.stats import norm
@@ -64,18 +65,39 @@ class ForecastState:
     tick_rel_var: float = 0.0                # EW variance of one window around its bucket mean
     # Horizon check: (time, planning base) made each window, and the windows seen since, so
     # the peak load within the horizon can be compared with what was planned on.
-    bases: tuple[tuple[float, float], ...] = ()
+    bases: tuple[tuple[float, float, int], ...] = ()    # (time, base, level band)
     recent: tuple[tuple[float, float], ...] = ()
     ratio_hist: tuple[float, ...] = ()       # decayed weights of log(peak / base) per bin
     ratio_count: float = 0.0                 # decayed number of scored horizons
     mean_rate: float = 0.0                   # slow mean of the load, to normalise weights
+    # The same histogram per level band (the base against the top of the load seen): how
+    # far load rises within the horizon depends on where it is in its range (a morning ramp
+    # from the night's trough, or small swings around the day's peak).
+    band_hist: tuple[tuple[float, ...], ...] = ()
+    band_count: tuple[float, ...] = ()
 
 
 # log(peak within horizon / planning base), binned: [-0.5, 1.5) in steps of 0.05.
 _LR_LO, _LR_STEP, _LR_BINS = -0.5, 0.05, 40
-_LR_DECAY = 0.999          # per window: half-life about 700 windows
+_LR_DECAY = 0.99           # per scored horizon: half-life about 70 (17 min at 15 s ticks)
 _LR_MIN_SAMPLES = 40.0
 _PRIOR_PEAK_RATIO = 1.3
+# Level bands: base / (the 98th percentile of bucket means seen), split at these edges.
+_BAND_EDGES = (0.3, 0.6)
+_BAND_REF_Q = 0.98
+_BAND_MIN_BUCKETS = 30     # history needed before the level is meaningful
+_BAND_PRIOR = 30.0         # horizons at which a band's own quantile and the pooled weigh alike
+
+
+def level_band(state: "ForecastState", base: float) -> int:
+    """Which level band ``base`` is in (-1: too little history to say)."""
+    if len(state.history) < _BAND_MIN_BUCKETS:
+        return -1
+    ref = float(np.quantile(np.asarray(state.history), _BAND_REF_Q))
+    if ref <= 0:
+        return -1
+    level = base / ref
+    return sum(level >= e for e in _BAND_EDGES)
 
 
 def season_buckets(cfg: ForecastConfig) -> int:
@@ -147,9 +169,12 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
     """Score past planning bases against the peak that followed within the horizon."""
     recent = tuple(r for r in state.recent if r[0] > now_s - horizon_s - 1e-9) + ((now_s, value),)
     hist = list(state.ratio_hist) or [0.0] * _LR_BINS
+    bands = [list(h) for h in state.band_hist] or [[0.0] * _LR_BINS
+                                                   for _ in range(len(_BAND_EDGES) + 1)]
+    band_count = list(state.band_count) or [0.0] * (len(_BAND_EDGES) + 1)
     count = state.ratio_count
     kept = []
-    for t0_s, base in state.bases:
+    for t0_s, base, band in state.bases:
         if t0_s + horizon_s <= now_s + 1e-9:
             peak = max((v for t, v in recent if t0_s < t <= t0_s + horizon_s + 1e-9),
                        default=None)
@@ -160,24 +185,29 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
                 # Weighted by the load (requests are what the SLO counts), relative to the
                 # running mean load so the weights stay near 1.
                 count = count * _LR_DECAY + 1.0
-                hist[i] += peak / max(state.mean_rate, 1e-9) if cfg.rate_weighted else 1.0
+                w = peak / max(state.mean_rate, 1e-9) if cfg.rate_weighted else 1.0
+                hist[i] += w
+                if band >= 0:
+                    bands[band] = [x * _LR_DECAY for x in bands[band]]
+                    bands[band][i] += w
+                    band_count[band] = band_count[band] * _LR_DECAY + 1.0
         else:
-            kept.append((t0_s, base))
+            kept.append((t0_s, base, band))
     if state.model is not None:
         h = horizon_buckets(cfg, horizon_s)
         base = max(max(predict(state.model, i) for i in range(1, h + 1)), value)
-        kept.append((now_s, base))
+        kept.append((now_s, base, level_band(state, base)))
     a = 1 - _LR_DECAY
     mean_rate = value if state.mean_rate <= 0 else (1 - a) * state.mean_rate + a * value
     return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(hist),
-                   ratio_count=count, mean_rate=mean_rate)
+                   ratio_count=count, mean_rate=mean_rate,
+                   band_hist=tuple(tuple(b) for b in bands), band_count=tuple(band_count))
 
 
-def peak_ratio(state: ForecastState, q: float) -> float | None:
-    """The q-quantile of peak-within-horizon / planning base seen so far (None: too few)."""
-    hist = state.ratio_hist
+def _quantile_of(hist: Sequence[float], count: float, q: float) -> float | None:
+    """The q-quantile ratio of one histogram (None: too few scored horizons)."""
     total = sum(hist)
-    if state.ratio_count < _LR_MIN_SAMPLES * (_LR_DECAY ** _LR_MIN_SAMPLES) or total <= 0:
+    if count < _LR_MIN_SAMPLES * (_LR_DECAY ** _LR_MIN_SAMPLES) or total <= 0:
         return None
     seen = 0.0
     for i, w in enumerate(hist):
@@ -185,6 +215,26 @@ def peak_ratio(state: ForecastState, q: float) -> float | None:
         if seen >= q * total:
             return math.exp(_LR_LO + (i + 1) * _LR_STEP)
     return math.exp(_LR_LO + _LR_BINS * _LR_STEP)
+
+
+def peak_ratio(state: ForecastState, q: float, base: float | None = None) -> float | None:
+    """The q-quantile of peak-within-horizon / planning base seen so far (None: too few).
+
+    With ``base``, the quantile of its level band shrunk toward the pooled one by how few
+    horizons the band has seen (weight n / (n + ``_BAND_PRIOR``), in log space), so a band
+    that has seen a single morning does not stand for all of them.
+    """
+    pooled = _quantile_of(state.ratio_hist, state.ratio_count, q)
+    if base is None or not state.band_hist or pooled is None:
+        return pooled
+    band = level_band(state, base)
+    if band < 0:
+        return pooled
+    own = _quantile_of(state.band_hist[band], state.band_count[band], q)
+    if own is None:
+        return pooled
+    w = state.band_count[band] / (state.band_count[band] + _BAND_PRIOR)
+    return math.exp(w * math.log(own) + (1 - w) * math.log(pooled))
 
 
 def _observe_buckets(state: ForecastState, cfg: ForecastConfig, now_s: float, value: float,
@@ -241,7 +291,8 @@ def horizon_buckets(cfg: ForecastConfig, horizon_s: float) -> int:
 
 
 def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float,
-             now_rps: float | None = None) -> tuple[float, float] | None:
+             now_rps: float | None = None, now_noise_rps: float = 0.0
+             ) -> tuple[float, float] | None:
     """(mean, upper quantile) of the rate over the next ``horizon_s``; None with no model.
 
     The mean is the largest bucket forecast up to the horizon (a scale-up must be ready by
@@ -249,7 +300,9 @@ def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float,
     residual widened by sqrt(h) until errors have been scored) with how far single windows
     stray from their bucket's mean (bursts shorter than a bucket). Once enough horizons have
     been scored, the upper bound is instead the planning base (max of the mean and the load
-    now) times the q-quantile of the peak-to-base ratios actually seen.
+    now) times the q-quantile of the peak-to-base ratios actually seen; the load now counts
+    only when it is above the mean by more than its own sampling noise ``now_noise_rps``, so
+    a constant load's Poisson wobble does not move the plan from one window to the next.
     """
     model = state.model
     if model is None:
@@ -259,9 +312,10 @@ def forecast(state: ForecastState, cfg: ForecastConfig, horizon_s: float,
     prior_var = (model.resid_sigma ** 2) * h
     var = prior_var if state.err_var is None else max(state.err_var, 0.25 * prior_var)
     var += state.tick_rel_var * mean * mean
-    ratio = peak_ratio(state, cfg.quantile)
+    now = now_rps or 0.0
+    base = now if now > mean + now_noise_rps else mean
+    ratio = peak_ratio(state, cfg.quantile, base)
     if ratio is not None:       # enough history: the empirical peak ratio, not a normal
-        base = max(mean, now_rps or 0.0)
         return mean, base * max(ratio, 1.0)
     z = float(norm.ppf(cfg.quantile))
     # Too little history to know how bursty the load is: assume peaks 30 % over the base.

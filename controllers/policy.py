@@ -49,6 +49,8 @@ class TrimtabConfig(PolicyConfig):
     season_s: float = Field(86400.0, gt=0)
     refit_s: float = Field(900.0, gt=0)
     set_pod_knobs: bool = True                        # concurrency limit and max batch size
+    shed_late: bool = True                            # admission wait capped at what can still
+                                                      # meet the SLO (capacity.admission_wait_s)
     rate_weighted: bool = False                       # weigh burst history by its load
 
     def window_s(self) -> float:
@@ -123,9 +125,11 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     if fit is None:
         return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
                 replace(state, last_replicas=current))
-    q_plan = budget_.planning_quantile(config.quantile, bstate.burn(b.slo_target))
-    fc = forecast.forecast(fstate, replace(fcfg, quantile=q_plan), horizon_s,
-                           float(snapshot.arrival_rate_rps))
+    q_plan = budget_.planning_quantile(config.quantile, bstate.burn(b.slo_target),
+                                      budget_.confidence(bstate))
+    now_rps = float(snapshot.arrival_rate_rps)
+    noise_rps = 2.0 * math.sqrt(max(now_rps, 1.0) / max(snapshot.window_s, 1e-9))  # Poisson, 2 sd
+    fc = forecast.forecast(fstate, replace(fcfg, quantile=q_plan), horizon_s, now_rps, noise_rps)
     load, load_reason = plan_load(snapshot, fc, fit, config)
     load *= margin
     budget_s = b.slo_latency_s * config.budget_fraction
@@ -148,6 +152,9 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
         limit = knobs.settle(old_limit, capacity.concurrency_limit(fit, max_batch,
                                                                    b.slo_latency_s))
         pod = {"max_batch_size": max_batch, "concurrency_limit": limit}
+        if config.shed_late:
+            pod["queue_timeout_s"] = round(capacity.admission_wait_s(fit, limit, max_batch,
+                                                                     b.slo_latency_s), 3)
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
                "burn": bstate.burn(b.slo_target), "quantile": q_plan,
                "a_s": fit.a_s, "c_s": fit.c_s}

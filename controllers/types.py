@@ -136,6 +136,7 @@ class Decision:
     concurrency_limit: int | None = None   # per replica; None leaves it as it is
     max_batch_size: int | None = None
     batch_timeout_ms: float | None = None
+    queue_timeout_s: float | None = None   # longest wait for admission; late ones are shed
     valid: bool = True
     forecast_rps: float | None = None      # the load the decision planned for, if any
     details: Mapping[str, float] = field(default_factory=dict)

@@ -33,6 +33,8 @@ class SimActuator:
             f.set_max_batch(d.max_batch_size)
         if d.batch_timeout_ms is not None:
             f.set_batch_timeout_s(d.batch_timeout_ms / 1000.0)
+        if d.queue_timeout_s is not None:
+            f.set_queue_timeout_s(d.queue_timeout_s)
         n = min(max(int(d.replicas), self.bounds.min_replicas), self.bounds.max_replicas)
         if n == f.desired:
             return False

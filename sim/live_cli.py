@@ -13,26 +13,16 @@ DEFAULT_OUT = Path("reports/live")
 
 def finish_run(run: Any, out: Path) -> dict[str, Any]:
     """Results from Prometheus, the simulator's replay of the same load, the report files."""
-    import numpy as np
-
     from sim.live import fidelity
-    from sim.live.results import batch_samples, live_result
+    from sim.live.results import live_result
     from sim.report import _clean, write_report
 
     cfg = run.config
     live = live_result(run)
-    fit = fidelity.fit_service(batch_samples(run))
-    cold_s = fidelity.cold_start_s(run.applied, run.replica_samples)
-    sim = fidelity.replay(cfg, run.arrival_s, fit, cold_s)
+    evaluation = fidelity.evaluate(run, live.summary)
+    sim, fid, model = evaluation["sim"], evaluation["fidelity"], evaluation["model"]
     sim.summary["policy"] = "simulator (fitted)"
-    log = run.request_log
-    ok = np.asarray(log.outcome, dtype=object) == "ok"
-    fid = fidelity.compare(live.summary, np.asarray(log.latency_s)[ok], run.replica_samples,
-                           sim, cfg.duration_s, cfg.slo_latency_s)
-    scripted = fidelity.replay_decisions(cfg, run.arrival_s, fit, cold_s, run.applied)
-    fid["open_loop"] = {k: v for k, v in fidelity.compare(
-        live.summary, np.asarray(log.latency_s)[ok], run.replica_samples, scripted,
-        cfg.duration_s, cfg.slo_latency_s).items() if k != "targets"}
+    fit, cold_s = model.measured, model.cold_start_s
     figures = {
         "slo_attainment": live.summary["slo_attainment"],
         "latency_p99_s": live.summary["latency_p99_s"],
@@ -149,9 +139,24 @@ def _append_fidelity(html_path: Path, fid: dict[str, Any], fit: dict[str, Any],
                f" run's batch metrics: {cell(fit.get('base_ms'))} ms +"
                f" {cell(fit.get('per_item_ms'))} ms per item (cv {cell(fit.get('cv'))});"
                f" cold start {cold_s:.2f} s. Targets: p99 within 15 %, replica-seconds within"
-               f" 10 %.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+               f" 10 %.</p>{_stack_note(fid.get('model') or {}, cell)}"
+               f"<table><tr>{head}</tr>{''.join(rows)}</table>")
     page = html_path.read_text()
     html_path.write_text(page.replace("</body>", section + "</body>", 1))
+
+
+def _stack_note(model: dict[str, Any], cell: Any) -> str:
+    """The serving-stack terms fitted from the run (sim.live.fit), as one sentence."""
+    if not model:
+        return ""
+    return (f"<p>Serving stack fitted from the same run: a saturated replica held"
+            f" {cell(model.get('saturated_concurrency'))} and served"
+            f" {cell(model.get('saturated_rps_per_replica'))} rps"
+            f" ({cell(model.get('saturated_windows'))} busy windows), so the simulator runs"
+            f" {cell(model.get('effective_base_ms'))} ms +"
+            f" {cell(model.get('effective_per_item_ms'))} ms per item; hop"
+            f" {cell(model.get('hop_ms'))} ms; the policy sees"
+            f" {cell(model.get('view_lag_windows'))} windows late, as from Prometheus.</p>")
 
 
 FIDELITY_FIELDS = ("p50_rel_error", "p99_rel_error", "replica_seconds_rel_error",

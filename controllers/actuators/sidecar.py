@@ -20,7 +20,7 @@ log = logging.getLogger("trimtab.controller.sidecar")
 
 ADMIN_PORT_NAME = "trimtab-admin"
 SETTINGS_PATH = "/control/v1/settings"
-KNOBS = ("concurrency_limit", "max_batch_size", "batch_timeout_ms")
+KNOBS = ("concurrency_limit", "max_batch_size", "batch_timeout_ms", "queue_timeout_s")
 
 
 @dataclass(frozen=True)

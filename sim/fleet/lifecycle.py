@@ -1,6 +1,8 @@
 """Replica lifecycle (starting, ready, draining, stopped, parked), OOM restarts, actuation."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sim.fleet.types import (DRAINING, FAILED, PARKED, READY, STARTING, STOPPED, _NO_LIMIT)
@@ -159,6 +161,11 @@ class LifecycleMixin:
 
     def set_concurrency_limit(self, limit: int | None) -> None:
         self.limit = _NO_LIMIT if limit is None else max(1, int(limit))
+        self._feed(self.eng._now)
+
+    def set_queue_timeout_s(self, t_s: float | None) -> None:
+        """Longest wait in the admission queue (None: no limit); the queue is purged at once."""
+        self._qto = math.inf if t_s is None else max(0.0, float(t_s))
         self._feed(self.eng._now)
 
     def set_max_batch(self, b: int) -> None:

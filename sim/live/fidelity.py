@@ -1,12 +1,13 @@
 """Sim against reality: replay the live run's arrivals through the simulator and compare.
 
-The service model is fitted from the live run's own batch metrics (per replica and window:
-mean batch size against mean batch time, a least-squares line ``base_ms + per_item_ms * b``
-weighted by batches), the cold start from how long Ray took to bring scaled-up replicas to
-RUNNING; the same policy spec, bounds, interval and arrivals go into ``sim.replay.simulate``.
-Errors follow simulator papers: relative error of p50/p99 latency and of replica-seconds,
-the absolute difference of SLO attainment, and the mean and 90th percentile of the absolute
-difference in replica count over time.
+The model is fitted from the live run's own metrics (``sim.live.fit``): the batch line from
+the replicas' batch metrics, what a saturated replica really held and served (Ray's router),
+the hop outside the replica, the cold start from how long Ray took to bring scaled-up
+replicas to RUNNING. The same policy spec, bounds, interval and arrivals go into
+``sim.replay.simulate``, the policy wrapped to see what the live controller saw
+(``sim.live.live_view``). Errors follow simulator papers: relative error of p50/p99 latency
+and of replica-seconds, the absolute difference of SLO attainment, and the mean and 90th
+percentile of the absolute difference in replica count over time.
 """
 from __future__ import annotations
 
@@ -16,65 +17,69 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.replay import RunResult, simulate
+from sim.fleet.types import SERVED
+from sim.live.fit import (DEFAULT_COLD_START_S, ReplicaWindow, Saturation, ServiceFit,
+                          cold_start_s, effective_service, fit_hop_s, fit_saturation,
+                          fit_service, lag_windows)
+from sim.live.live_view import LiveView, LiveViewPolicy
+from sim.live.run import FLEET_MAX_ONGOING
+from sim.replay import RunResult, make_run_policy, simulate
 from sim.scenario import scenario_from_dict
 from sim.traces import trace_from_arrays
 
-DEFAULT_COLD_START_S = 2.0
+__all__ = ["DEFAULT_COLD_START_S", "LiveModel", "ScriptedPolicy", "ServiceFit", "cold_start_s",
+           "compare", "evaluate", "fit_model", "fit_service", "on_load_clock", "replay",
+           "replay_decisions", "scenario_for"]
 
 
 @dataclass(frozen=True)
-class ServiceFit:
-    base_ms: float
-    per_item_ms: float
-    cv: float
-    windows: int
+class LiveModel:
+    """Everything the replay takes from the live run (see ``sim.live.fit``)."""
+
+    measured: ServiceFit               # the batch metrics' line
+    service: ServiceFit                # the line the simulator runs
+    saturation: Saturation
+    hop_s: float
+    cold_start_s: float
+    lag: int                           # simulator windows in the live controller's view
+
+    def view(self) -> LiveView:
+        return LiveView(lag=self.lag, gate_per_replica=FLEET_MAX_ONGOING,
+                        concurrency=self.saturation.concurrency,
+                        measured_line_ms=(self.measured.base_ms, self.measured.per_item_ms),
+                        effective_line_ms=(self.service.base_ms, self.service.per_item_ms))
+
+    def summary(self) -> dict[str, Any]:
+        """The fitted terms, for the JSON and the report."""
+        return {"batch_base_ms": self.measured.base_ms,
+                "batch_per_item_ms": self.measured.per_item_ms, "batch_cv": self.measured.cv,
+                "effective_base_ms": self.service.base_ms,
+                "effective_per_item_ms": self.service.per_item_ms,
+                "saturated_concurrency": self.saturation.concurrency,
+                "saturated_rps_per_replica": self.saturation.rps,
+                "saturated_mean_batch": self.saturation.mean_batch,
+                "saturated_windows": self.saturation.windows,
+                "hop_ms": round(1000.0 * self.hop_s, 3),
+                "cold_start_s": round(self.cold_start_s, 3),
+                "view_lag_windows": self.lag}
 
 
-def fit_service(samples: Sequence[tuple[float, float, float]]) -> ServiceFit:
-    """Weighted least squares of batch time on batch size over (size, time_s, batches) rows.
-
-    E.g. rows (1, 0.075, 40) and (3, 0.125, 10) give base 50 ms and 25 ms per item. With one
-    distinct batch size the slope is unknown: it is taken as 0 and the mean is the base.
-    """
-    rows = np.asarray([s for s in samples if s[2] > 0 and s[1] > 0], dtype=float)
-    if len(rows) == 0:
-        raise ValueError("fit_service: no batch samples (size, time_s, batches) with batches > 0")
-    b, t, w = rows[:, 0], rows[:, 1] * 1000.0, rows[:, 2]
-    if np.ptp(b) < 1e-6:
-        base, slope = float(np.average(t, weights=w)), 0.0
-    else:
-        x = np.column_stack([np.ones_like(b), b]) * np.sqrt(w)[:, None]
-        (base, slope), *_ = np.linalg.lstsq(x, t * np.sqrt(w), rcond=None)
-        base, slope = float(base), float(slope)
-        if slope < 0:    # noise: fall back to a flat model through the mean
-            base, slope = float(np.average(t, weights=w)), 0.0
-        if base < 0:
-            base, slope = 0.0, float(np.average(t / b, weights=w))
-    resid = t - (base + slope * b)
-    # A window mean of k batches has variance sigma^2 / k: scale back to one batch.
-    sigma_ms = float(np.sqrt(np.average(resid ** 2 * w, weights=w))) if len(rows) > 2 else 0.0
-    mean_ms = float(np.average(t, weights=w))
-    cv = min(1.0, sigma_ms / mean_ms) if mean_ms > 0 else 0.0
-    return ServiceFit(round(base, 3), round(slope, 3), round(cv, 4), len(rows))
+def fit_model(cfg: Any, batch_samples: Sequence[tuple[float, float, float]],
+              windows: Sequence[ReplicaWindow], latencies_s: Sequence[float],
+              applied: Sequence[Any], replica_samples: Sequence[tuple[float, int, int]]
+              ) -> LiveModel:
+    """The replay's model of a live run, from that run's own metrics (``cfg``: LiveConfig)."""
+    measured = fit_service(batch_samples)
+    sat = fit_saturation(windows)
+    return LiveModel(measured=measured,
+                     service=effective_service(measured, sat, cfg.batch_timeout_ms),
+                     saturation=sat, hop_s=fit_hop_s(latencies_s, measured, cfg.batch_timeout_ms),
+                     cold_start_s=cold_start_s(applied, replica_samples),
+                     lag=lag_windows(cfg.window_s, cfg.interval_s))
 
 
-def cold_start_s(applied: Sequence[Any], replica_samples: Sequence[tuple[float, int, int]]
-                 ) -> float:
-    """Mean time from a scale-up being applied to that many replicas RUNNING."""
-    delays = []
-    for a in applied:
-        change = a.changes.get("replicas")
-        if change is None or change[0] is None or change[1] <= change[0]:
-            continue
-        for t, running, _starting in replica_samples:
-            if t >= a.at_s and running >= change[1]:
-                delays.append(t - a.at_s)
-                break
-    return float(np.mean(delays)) if delays else DEFAULT_COLD_START_S
-
-
-def scenario_for(cfg: Any, fit: ServiceFit, cold_s: float) -> Any:
+def scenario_for(cfg: Any, fit: ServiceFit, cold_s: float, concurrency: int | None = None
+                 ) -> Any:
     """The simulator scenario of a live run (``cfg`` is a LiveConfig)."""
     return scenario_from_dict({
         "name": "live-replay",
@@ -86,17 +91,24 @@ def scenario_for(cfg: Any, fit: ServiceFit, cold_s: float) -> Any:
                     "max_batch": cfg.max_batch_size,
                     "batch_timeout_ms": cfg.batch_timeout_ms, "batching": "triton"},
         "replicas": {"initial": cfg.min_replicas, "min": cfg.min_replicas,
-                     "max": cfg.max_replicas, "cold_start_s": round(cold_s, 3)},
+                     "max": cfg.max_replicas, "cold_start_s": round(cold_s, 3),
+                     "concurrency_limit": concurrency},
         "slo": {"latency_s": cfg.slo_latency_s, "target": cfg.slo_target},
         "controller": {"interval_s": cfg.interval_s},
         "seed": cfg.seed, "drain_s": 60.0,
     }, source="live run")
 
 
-def replay(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: float) -> RunResult:
-    sc = scenario_for(cfg, fit, cold_s)
-    return simulate(sc, cfg.policy, trace_from_arrays(np.asarray(arrival_s)),
-                    record_requests=True)
+def replay(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: float,
+           model: LiveModel | None = None) -> RunResult:
+    """The same policy spec on the same arrivals (closed loop). Without ``model``: the batch
+    line alone and the simulator's exact view (the figures before the stack was fitted)."""
+    trace = trace_from_arrays(np.asarray(arrival_s))
+    if model is None:
+        return simulate(scenario_for(cfg, fit, cold_s), cfg.policy, trace, record_requests=True)
+    sc = scenario_for(cfg, model.service, model.cold_start_s, model.saturation.concurrency)
+    policy = LiveViewPolicy(make_run_policy(sc, cfg.policy, trace), model.view())
+    return simulate(sc, policy, trace, record_requests=True)
 
 
 @dataclass
@@ -109,7 +121,7 @@ class ScriptedPolicy:
 
     applied: Sequence[Any]
     min_replicas: int
-    interval_s: float = 1.0
+    interval_s: float = 0.25      # a change takes effect at most this late
     name: str = "live-decisions"
 
     @property
@@ -138,12 +150,17 @@ class ScriptedPolicy:
 
 
 def replay_decisions(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: float,
-                     applied: Sequence[Any]) -> RunResult:
+                     applied: Sequence[Any], model: LiveModel | None = None) -> RunResult:
     """The same arrivals with the live run's own scaling and knob changes at their times."""
-    sc = scenario_for(cfg, fit, cold_s)
+    concurrency = None if model is None else model.saturation.concurrency
+    if model is not None:
+        fit, cold_s = model.service, model.cold_start_s
+    sc = scenario_for(cfg, fit, cold_s, concurrency)
     sc = sc.model_copy(update={"service": sc.service.model_copy(
         update={"max_batch": cfg.initial_max_batch_size})})
-    policy = ScriptedPolicy(sorted(applied, key=lambda a: a.at_s), cfg.min_replicas)
+    policy: Any = ScriptedPolicy(sorted(applied, key=lambda a: a.at_s), cfg.min_replicas)
+    if concurrency is not None:    # the same cap on the fleet, no change to what it sees
+        policy = LiveViewPolicy(policy, LiveView(concurrency=concurrency))
     return simulate(sc, policy, trace_from_arrays(np.asarray(arrival_s)), record_requests=True)
 
 
@@ -161,8 +178,9 @@ def _step_on_grid(t_s: np.ndarray, v: np.ndarray, grid_s: np.ndarray) -> np.ndar
 
 def compare(live: dict[str, Any], live_latency_s: np.ndarray,
             live_replicas: Sequence[tuple[float, int, int]], sim: RunResult,
-            duration_s: float, slo_latency_s: float) -> dict[str, Any]:
-    """Fidelity figures: sim against live over [0, duration_s]."""
+            duration_s: float, slo_latency_s: float, hop_s: float = 0.0) -> dict[str, Any]:
+    """Fidelity figures: sim against live over [0, duration_s]; ``hop_s`` (the fitted hop
+    outside the replica) is added to every simulated latency, attainment included."""
     grid = np.arange(0.0, duration_s, 1.0)
     lt = np.asarray([s[0] for s in live_replicas]) if live_replicas else np.zeros(1)
     lv = np.asarray([s[1] + s[2] for s in live_replicas], float) if live_replicas else \
@@ -177,12 +195,19 @@ def compare(live: dict[str, Any], live_latency_s: np.ndarray,
     served = req.get("outcome") is not None
     sim_lat = (req["finish_s"] - req["arrival_s"])[np.isfinite(req["finish_s"])] if served \
         else np.asarray([])
+    sim_att = sim.summary.get("slo_attainment")
+    if hop_s > 0 and served:
+        ok = (req["outcome"] == SERVED) & np.isfinite(req["finish_s"])
+        lat_ok = req["finish_s"][ok] - req["arrival_s"][ok] + hop_s
+        n_req = len(req["outcome"])
+        sim_att = round(float(np.count_nonzero(lat_ok <= slo_latency_s)) / n_req, 6) \
+            if n_req else None
+        sim_lat = sim_lat + hop_s
     lat = np.asarray(live_latency_s, float)
     lat = lat[np.isfinite(lat)]
     p = {q: (float(np.quantile(lat, q)) if len(lat) else None,
              float(np.quantile(sim_lat, q)) if len(sim_lat) else None) for q in (0.5, 0.99)}
     live_att = live.get("slo_attainment")
-    sim_att = sim.summary.get("slo_attainment")
     return {
         "p50_rel_error": _rel(p[0.5][1], p[0.5][0]),
         "p99_rel_error": _rel(p[0.99][1], p[0.99][0]),
@@ -197,3 +222,62 @@ def compare(live: dict[str, Any], live_latency_s: np.ndarray,
                 "replica_seconds": sim_rs, "slo_attainment": sim_att},
         "targets": {"p99_rel_error": 0.15, "replica_seconds_rel_error": 0.10},
     }
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One applied change, its time on the load's clock."""
+
+    at_s: float
+    changes: dict[str, tuple[Any, Any]]
+    reason: str = ""
+
+
+def on_load_clock(applied: Sequence[Any], load_offset_s: float) -> list[Applied]:
+    """The live run's applied changes with times from the load's start, not the controller's
+    (it starts about a second earlier): e.g. at_s 58.8 with an offset of 1.1 -> 57.7."""
+    return [Applied(a.at_s - load_offset_s, dict(a.changes), getattr(a, "reason", ""))
+            for a in applied]
+
+
+HEADLINE = ("p50_rel_error", "p99_rel_error", "replica_seconds_rel_error",
+            "slo_attainment_abs_error", "replicas_mean_abs_error")
+
+
+def evaluate(run: Any, live_summary: dict[str, Any]) -> dict[str, Any]:
+    """Fit the model from a finished live run (Prometheus still up) and replay it four ways.
+
+    Returns ``fidelity`` (the closed-loop figures with the fitted stack, ``open_loop`` with
+    the live decisions replayed, ``before``: both with the batch line alone and the exact
+    view, and ``model``: the fitted terms), ``sim`` (the closed-loop RunResult, for the
+    report) and ``model``.
+    """
+    from sim.live.results import batch_samples, replica_windows
+
+    cfg = run.config
+    log = run.request_log
+    ok = np.asarray(log.outcome, dtype=object) == "ok"
+    lat_ok = np.asarray(log.latency_s, dtype=float)[ok]
+    applied = on_load_clock(run.applied, getattr(run, "load_offset_s", 0.0))
+    model = fit_model(cfg, batch_samples(run), replica_windows(run), lat_ok, applied,
+                      run.replica_samples)
+
+    def against(sim: RunResult, hop_s: float) -> dict[str, Any]:
+        return compare(live_summary, lat_ok, run.replica_samples, sim, cfg.duration_s,
+                       cfg.slo_latency_s, hop_s)
+
+    fit, cold_s = model.measured, model.cold_start_s
+    sim = replay(cfg, run.arrival_s, fit, cold_s, model)
+    fid = against(sim, model.hop_s)
+    fid["open_loop"] = {k: v for k, v in against(replay_decisions(
+        cfg, run.arrival_s, fit, cold_s, applied, model), model.hop_s).items()
+        if k != "targets"}
+    # Before: the batch line alone, the exact view, the controller's clock taken as the load's.
+    cold_before_s = cold_start_s(run.applied, run.replica_samples)
+    before = {"closed_loop": against(replay(cfg, run.arrival_s, fit, cold_before_s), 0.0),
+              "open_loop": against(replay_decisions(cfg, run.arrival_s, fit, cold_before_s,
+                                                    run.applied), 0.0)}
+    fid["before"] = {name: {k: part[k] for k in HEADLINE} | {"sim": part["sim"]}
+                     for name, part in before.items()}
+    fid["model"] = model.summary()
+    return {"fidelity": fid, "sim": sim, "model": model}

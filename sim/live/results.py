@@ -12,6 +12,7 @@ import numpy as np
 
 from collectors import names as n
 from sim.live import prom
+from sim.live.fit import ReplicaWindow
 from sim.live.run import LiveRun
 from sim.replay import TICK_COLUMNS, RunResult
 
@@ -65,7 +66,8 @@ def live_ticks(run: LiveRun) -> dict[str, np.ndarray]:
         t, v = _column(url, q, run, end_s)
         cols[col] = _on_grid(grid, t, v)
     cols["reason"] = np.full(len(grid), "", dtype=object)
-    reasons = [(t, r.decision.reason) for t, r in run.ticks]
+    offset_s = getattr(run, "load_offset_s", 0.0)     # ticks are on the controller's clock
+    reasons = [(t - offset_s, r.decision.reason) for t, r in run.ticks]
     for i, g in enumerate(grid):
         past = [r for t, r in reasons if t <= g]
         cols["reason"][i] = past[-1] if past else ""
@@ -98,12 +100,11 @@ def _le(value_s: float) -> str:
     return repr(float(value_s))
 
 
-def batch_samples(run: LiveRun, window_s: float = 10.0) -> list[tuple[float, float, float]]:
-    """(mean batch size, mean batch time s, batches) per replica per window, from Prometheus."""
+def _per_pod_increase(run: LiveRun, window_s: float) -> dict[str, dict[tuple[str, float], float]]:
+    """Per replica and window: the increase of the batch count, items and seconds counters."""
     url = run.prom_url
     end_s = run.load_end_unix_s + run.config.settle_s
     w = f"[{int(window_s)}s]"
-    out = []
     parts = {}
     for key, metric in (("count", n.BATCH_SIZE + "_count"), ("items", n.BATCH_SIZE + "_sum"),
                         ("secs", n.BATCH_DURATION + "_sum")):
@@ -111,12 +112,34 @@ def batch_samples(run: LiveRun, window_s: float = 10.0) -> list[tuple[float, flo
                                run.load_start_unix_s, end_s, window_s)
         parts[key] = {(r["metric"].get("pod", ""), float(t)): float(v)
                       for r in res for t, v in r["values"]}
+    return parts
+
+
+def _rows(parts: dict[str, dict[tuple[str, float], float]]) -> list[tuple[float, float, float]]:
+    """(batches, items, seconds) of every replica window with at least one batch."""
+    out = []
     for k, count in parts["count"].items():
         items, secs = parts["items"].get(k), parts["secs"].get(k)
         if count >= 1 and items is not None and secs is not None and all(
                 math.isfinite(x) for x in (count, items, secs)):
-            out.append((items / count, secs / count, count))
+            out.append((count, items, secs))
     return out
+
+
+def batch_samples(run: LiveRun, window_s: float = 10.0) -> list[tuple[float, float, float]]:
+    """(mean batch size, mean batch time s, batches) per replica per window, from Prometheus."""
+    return [(items / count, secs / count, count)
+            for count, items, secs in _rows(_per_pod_increase(run, window_s))]
+
+
+def replica_windows(run: LiveRun, window_s: float = 5.0) -> list[ReplicaWindow]:
+    """Per replica and window: batches, items and busy seconds (for ``fit_saturation``).
+
+    5 s windows: long enough for Ray's 2 s metric reports, short enough that a saturated
+    stretch of 10 to 15 s gives windows busy back to back.
+    """
+    return [ReplicaWindow(count, items, secs, window_s)
+            for count, items, secs in _rows(_per_pod_increase(run, window_s))]
 
 
 def replica_seconds(samples: list[tuple[float, int, int]], until_s: float) -> float:

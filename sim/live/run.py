@@ -117,6 +117,9 @@ class LiveRun:
     batch_size_changes: int = 0
     replica_samples: list[tuple[float, int, int]] = field(default_factory=list)
     actor_ids: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    # Seconds from the controller's clock zero (``applied``/``ticks`` times) to the load's
+    # start (``arrival_s``/``replica_samples`` times): the fidelity replay aligns them.
+    load_offset_s: float = 0.0
 
 
 class Sidecar:
@@ -283,6 +286,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
             if settle_until_s is None and load.done():
                 settle_until_s = wall_clock.now_s() + cfg.settle_s
         load_end_unix_s = load_start_unix_s + cfg.duration_s
+        load_offset_s = (load.started_mono_s or t0) - t0
         stop.set()
         controller.join(30)
         _progress(on_progress, stage="reading results from Prometheus")
@@ -291,7 +295,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
                       request_log=load.log, applied=list(actuator.history),
                       actuation_errors=list(actuator.errors), ticks=list(ticks),
                       batch_size_changes=actuator.batch_size_changes(),
-                      replica_samples=replica_samples, actor_ids=actor_ids)
+                      replica_samples=replica_samples, actor_ids=actor_ids,
+                      load_offset_s=load_offset_s)
         result = finish(run)
         _progress(on_progress, stage="stopping")
         return result

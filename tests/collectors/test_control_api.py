@@ -61,7 +61,8 @@ def test_put_applies_to_the_proxy_at_once_and_returns_full_settings():
             async with s.put(url, json={"concurrency_limit": 12}, headers=AUTH) as r:
                 assert r.status == 200
                 assert await r.json() == {"concurrency_limit": 12, "max_batch_size": 8,
-                                          "batch_timeout_ms": 5.0}
+                                          "batch_timeout_ms": 5.0,
+                                          "queue_timeout_s": sc.config.limits.queue_timeout_s}
             assert sc.admission.limit == 12
             assert sc.registry.get_sample_value("trimtab_concurrency_limit") == 12
             async with s.put(url, json={"max_batch_size": 16, "batch_timeout_ms": 2.5},
@@ -81,6 +82,8 @@ INVALID = {
     "bool-batch": ({"max_batch_size": True}, "max_batch_size"),
     "string-timeout": ({"batch_timeout_ms": "5"}, "batch_timeout_ms"),
     "negative-timeout": ({"batch_timeout_ms": -1}, "batch_timeout_ms"),
+    "zero-queue-timeout": ({"queue_timeout_s": 0}, "queue_timeout_s"),
+    "string-queue-timeout": ({"queue_timeout_s": "0.5"}, "queue_timeout_s"),
     "unknown-field": ({"replicas": 3}, "replicas"),
     "empty": ({}, "body"),
     "list": ([1, 2], "body"),
@@ -95,7 +98,8 @@ def test_invalid_changes_get_400_naming_the_field(body, field):
                 assert r.status == 400
                 answer = await r.json()
             assert answer["field"] == field and answer["error"]
-            assert sc.control.settings == ControlSettings(concurrency_limit=4)
+            assert sc.control.settings == ControlSettings(
+                concurrency_limit=4, queue_timeout_s=sc.config.limits.queue_timeout_s)
             assert count(sc, "invalid") == 1
     run(scenario())
 

@@ -124,6 +124,28 @@ def test_queue_timeout_answers_503_and_counts():
     run(scenario())
 
 
+def test_queue_timeout_set_through_the_control_api_applies_to_new_waiters():
+    """The controller shortens the wait to what can still meet the SLO: late ones shed fast."""
+    async def scenario():
+        async with proxied(initial={"concurrency_limit": 1},
+                           limits={"queue_timeout_s": 10}) as (sc, url):
+            await sc.control.update({"queue_timeout_s": 0.2})
+            assert sc.admission.queue_timeout_s == 0.2
+            assert sc.control.settings.queue_timeout_s == 0.2
+            async with aiohttp.ClientSession() as s:
+                holder = asyncio.create_task(s.post(url + "/hold"))
+                await until(lambda: sc.admission.in_flight == 1)
+                t0 = asyncio.get_running_loop().time()
+                async with s.get(url + "/echo") as r:
+                    assert r.status == 503
+                    assert "not admitted within 0.2 s" in (await r.json())["error"]
+                assert asyncio.get_running_loop().time() - t0 < 5.0    # not the old 10 s
+                holder.cancel()
+            assert v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
+                     reason="queue_timeout") == 1
+    run(scenario())
+
+
 def test_client_gone_while_queued_frees_its_place():
     async def scenario():
         state: dict = {}

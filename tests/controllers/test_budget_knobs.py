@@ -23,7 +23,19 @@ def test_burn_counts_slow_shed_and_timed_out_and_waits_for_enough_requests():
     assert s.requests == 1000 and s.misses == 200 and s.burn(0.99) == 0.0   # too few yet
     s = budget.update(s, snap(latency=GOOD, shed_rps=2.0, timed_out_rps=1.0), 1.0, 0.99)
     assert s.requests == pytest.approx(2045) and s.misses == pytest.approx(245)
-    assert s.burn(0.99) == pytest.approx(245 / 20.45)
+    # 30 s of traffic: the allowed misses are counted over an hour at that rate.
+    hour = 2045 / 30.0 * budget.SLO_WINDOW_S
+    assert s.burn(0.99) == pytest.approx(245 / (0.01 * hour))
+
+
+@pytest.mark.parametrize("requests, misses, elapsed_s, burn", [
+    (2045, 245, 30.0, 245 / (0.01 * 2045 / 30.0 * 3600)),   # a bad first half-minute
+    (1e6, 2e4, 7200.0, 2.0),                                 # past the window: the run's ratio
+    (5e5, 2.5e3, 3600.0, 0.5),
+], ids=["early-transient", "long-run", "one-window"])
+def test_burn_counts_over_at_least_the_slo_window(requests, misses, elapsed_s, burn):
+    s = budget.BudgetState(requests=requests, misses=misses, elapsed_s=elapsed_s)
+    assert s.burn(0.99) == pytest.approx(burn)
 
 
 @pytest.mark.parametrize("hist, starting, prior, grows", [
@@ -45,11 +57,32 @@ def test_headroom_eases_fast_with_slack_slowly_without_and_stays_capped():
     assert eased.headroom == pytest.approx(1.5 * budget.EASE ** 10)
 
 
-@pytest.mark.parametrize("burn, q", [
-    (0.0, 0.95), (0.9, 0.95), (1.0, 0.95), (4.0, 0.9875), (10.0, 0.995), (1e6, 0.995),
-], ids=["fresh", "within", "at-budget", "burn-4", "burn-10", "capped"])
-def test_planning_quantile_widens_only_when_overspent(burn, q):
-    assert budget.planning_quantile(0.95, burn) == pytest.approx(q)
+@pytest.mark.parametrize("elapsed_s, floor", [
+    (0.0, 0.9625),       # 20 clean windows = 300 s of evidence: 1 - 0.15 * 300 / 1200
+    (300.0, 0.925),      # 600 s: 1 - 0.15 * 600 / 1200
+    (7200.0, 0.85),      # plenty: HEADROOM_MIN
+], ids=["no-evidence", "some-evidence", "full-evidence"])
+def test_unused_budget_is_spent_only_on_evidence(elapsed_s, floor):
+    assert budget.HEADROOM_MIN == 0.85 and budget.EVIDENCE_S == 1200.0
+    calm = budget.BudgetState(requests=1e6, misses=0, headroom=1.0, elapsed_s=elapsed_s)
+    after = feed(calm, GOOD, 20)
+    assert after.headroom == pytest.approx(floor, abs=1e-6)
+
+
+@pytest.mark.parametrize("burn, trust, q", [
+    (0.0, 1.0, 0.95),                    # no burn known yet: as configured
+    (0.6, 1.0, 0.95),                    # on target
+    (2.4, 1.0, 0.975),                   # overspent: (0.6 / 2.4) ** 0.5 = half the tail
+    (1e6, 1.0, 0.995),                   # at most ten-fold narrower
+    (0.15, 0.0, 0.95),                   # budget to spare, but no evidence yet
+    (0.15, 1.0, 0.90),                   # (0.6 / 0.15) ** 0.5 = twice the tail
+    (0.01, 1.0, 0.85),                   # at most QUANTILE_TAIL_MUL = 3 times wider
+    (0.01, 0.5, 0.90),                   # ... scaled by the evidence
+], ids=["fresh", "on-target", "overspent", "capped-narrow", "no-evidence", "spare",
+        "capped-wide", "half-evidence"])
+def test_planning_quantile_follows_the_burn(burn, trust, q):
+    assert budget.QUANTILE_TAIL_MUL == 3.0 and budget.TARGET_BURN == 0.6
+    assert budget.planning_quantile(0.95, burn, trust) == pytest.approx(q)
 
 
 @pytest.mark.parametrize("old, new, held", [

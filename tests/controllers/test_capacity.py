@@ -83,8 +83,21 @@ def test_best_max_batch_and_concurrency_limit():
     # 2 * s(b) <= 0.8 -> b <= (0.4 - 0.12) / 0.03 = 9.3: 9, capped by the configured 8.
     assert capacity.best_max_batch(FIT, 0.8, 16) == 9
     assert capacity.best_max_batch(FIT, 0.8, 8) == 8
-    # Little: 8 / 0.36 rps * 1 s = 22.2 -> 22 requests held per replica.
-    assert capacity.concurrency_limit(FIT, 8, 1.0) == 22
+    # s(8) = 0.36 s: half of a 1 s SLO holds one full batch, but never fewer than two (one
+    # running, one forming): 16 in flight, through in about 0.72 s.
+    assert capacity.concurrency_limit(FIT, 8, 1.0) == 16
+    # A looser SLO holds more: 0.5 * 3 / 0.36 = 4.2 -> 4 batches, 32 in flight.
+    assert capacity.concurrency_limit(FIT, 8, 3.0) == 32
+
+
+@pytest.mark.parametrize("limit, slo_s, wait_s", [
+    (16, 1.0, 1.0 - 2 * 0.36),      # two batches inside: 0.28 s left for the door
+    (32, 3.0, 3.0 - 4 * 0.36),
+    (12, 1.0, 1.0 - 2 * 0.36),      # a partial batch still takes a whole batch time
+    (40, 1.0, 0.05),                # nothing left: at least 5 % of the SLO
+], ids=["two-batches", "four-batches", "partial", "floor"])
+def test_admission_wait_leaves_time_to_finish(limit, slo_s, wait_s):
+    assert capacity.admission_wait_s(FIT, limit, 8, slo_s) == pytest.approx(wait_s)
 
 
 @pytest.mark.slow

@@ -83,3 +83,27 @@ def test_predict_is_never_negative():
     m = forecast.Model("holt", 0.5, 0.5, 0.0, 0.98, 1.0, -5.0)
     assert forecast.predict(m, 10) == 0.0
     assert not math.isnan(forecast.predict(m, 1))
+
+
+def test_peak_ratio_is_conditioned_on_the_level_band():
+    # Each 240-tick season: a calm day near 300 and a night near 30 with random 3x jumps
+    # (one window in ten), which no forecast can time.
+    rng = np.random.default_rng(5)
+    t = np.arange(4 * 240)
+    night = (t % 240) < 120
+    jump = night & (rng.random(len(t)) < 0.1)
+    values = np.where(night, np.where(jump, 90.0, 30.0), 300.0) * rng.normal(1, 0.01, len(t))
+    state, _ = _feed(values)
+    low = forecast.peak_ratio(state, 0.95, base=30.0)
+    high = forecast.peak_ratio(state, 0.95, base=300.0)
+    pooled = forecast.peak_ratio(state, 0.95)
+    assert low > 2.0                 # a night horizon may hold a 3x jump
+    assert high < 1.2                # the day's swings are small
+    assert high < pooled <= low
+
+
+def test_level_band_needs_history():
+    state, _ = _feed(np.full(20, 50.0))   # 5 buckets: too few to place a level
+    assert forecast.level_band(state, 50.0) == -1
+    state, _ = _feed(np.full(200, 50.0))
+    assert forecast.level_band(state, 5.0) == 0 and forecast.level_band(state, 50.0) == 2

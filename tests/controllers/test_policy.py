@@ -85,11 +85,17 @@ def test_sets_pod_knobs_from_the_capacity_model():
     decisions, _, _ = run(pol, [100.0] * 10, start=6)
     d = decisions[-1]
     assert d.max_batch_size == 8
-    # Little's law: 8 / s(8) = 8 / 0.26 rps for 1 s -> 30 requests per replica.
-    assert d.concurrency_limit == 30
+    # s(8) = 0.26 s: two full batches in flight (16), through in 0.52 s; the other 0.48 s
+    # of the SLO is the longest wait at the door before a request is shed as late.
+    assert d.concurrency_limit == 16
+    assert d.queue_timeout_s == pytest.approx(1.0 - 2 * 0.26, abs=0.01)
     off = make_policy("trimtab:set_pod_knobs=false", bounds(), 15.0)
     d2, _, _ = run(off, [100.0] * 3, start=6)
     assert d2[-1].concurrency_limit is None and d2[-1].max_batch_size is None
+    assert d2[-1].queue_timeout_s is None
+    keep = make_policy("trimtab:shed_late=false", bounds(slo_latency_s=1.0), 15.0)
+    d3, _, _ = run(keep, [100.0] * 10, start=6)
+    assert d3[-1].concurrency_limit == 16 and d3[-1].queue_timeout_s is None
 
 
 def test_pod_knobs_hold_unless_they_move_enough():
@@ -136,15 +142,24 @@ def test_overspent_budget_plans_on_a_higher_quantile_and_more_replicas():
 
     pol = make_policy("trimtab", bounds(), 15.0)
     rng = np.random.default_rng(3)
-    rates = [100.0 if i % 20 else 220.0 for i in range(160)]   # a peak every 5 minutes
+    rates = [100.0 if i % 40 else 220.0 for i in range(160)]   # a peak every 10 minutes
     state, replicas = pol.initial_state(), 6
     for i, rate in enumerate(rates, start=1):
         d, state = pol.decide(snap(t_s=i * 15.0, ready=replicas,
                                    **steady_kw(rate, replicas, rng)), state, i * 15.0)
         replicas = d.replicas if d.valid else replicas
     s = snap(t_s=161 * 15.0, ready=replicas, **steady_kw(100.0, replicas, rng))
-    fine, _ = pol.decide(s, dc_replace(state, budget=BudgetState(1e6, 5e3)), 161 * 15.0)
-    over, _ = pol.decide(s, dc_replace(state, budget=BudgetState(1e6, 5e4)), 161 * 15.0)
-    assert fine.details["quantile"] == pytest.approx(0.95)
-    assert over.details["quantile"] == pytest.approx(0.99)
-    assert over.forecast_rps > fine.forecast_rps and over.details["need"] >= fine.details["need"]
+    # Two hours counted: burn 0.6 is on target, burn 2.4 overspent (half the tail), and
+    # burn 0.01 leaves budget to spend (the widest tail: 0.85).
+    on_target = BudgetState(1e6, 6e3, elapsed_s=7200.0)
+    overspent = BudgetState(1e6, 2.4e4, elapsed_s=7200.0)
+    spare = BudgetState(1e6, 1e2, elapsed_s=7200.0)
+    fine, _ = pol.decide(s, dc_replace(state, budget=on_target), 161 * 15.0)
+    over, _ = pol.decide(s, dc_replace(state, budget=overspent), 161 * 15.0)
+    cheap, _ = pol.decide(s, dc_replace(state, budget=spare), 161 * 15.0)
+    assert fine.details["quantile"] == pytest.approx(0.95, abs=1e-3)
+    assert over.details["quantile"] == pytest.approx(0.975, abs=1e-3)
+    assert cheap.details["quantile"] == pytest.approx(0.85, abs=1e-3)
+    # The peak is in one horizon of eight: covered at 0.95, not at 0.85.
+    assert cheap.forecast_rps < fine.forecast_rps <= over.forecast_rps
+    assert cheap.details["need"] < fine.details["need"] <= over.details["need"]

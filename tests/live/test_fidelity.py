@@ -49,7 +49,8 @@ def test_cold_start_is_time_from_scale_up_to_running():
     applied = [Applied(10.0, {"replicas": (1, 3)}), Applied(30.0, {"replicas": (3, 2)}),
                Applied(40.0, {"max_batch_size": (2, 4)})]
     samples = [(t, 1 if t < 12.5 else 3, 0) for t in np.arange(0, 50, 0.5)]
-    assert cold_start_s(applied, samples) == pytest.approx(2.5)
+    # First seen running at 12.5, not yet at 12.0: up at 12.25 on average.
+    assert cold_start_s(applied, samples) == pytest.approx(2.25)
     assert cold_start_s([], samples) == 2.0      # nothing scaled up: the default
 
 
@@ -117,3 +118,49 @@ def test_replaying_live_decisions_follows_their_replica_counts():
     r = replay_decisions(cfg, t, ServiceFit(40.0, 60.0, 0.0, 10), 2.0, applied)
     desired = dict(zip(r.ticks["time_s"], r.ticks["desired_replicas"]))
     assert desired[10.0] == 1 and desired[30.0] == 3 and desired[50.0] == 1
+
+
+@pytest.mark.parametrize("offset_s, times", [(0.0, [58.8, 64.4]), (1.1, [57.7, 63.3])],
+                         ids=["same-clock", "controller-started-earlier"])
+def test_applied_changes_move_to_the_loads_clock(offset_s, times):
+    from sim.live.fidelity import on_load_clock
+
+    applied = [Applied(58.8, {"replicas": (1, 2)}), Applied(64.4, {"replicas": (2, 3)})]
+    moved = on_load_clock(applied, offset_s)
+    assert [a.at_s for a in moved] == pytest.approx(times)
+    assert [a.changes for a in moved] == [a.changes for a in applied]
+
+
+def test_evaluate_fits_replays_four_ways_and_reports_the_model(monkeypatch):
+    """Without Ray or Prometheus: the two Prometheus reads replaced by synthetic rows."""
+    from types import SimpleNamespace
+
+    from sim.live import fidelity, results
+    from sim.live.fit import ReplicaWindow
+    from sim.live.load import RampProfile, arrivals
+    from sim.live.run import LiveConfig
+
+    cfg = LiveConfig(duration_s=60)
+    t = arrivals(RampProfile(60.0, cfg.base_rps, cfg.surge_factor), seed=3)
+    monkeypatch.setattr(results, "batch_samples", lambda run: [(1.0, 0.1, 30), (2.0, 0.16, 10)])
+    monkeypatch.setattr(results, "replica_windows", lambda run: [
+        ReplicaWindow(44, 53, 4.95, 5.0), ReplicaWindow(20, 20, 2.0, 5.0)])
+    log = SimpleNamespace(outcome=["ok"] * len(t), latency_s=[0.125] * len(t))
+    run = SimpleNamespace(
+        config=cfg, arrival_s=t, request_log=log, load_offset_s=1.0,
+        applied=[Applied(17.0, {"replicas": (1, 2)}), Applied(46.0, {"replicas": (2, 1)})],
+        replica_samples=[(float(s), 2 if 18 <= s < 45 else 1, 0) for s in range(60)])
+    out = fidelity.evaluate(run, {"slo_attainment": 0.99})
+    fid, model = out["fidelity"], out["model"]
+    # Applied at 17.0 on the controller's clock = 16.0 on the load's; up between 17 and 18.
+    assert model.saturation.concurrency == 2 and model.cold_start_s == pytest.approx(1.5)
+    assert model.hop_s == pytest.approx(0.020, abs=1e-6)
+    assert fid["model"]["saturated_concurrency"] == 2
+    for part in (fid, fid["open_loop"], fid["before"]["closed_loop"], fid["before"]["open_loop"]):
+        assert part["p99_rel_error"] is not None and part["replica_seconds_rel_error"] is not None
+    # Open loop replays the live replica counts (shifted onto the load's clock): the
+    # replica-seconds agree; the fleet ran at the fitted concurrency.
+    assert fid["open_loop"]["replica_seconds_rel_error"] <= 0.05
+    assert out["sim"].ticks["concurrency_limit"].max() == 2
+    # The hop is added to every simulated latency: nothing is faster than hop + s(1).
+    assert fid["sim"]["latency_p50_s"] >= 0.020 + 0.100
