@@ -98,7 +98,7 @@ def test_peak_ratio_is_conditioned_on_the_level_band():
     high = forecast.peak_ratio(state, 0.95, base=300.0)
     pooled = forecast.peak_ratio(state, 0.95)
     assert low > 2.0                 # a night horizon may hold a 3x jump
-    assert high < 1.2                # the day's swings are small
+    assert high < 1.35               # the day's swings are small (shrunk toward the pooled)
     assert high < pooled <= low
 
 

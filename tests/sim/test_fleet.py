@@ -98,6 +98,26 @@ def test_queue_timeout_times_out_at_the_deadline():
     assert f.area_n == pytest.approx(10.0 + 5.0 + 5.0)
 
 
+def test_queue_timeout_changed_at_runtime_sheds_waiters_past_the_new_deadline():
+    # One slot busy for 10 s; waiters at 1, 2 and 8 s. At 4 s the wait is cut to 1.5 s:
+    # those queued past it leave at their new deadlines (2.5 s, 3.5 s) when the cut applies,
+    # accounted there; the one arriving later waits its 1.5 s.
+    f = make_fleet([0.0, 1.0, 2.0, 8.0], base_ms=10_000, concurrency_limit=1,
+                   queue_timeout_s=30.0)
+    f.eng.run(4.0)
+    f.set_queue_timeout_s(1.5)
+    run_all(f)
+    assert f.outcome.tolist() == [SERVED, TIMED_OUT, TIMED_OUT, TIMED_OUT]
+    assert f.finish_s[1:].tolist() == [2.5, 3.5, 9.5]
+    kept = run_all(make_fleet([0.0, 0.5], base_ms=1000, concurrency_limit=1,
+                              queue_timeout_s=0.4))
+    lifted = make_fleet([0.0, 0.5], base_ms=1000, concurrency_limit=1, queue_timeout_s=0.4)
+    lifted.set_queue_timeout_s(None)                  # None lifts the limit
+    run_all(lifted)
+    assert kept.outcome.tolist() == [SERVED, TIMED_OUT]
+    assert lifted.outcome.tolist() == [SERVED, SERVED]
+
+
 # ---------------------------------------------------------------------- replica states
 def test_cold_start_then_ready_then_serving():
     f = make_fleet([20.0], initial_replicas=0, cold_start_s=15.0)
