@@ -101,7 +101,21 @@ class RayFleet:
     def workload(self) -> WorkloadRef:
         return WorkloadRef(KIND, APP_NAME, DEPLOYMENT_NAME)
 
-    def start(self, timeout_s: float = 90.0) -> "RayFleet":
+    def start(self, timeout_s: float = 90.0, attempts: int = 2) -> "RayFleet":
+        """Start Ray, Serve and the app; on a loaded machine Serve's HTTP proxy may miss its
+        own 60 s start deadline, so a failed start is torn down and tried once more."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout_s)
+            except Exception as exc:  # Ray raises its own error types; all mean "not up"
+                if attempt == attempts:
+                    raise
+                log.warning("Ray Serve did not start (%s: %s); retrying from scratch",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                self.stop()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> "RayFleet":
         ray = require_ray()
         from ray import serve
         from ray.serve.context import _get_global_client
