@@ -38,8 +38,8 @@ class TrimtabConfig(PolicyConfig):
     interval_s: float = Field(15.0, gt=0)
     quantile: float = Field(0.95, gt=0.5, lt=1)       # planning quantile of the forecast
     budget_fraction: float = Field(1.0, gt=0, le=1)   # share of the SLO the model plans for
-    down_band: float = Field(0.15, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
-    down_tolerance: float = Field(0.10, ge=0, lt=1)   # ... and by more than this share of n
+    down_band: float = Field(0.25, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
+    down_tolerance: float = Field(0.15, ge=0, lt=1)   # ... and by more than this share of n
     down_window_s: float | None = Field(None, ge=0)   # None: max(240, 2 * cold start)
     warmup_s: float | None = Field(None, ge=0)        # None: the down window
     burst_factor: float = Field(1.5, gt=1)            # load this far above forecast = burst
