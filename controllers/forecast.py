@@ -220,9 +220,11 @@ def _quantile_of(hist: Sequence[float], count: float, q: float) -> float | None:
 def peak_ratio(state: ForecastState, q: float, base: float | None = None) -> float | None:
     """The q-quantile of peak-within-horizon / planning base seen so far (None: too few).
 
-    With ``base``, the quantile of its level band shrunk toward the pooled one by how few
-    horizons the band has seen (weight n / (n + ``_BAND_PRIOR``), in log space), so a band
-    that has seen a single morning does not stand for all of them.
+    With ``base``, the quantile of its level band, shrunk by how few horizons the band has
+    seen (weight n / (n + ``_BAND_PRIOR``), in log space) toward the geometric mean of the
+    pooled quantile and the ratio assumed with no history: the pooled ratios alone would carry
+    the very regimes the bands keep apart (a morning ramp's into the top band before the top
+    has been seen twice), the prior alone would ignore peaks seen in other bands.
     """
     pooled = _quantile_of(state.ratio_hist, state.ratio_count, q)
     if base is None or not state.band_hist or pooled is None:
@@ -234,7 +236,8 @@ def peak_ratio(state: ForecastState, q: float, base: float | None = None) -> flo
     if own is None:
         return pooled
     w = state.band_count[band] / (state.band_count[band] + _BAND_PRIOR)
-    return math.exp(w * math.log(own) + (1 - w) * math.log(pooled))
+    toward = 0.5 * (math.log(pooled) + math.log(_PRIOR_PEAK_RATIO))
+    return math.exp(w * math.log(own) + (1 - w) * toward)
 
 
 def _observe_buckets(state: ForecastState, cfg: ForecastConfig, now_s: float, value: float,

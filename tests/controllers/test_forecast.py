@@ -107,3 +107,24 @@ def test_level_band_needs_history():
     assert forecast.level_band(state, 50.0) == -1
     state, _ = _feed(np.full(200, 50.0))
     assert forecast.level_band(state, 5.0) == 0 and forecast.level_band(state, 50.0) == 2
+
+
+def test_a_young_band_is_shrunk_toward_pooled_and_prior_alike():
+    bins = forecast._LR_BINS
+
+    def at(ratio: float, weight: float) -> tuple[float, ...]:
+        h = [0.0] * bins
+        h[int((math.log(ratio) - forecast._LR_LO) / forecast._LR_STEP)] = weight
+        return tuple(h)
+
+    pooled_hist, own_hist = at(2.0, 100.0), at(1.1, 30.0)
+    state = forecast.ForecastState(
+        history=(100.0,) * 40, ratio_hist=pooled_hist, ratio_count=100.0,
+        band_hist=(at(1.0, 0.0),) * 2 + (own_hist,), band_count=(0.0, 0.0, 30.0))
+    pooled = forecast.peak_ratio(state, 0.95)
+    own = forecast._quantile_of(own_hist, 30.0, 0.95)
+    # 30 horizons in the band: weight 30 / (30 + 30) = 1/2 on its own quantile.
+    toward = 0.5 * (math.log(pooled) + math.log(forecast._PRIOR_PEAK_RATIO))
+    expected = math.exp(0.5 * math.log(own) + 0.5 * toward)
+    assert forecast.peak_ratio(state, 0.95, base=100.0) == pytest.approx(expected)
+    assert own < forecast.peak_ratio(state, 0.95, base=100.0) < pooled
