@@ -46,10 +46,15 @@ class ControlState:
         for r in CONTROL_RESULTS:
             self.requests.labels(r)
         self._export()
-        if admission is not None:
-            admission.set_limit(initial.concurrency_limit)
-            if initial.queue_timeout_s is not None:
-                admission.set_queue_timeout_s(initial.queue_timeout_s)
+        self._apply_admission(initial)
+
+    def _apply_admission(self, s: ControlSettings) -> None:
+        """The proxy's limit and admission wait, from the settings in force."""
+        if self._admission is None:
+            return
+        self._admission.set_limit(s.concurrency_limit)
+        if s.queue_timeout_s is not None:
+            self._admission.set_queue_timeout_s(s.queue_timeout_s)
 
     def _export(self) -> None:
         s = self.settings
@@ -82,10 +87,7 @@ class ControlState:
         """Validate, apply to the proxy at once, then hand batch settings to the hook."""
         new = self.merged(self.parse_change(body))
         old, self.settings = self.settings, new
-        if self._admission is not None:
-            self._admission.set_limit(new.concurrency_limit)
-            if new.queue_timeout_s is not None:
-                self._admission.set_queue_timeout_s(new.queue_timeout_s)
+        self._apply_admission(new)
         self._export()
         if self._batch_hook is not None and (
                 old.max_batch_size != new.max_batch_size

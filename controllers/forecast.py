@@ -75,6 +75,8 @@ class ForecastState:
     # from the night's trough, or small swings around the day's peak).
     band_hist: tuple[tuple[float, ...], ...] = ()
     band_count: tuple[float, ...] = ()
+    level_ref: float = 0.0     # top of the load seen (``_BAND_REF_Q`` of bucket means), set as
+                               # each bucket closes; 0 until ``_BAND_MIN_BUCKETS`` are in
 
 
 # log(peak within horizon / planning base), binned: [-0.5, 1.5) in steps of 0.05.
@@ -91,13 +93,17 @@ _BAND_PRIOR = 30.0         # horizons at which a band's own quantile and the poo
 
 def level_band(state: "ForecastState", base: float) -> int:
     """Which level band ``base`` is in (-1: too little history to say)."""
-    if len(state.history) < _BAND_MIN_BUCKETS:
+    if state.level_ref <= 0:
         return -1
-    ref = float(np.quantile(np.asarray(state.history), _BAND_REF_Q))
-    if ref <= 0:
-        return -1
-    level = base / ref
+    level = base / state.level_ref
     return sum(level >= e for e in _BAND_EDGES)
+
+
+def _level_ref(history: tuple[float, ...]) -> float:
+    """The top of the load seen, once there is enough of it (0 before)."""
+    if len(history) < _BAND_MIN_BUCKETS:
+        return 0.0
+    return float(np.quantile(np.asarray(history), _BAND_REF_Q))
 
 
 def season_buckets(cfg: ForecastConfig) -> int:
@@ -285,7 +291,8 @@ def _close_bucket(state: ForecastState, cfg: ForecastConfig, index: int, y: floa
     h = horizon_buckets(cfg, horizon_s)
     pending.append((index + h, predict(model, h)))
     return replace(state, history=history, model=model, last_fit_bucket=last_fit,
-                   pending=tuple(pending[-4 * h - 4:]), err_var=err_var, err_horizon=h)
+                   pending=tuple(pending[-4 * h - 4:]), err_var=err_var, err_horizon=h,
+                   level_ref=_level_ref(history))
 
 
 def horizon_buckets(cfg: ForecastConfig, horizon_s: float) -> int:

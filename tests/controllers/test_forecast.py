@@ -119,7 +119,7 @@ def test_a_young_band_is_shrunk_toward_pooled_and_prior_alike():
 
     pooled_hist, own_hist = at(2.0, 100.0), at(1.1, 30.0)
     state = forecast.ForecastState(
-        history=(100.0,) * 40, ratio_hist=pooled_hist, ratio_count=100.0,
+        history=(100.0,) * 40, level_ref=100.0, ratio_hist=pooled_hist, ratio_count=100.0,
         band_hist=(at(1.0, 0.0),) * 2 + (own_hist,), band_count=(0.0, 0.0, 30.0))
     pooled = forecast.peak_ratio(state, 0.95)
     own = forecast._quantile_of(own_hist, 30.0, 0.95)
