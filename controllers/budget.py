@@ -53,6 +53,8 @@ TARGET_BURN = 0.6            # the share of the allowed misses the policy aims t
 QUANTILE_TAIL_MUL = 3.0      # under budget the planning tail may widen up to this much
 HEADROOM_MIN = 0.85          # ... and the headroom fall this low (below 1: plan under the load)
 BURN_POWER = 0.5             # how strongly the tail follows the burn
+RAISE_BURN = 0.5             # below this share of TARGET_BURN, with full evidence, one bad
+                             # window does not raise the headroom
 
 
 def confidence(state: "BudgetState") -> float:
@@ -101,7 +103,8 @@ def update(state: BudgetState, snapshot: Snapshot, slo_s: float, target: float
     burn = state.burn(target)
     headroom = state.headroom
     if rate > allowed:
-        if not (snapshot.starting_replicas or 0):   # misses in a cold start are the cold start's
+        calm = burn < RAISE_BURN * TARGET_BURN and confidence(state) >= 1.0
+        if not (snapshot.starting_replicas or 0) and not calm:   # cold start's own misses
             headroom = min(HEADROOM_MAX, headroom * RAISE)
     elif rate < 0.25 * allowed:
         floor = 1.0

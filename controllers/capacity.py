@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import poisson, theilslopes
+from scipy.stats import norm, poisson, theilslopes
 
 _EW_WEIGHT = 0.2          # weight of a new window's mean time for its batch size
 
@@ -29,6 +29,7 @@ class BatchFit:
     a_s: float              # fixed cost per batch
     c_s: float              # cost per item
     samples: int
+    cv: float = 0.0         # spread of one batch's time around the line (std / mean)
 
     def batch_time_s(self, b: float) -> float:
         return self.a_s + self.c_s * b
@@ -42,6 +43,9 @@ class BatchFit:
 class CapacityState:
     # (batch size, EW mean batch time s, samples seen) per observed size, sorted by size.
     by_size: tuple[tuple[float, float, int], ...] = ()
+    # EW mean of (time / its size's mean - 1) ** 2 over single batches: how much one batch
+    # strays, which is what a request admitted just in time has no room for.
+    rel_var: float = 0.0
 
 
 def observe(state: CapacityState, samples: tuple[tuple[float, float], ...],
@@ -54,18 +58,21 @@ def observe(state: CapacityState, samples: tuple[tuple[float, float], ...],
     for size, time_s in samples:
         if size > 0 and time_s > 0 and math.isfinite(size) and math.isfinite(time_s):
             groups.setdefault(float(round(size)), []).append(float(time_s))
+    rel_var = state.rel_var
     for size, times in groups.items():
         window_mean_s = float(np.median(times))
         old = table.get(size)
         if old is None:
             table[size] = (window_mean_s, len(times))
         else:
+            dev2 = float(np.mean(np.minimum((np.asarray(times) / old[0] - 1.0) ** 2, 1.0)))
+            rel_var += _EW_WEIGHT * (dev2 - rel_var)
             # A clipped step (a Huber-like update): one stalled window moves the mean by at
             # most 5 %, while a real shift is followed within a few windows.
             step_s = min(max(window_mean_s - old[0], -0.25 * old[0]), 0.25 * old[0])
             table[size] = (old[0] + _EW_WEIGHT * step_s, old[1] + len(times))
     ordered = sorted(table.items(), key=lambda kv: -kv[1][1])[:max_sizes]
-    return CapacityState(tuple(sorted((s, t, n) for s, (t, n) in ordered)))
+    return CapacityState(tuple(sorted((s, t, n) for s, (t, n) in ordered)), rel_var)
 
 
 def fit(state: CapacityState, prior: BatchFit | None = None) -> BatchFit | None:
@@ -75,18 +82,19 @@ def fit(state: CapacityState, prior: BatchFit | None = None) -> BatchFit | None:
     sizes = np.array([s for s, _, _ in state.by_size])
     times = np.array([t for _, t, _ in state.by_size])
     total = int(sum(n for _, _, n in state.by_size))
+    cv = math.sqrt(state.rel_var)
     if len(sizes) == 1:
         b, t = sizes[0], times[0]
         if prior is not None:          # keep the prior's shape, rescaled to the observation
             k = t / prior.batch_time_s(b)
-            return BatchFit(prior.a_s * k, prior.c_s * k, total)
-        return BatchFit(0.5 * t, 0.5 * t / b, total)
+            return BatchFit(prior.a_s * k, prior.c_s * k, total, cv)
+        return BatchFit(0.5 * t, 0.5 * t / b, total, cv)
     slope, intercept, _, _ = theilslopes(times, sizes)
     slope = max(float(slope), 0.0)
     intercept = float(intercept)
     if intercept <= 0:                 # a batch always costs something: refit through sizes
         intercept = max(float(np.min(times - slope * sizes)), 1e-4)
-    return BatchFit(intercept, slope, total)
+    return BatchFit(intercept, slope, total, cv)
 
 
 def settled_batch(fit_: BatchFit, rate_rps: float) -> float:
@@ -168,13 +176,20 @@ def concurrency_limit(fit_: BatchFit, max_batch: int, slo_latency_s: float) -> i
     return batches_admitted(fit_, max_batch, slo_latency_s) * max_batch
 
 
-def admission_wait_s(fit_: BatchFit, limit: int, max_batch: int, slo_latency_s: float) -> float:
+def admission_wait_s(fit_: BatchFit, limit: int, max_batch: int, slo_latency_s: float,
+                     q: float = 0.99) -> float:
     """Longest wait for admission that still leaves a request time to finish within the SLO.
 
-    Admitted behind ``limit`` others it needs about ``ceil(limit / b) * s(b)``; what is left of
-    the SLO is how long it may wait at the door. Shedding at that point is what keeps an
-    overload from making every request late: a FIFO backlog otherwise delays all that come
-    after it, while those that waited longer would have been late anyway. At least 5 % of it.
+    Admitted behind ``limit`` others it needs ``k = ceil(limit / b)`` batch times, at their
+    q-quantile: ``k * s(b) + z_q * sqrt(k) * cv * s(b)`` (independent batches whose times
+    stray by ``cv``); what is left of the SLO is how long it may wait at the door. Shedding at
+    that point is what keeps an overload from making every request late: a FIFO backlog
+    otherwise delays all that come after it, while those that waited longer would have been
+    late anyway. At least 5 % of it. Example: s(16) = 0.252 s, cv 0.2, k = 2, SLO 0.75 s:
+    inside 0.504 + 2.33 * 1.41 * 0.05 = 0.67 s, 0.08 s at the door (0.25 s with cv 0, where
+    under overload half of those served were late).
     """
-    inside_s = math.ceil(limit / max(max_batch, 1)) * fit_.batch_time_s(max_batch)
+    k = math.ceil(limit / max(max_batch, 1))
+    s_b = fit_.batch_time_s(max_batch)
+    inside_s = k * s_b + float(norm.ppf(q)) * math.sqrt(k) * fit_.cv * s_b
     return max(slo_latency_s - inside_s, 0.05 * slo_latency_s)

@@ -153,8 +153,8 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
                                                                    b.slo_latency_s))
         pod = {"max_batch_size": max_batch, "concurrency_limit": limit}
         if config.shed_late:
-            pod["queue_timeout_s"] = round(capacity.admission_wait_s(fit, limit, max_batch,
-                                                                     b.slo_latency_s), 3)
+            pod["queue_timeout_s"] = round(capacity.admission_wait_s(
+                fit, limit, max_batch, b.slo_latency_s, b.slo_target), 3)
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
                "burn": bstate.burn(b.slo_target), "quantile": q_plan,
                "a_s": fit.a_s, "c_s": fit.c_s}

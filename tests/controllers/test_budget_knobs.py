@@ -48,6 +48,17 @@ def test_headroom_direction(hist, starting, prior, grows):
     assert (after.headroom > prior.headroom) == grows
 
 
+@pytest.mark.parametrize("misses, elapsed_s, grows", [
+    (0, 7200.0, False),       # calm: a run far within its budget, with full evidence
+    (0, 600.0, True),         # too little evidence to call it calm
+    (8e3, 7200.0, True),      # burn 0.8: not calm
+], ids=["calm", "early", "spending"])
+def test_one_bad_window_raises_headroom_unless_the_run_is_calm(misses, elapsed_s, grows):
+    prior = budget.BudgetState(requests=1e6, misses=misses, elapsed_s=elapsed_s)
+    after = budget.update(prior, snap(latency=BAD), 1.0, 0.99)
+    assert (after.headroom > prior.headroom) == grows
+
+
 def test_headroom_eases_fast_with_slack_slowly_without_and_stays_capped():
     hot = feed(budget.BudgetState(), BAD, 50)
     assert hot.headroom == budget.HEADROOM_MAX and hot.burn(0.99) > 1

@@ -45,6 +45,17 @@ def test_no_samples_no_fit_and_bad_samples_ignored():
     assert state.by_size == ()
 
 
+@pytest.mark.parametrize("cv", [0.0, 0.1, 0.3], ids=["steady", "some-spread", "wide-spread"])
+def test_spread_of_one_batch_is_learned(cv):
+    """The fit's cv is how far single batches stray from their size's mean (lognormal sd)."""
+    rng = np.random.default_rng(3)
+    state = capacity.CapacityState()
+    for _ in range(60):
+        state = capacity.observe(state, _samples(0.06, 0.012, rng.integers(1, 17, 200), rng, cv))
+    fit = capacity.fit(state)
+    assert fit.cv == pytest.approx(cv, rel=0.15, abs=0.01)   # clipped: a little low when wide
+
+
 def test_state_stays_bounded():
     state = capacity.CapacityState()
     rng = np.random.default_rng(2)
@@ -98,6 +109,18 @@ def test_best_max_batch_and_concurrency_limit():
 ], ids=["two-batches", "four-batches", "partial", "floor"])
 def test_admission_wait_leaves_time_to_finish(limit, slo_s, wait_s):
     assert capacity.admission_wait_s(FIT, limit, 8, slo_s) == pytest.approx(wait_s)
+
+
+@pytest.mark.parametrize("cv, q, wait_s", [
+    (0.0, 0.99, 1.0 - 2 * 0.36),
+    (0.1, 0.99, 1.0 - 2 * 0.36 - 2.3263 * math.sqrt(2) * 0.1 * 0.36),   # 0.2 s at the door
+    (0.1, 0.9, 1.0 - 2 * 0.36 - 1.2816 * math.sqrt(2) * 0.1 * 0.36),
+    (0.5, 0.99, 0.05),                                                  # floor: 5 % of it
+], ids=["exact-batches", "spread-p99", "spread-p90", "floor"])
+def test_admission_wait_keeps_room_for_slow_batches(cv, q, wait_s):
+    """Batches that stray take the door's time: two batches of s(8) = 0.36 s inside."""
+    fit = capacity.BatchFit(0.12, 0.03, 0, cv)
+    assert capacity.admission_wait_s(fit, 16, 8, 1.0, q) == pytest.approx(wait_s, abs=1e-4)
 
 
 @pytest.mark.slow
