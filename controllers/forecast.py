@@ -77,6 +77,11 @@ class ForecastState:
     band_count: tuple[float, ...] = ()
     level_ref: float = 0.0     # top of the load seen (``_BAND_REF_Q`` of bucket means), set as
                                # each bucket closes; 0 until ``_BAND_MIN_BUCKETS`` are in
+    # The same histogram split by momentum (the base rose by more than ``_RISE`` over the
+    # last horizon, or not): a ramp's lagging base is not a plateau's, and this split needs no
+    # history of the load's range, so it serves before the level bands can.
+    trend_hist: tuple[tuple[float, ...], ...] = ()
+    trend_count: tuple[float, ...] = ()
 
 
 # log(peak within horizon / planning base), binned: [-0.5, 1.5) in steps of 0.05.
@@ -89,6 +94,8 @@ _BAND_EDGES = (0.3, 0.6)
 _BAND_REF_Q = 0.98
 _BAND_MIN_BUCKETS = 30     # history needed before the level is meaningful
 _BAND_PRIOR = 30.0         # horizons at which a band's own quantile and the pooled weigh alike
+_RISE = 1.15               # base over the base one horizon before: a ramp
+_TREND_SPLIT = True
 
 
 def level_band(state: "ForecastState", base: float) -> int:
@@ -97,6 +104,11 @@ def level_band(state: "ForecastState", base: float) -> int:
         return -1
     level = base / state.level_ref
     return sum(level >= e for e in _BAND_EDGES)
+
+
+def rising(state: "ForecastState", base: float) -> int:
+    """1 when ``base`` is over ``_RISE`` times the base planned on one horizon ago, else 0."""
+    return int(bool(state.bases) and base > _RISE * state.bases[0][1])
 
 
 def _level_ref(history: tuple[float, ...]) -> float:
@@ -178,9 +190,11 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
     bands = [list(h) for h in state.band_hist] or [[0.0] * _LR_BINS
                                                    for _ in range(len(_BAND_EDGES) + 1)]
     band_count = list(state.band_count) or [0.0] * (len(_BAND_EDGES) + 1)
+    trends = [list(h) for h in state.trend_hist] or [[0.0] * _LR_BINS for _ in range(2)]
+    trend_count = list(state.trend_count) or [0.0, 0.0]
     count = state.ratio_count
     kept = []
-    for t0_s, base, band in state.bases:
+    for t0_s, base, band, up in state.bases:
         if t0_s + horizon_s <= now_s + 1e-9:
             peak = max((v for t, v in recent if t0_s < t <= t0_s + horizon_s + 1e-9),
                        default=None)
@@ -197,17 +211,21 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
                     bands[band] = [x * _LR_DECAY for x in bands[band]]
                     bands[band][i] += w
                     band_count[band] = band_count[band] * _LR_DECAY + 1.0
+                trends[up] = [x * _LR_DECAY for x in trends[up]]
+                trends[up][i] += w
+                trend_count[up] = trend_count[up] * _LR_DECAY + 1.0
         else:
-            kept.append((t0_s, base, band))
+            kept.append((t0_s, base, band, up))
     if state.model is not None:
         h = horizon_buckets(cfg, horizon_s)
         base = max(max(predict(state.model, i) for i in range(1, h + 1)), value)
-        kept.append((now_s, base, level_band(state, base)))
+        kept.append((now_s, base, level_band(state, base), rising(state, base)))
     a = 1 - _LR_DECAY
     mean_rate = value if state.mean_rate <= 0 else (1 - a) * state.mean_rate + a * value
     return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(hist),
                    ratio_count=count, mean_rate=mean_rate,
-                   band_hist=tuple(tuple(b) for b in bands), band_count=tuple(band_count))
+                   band_hist=tuple(tuple(b) for b in bands), band_count=tuple(band_count),
+                   trend_hist=tuple(tuple(b) for b in trends), trend_count=tuple(trend_count))
 
 
 def _quantile_of(hist: Sequence[float], count: float, q: float) -> float | None:
@@ -235,13 +253,25 @@ def peak_ratio(state: ForecastState, q: float, base: float | None = None) -> flo
     pooled = _quantile_of(state.ratio_hist, state.ratio_count, q)
     if base is None or not state.band_hist or pooled is None:
         return pooled
+    fallback = pooled
+    if _TREND_SPLIT and state.trend_hist:
+        up = rising(state, base)
+        own_t = _quantile_of(state.trend_hist[up], state.trend_count[up], q)
+        if own_t is not None:
+            fallback = _shrunk(own_t, state.trend_count[up], pooled)
     band = level_band(state, base)
     if band < 0:
-        return pooled
+        return fallback
     own = _quantile_of(state.band_hist[band], state.band_count[band], q)
     if own is None:
-        return pooled
-    w = state.band_count[band] / (state.band_count[band] + _BAND_PRIOR)
+        return fallback
+    return _shrunk(own, state.band_count[band], pooled)
+
+
+def _shrunk(own: float, n: float, pooled: float) -> float:
+    """A split's own quantile seen over ``n`` horizons, shrunk (log space) toward the
+    geometric mean of the pooled quantile and the no-history ratio."""
+    w = n / (n + _BAND_PRIOR)
     toward = 0.5 * (math.log(pooled) + math.log(_PRIOR_PEAK_RATIO))
     return math.exp(w * math.log(own) + (1 - w) * toward)
 

@@ -128,3 +128,24 @@ def test_a_young_band_is_shrunk_toward_pooled_and_prior_alike():
     expected = math.exp(0.5 * math.log(own) + 0.5 * toward)
     assert forecast.peak_ratio(state, 0.95, base=100.0) == pytest.approx(expected)
     assert own < forecast.peak_ratio(state, 0.95, base=100.0) < pooled
+
+
+def test_a_ramp_does_not_set_the_plateau_after_it():
+    """Before the level bands can say anything, the momentum split keeps a first morning
+    ramp's lagging-base ratios (3x over 8 minutes) out of the plateau that follows."""
+    rng = np.random.default_rng(7)
+    quiet = np.full(40, 30.0)                       # 10 min at 30 req/s
+    ramp = np.geomspace(30.0, 270.0, 32)            # 8 min: 9x
+    plateau = np.full(40, 270.0)                    # 10 min
+    values = np.concatenate([quiet, ramp, plateau]) * rng.normal(1, 0.03, 112)
+    state, _ = _feed(values, horizon_s=105.0)
+    assert forecast.level_band(state, 270.0) == -1         # 28 buckets: no level yet
+    split = forecast.peak_ratio(state, 0.95, base=270.0)
+    pooled = forecast.peak_ratio(state, 0.95)
+    assert forecast.rising(state, 270.0) == 0
+    assert pooled > 1.6                # the ramp is in the pooled ratios
+    # The flat load's own ratios are near 1.1; the split also holds the ramp's first
+    # minutes (the base not yet climbing), so it lies between, well under the pooled.
+    assert split < pooled - 0.1
+    # While the base still climbs, the rising split answers: the ramp's ratios.
+    assert forecast.peak_ratio(state, 0.95, base=2 * 270.0) > split
