@@ -30,6 +30,8 @@ class Admission:
         self.queue_timeout_s = queue_timeout_s     # the wait the proxy allows (set_queue_timeout_s)
         self._in_flight = 0
         self._waiters: deque[asyncio.Future] = deque()
+        # Each waiter's arrival (loop time) and expiry timer, so a new timeout reaches it.
+        self._timers: dict[asyncio.Future, tuple[float, asyncio.TimerHandle]] = {}
 
     @property
     def limit(self) -> int:
@@ -50,10 +52,21 @@ class Admission:
         self._grant()
 
     def set_queue_timeout_s(self, timeout_s: float) -> None:
-        """The longest wait for new waiters; those already waiting keep their deadline."""
+        """The longest wait, for those already waiting too (counted from their arrival).
+
+        Those who have waited longer already are shed at once: when the controller shortens
+        the wait because an overload would make them late, the backlog is exactly what must
+        go (the simulator's fleet does the same).
+        """
         if not timeout_s > 0:
             raise ValueError(f"queue timeout {timeout_s} s must be > 0")
         self.queue_timeout_s = float(timeout_s)
+        for fut, (arrived, timer) in list(self._timers.items()):
+            if fut.done():
+                continue
+            timer.cancel()
+            deadline = fut.get_loop().call_at(arrived + self.queue_timeout_s, self._expire, fut)
+            self._timers[fut] = (arrived, deadline)
 
     def try_acquire(self) -> bool:
         """Admit at once if a slot is free and nobody waits (the fast path, no future)."""
@@ -71,7 +84,7 @@ class Admission:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._waiters.append(fut)
-        timer = loop.call_later(timeout_s, self._expire, fut)
+        self._timers[fut] = (loop.time(), loop.call_later(timeout_s, self._expire, fut))
         try:
             await fut
         except asyncio.CancelledError:
@@ -81,7 +94,7 @@ class Admission:
                 self._discard(fut)
             raise
         finally:
-            timer.cancel()
+            self._timers.pop(fut)[1].cancel()
 
     def release(self) -> None:
         self._in_flight -= 1

@@ -83,6 +83,42 @@ def test_timeout_leaves_the_queue_and_frees_its_place():
     run(scenario())
 
 
+@pytest.mark.parametrize("new_timeout_s, shed_by_s", [
+    (0.05, 0.5),       # shorter than they have waited: shed at once
+    (0.4, 0.6),        # shorter than they were given: shed at the new deadline
+], ids=["already-late", "new-deadline"])
+def test_a_new_timeout_reaches_those_already_waiting(new_timeout_s, shed_by_s):
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        adm = Admission(limit=1, max_queue=5)
+        await adm.acquire(1)
+        t0 = loop.time()
+        waiting = [asyncio.create_task(adm.acquire(30)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        adm.set_queue_timeout_s(new_timeout_s)
+        done = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(d, QueueTimeout) for d in done)
+        assert loop.time() - t0 < shed_by_s
+        assert loop.time() - t0 >= min(new_timeout_s, 0.1)
+        assert adm.queued == 0 and adm.in_flight == 1
+    run(scenario())
+
+
+def test_a_longer_timeout_lets_them_wait_longer():
+    async def scenario():
+        adm = Admission(limit=1, max_queue=5)
+        await adm.acquire(1)
+        task = asyncio.create_task(adm.acquire(0.1))
+        await asyncio.sleep(0.02)
+        adm.set_queue_timeout_s(5.0)
+        await asyncio.sleep(0.2)            # past the first deadline: still waiting
+        assert not task.done() and adm.queued == 1
+        adm.release()
+        await task
+        assert adm.in_flight == 1
+    run(scenario())
+
+
 def test_cancelled_after_grant_gives_the_slot_back():
     async def scenario():
         adm = Admission(limit=1, max_queue=5)
