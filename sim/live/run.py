@@ -1,7 +1,8 @@
 """``trimtab up``: Ray Serve + the sidecar + Prometheus + the controller under a real load ramp.
 
 Everything is started in order on an ExitStack and stopped in reverse, on success, on error
-and on Ctrl-C (SIGTERM is turned into KeyboardInterrupt so it unwinds the same way).
+and on Ctrl-C (SIGTERM is turned into KeyboardInterrupt so it unwinds the same way; both are
+also remembered, in case a library call swallowed the exception).
 """
 from __future__ import annotations
 
@@ -181,7 +182,14 @@ def wait_serving(url: str, timeout_s: float = 30.0) -> None:
     raise TimeoutError(f"no answer through {url} after {timeout_s} s: {last}")
 
 
-def _sigterm_to_interrupt(signum: int, frame: object) -> None:
+_INTERRUPTED = threading.Event()
+
+
+def _to_interrupt(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM: raise KeyboardInterrupt, and remember it, since a library call
+    that was running in the main thread may swallow the exception (seen once in CI: a run
+    went on to its end after Ctrl-C); the load loop checks the flag every second."""
+    _INTERRUPTED.set()
     raise KeyboardInterrupt
 
 
@@ -195,12 +203,14 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
     if prom_bin is None:
         raise RuntimeError("prometheus not found: install the Debian package 'prometheus'"
                            " (make live-demo does)")
-    old_handler = None
+    old_handlers = {}
+    _INTERRUPTED.clear()
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+        old_handlers = {sig: signal.signal(sig, _to_interrupt)
+                        for sig in (signal.SIGTERM, signal.SIGINT)}
     with ExitStack() as stack:
-        if old_handler is not None:
-            stack.callback(signal.signal, signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            stack.callback(signal.signal, sig, handler)
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trimtab-up-")))
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +280,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         settle_until_s: float | None = None
         while settle_until_s is None or wall_clock.now_s() < settle_until_s:
             wall_clock.sleep_s(1.0)
+            if _INTERRUPTED.is_set():
+                raise KeyboardInterrupt
             try:
                 details = actuator.inner.deployment_details(fleet.workload)
             except ActuationError as exc:
@@ -289,6 +301,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         load_offset_s = (load.started_mono_s or t0) - t0
         stop.set()
         controller.join(30)
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         _progress(on_progress, stage="reading results from Prometheus")
         run = LiveRun(config=cfg, prom_url=prom.url, load_start_unix_s=load_start_unix_s,
                       load_end_unix_s=load_end_unix_s, arrival_s=arrival_s,

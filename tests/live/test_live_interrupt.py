@@ -81,3 +81,19 @@ def test_sigint_mid_run_stops_everything(tmp_path):
             if alive(p):
                 os.kill(p, signal.SIGKILL)
         log.close()
+
+
+def test_an_interrupt_a_library_swallowed_is_still_remembered():
+    """The handler raises KeyboardInterrupt and keeps a flag the load loop checks, so a
+    library call that catches BaseException does not turn Ctrl-C into a full run."""
+    from sim.live import run as live_run
+
+    live_run._INTERRUPTED.clear()
+    try:
+        try:
+            live_run._to_interrupt(signal.SIGINT, None)
+        except BaseException:      # what a careless library does with it
+            pass
+        assert live_run._INTERRUPTED.is_set()
+    finally:
+        live_run._INTERRUPTED.clear()
