@@ -5,12 +5,13 @@ The budget keeps running totals of requests and misses (slow, shed, timed out) a
 to the misses allowed so far, ``burn = misses / ((1 - target) * requests)``: at or below 1
 the run is within its SLO. Two things follow from it:
 
-- the planning quantile: once the run has overspent (burn > 1), the tail of the peak-ratio
-  quantile the policy plans on shrinks by the burn (at most ten-fold), so the bursts it has
-  seen are covered; within budget the configured quantile stands;
+- the planning quantile: its tail follows the burn against ``TARGET_BURN`` both ways (narrower
+  when overspending, at most ten-fold; wider with budget to spare, only as far as the evidence
+  so far allows), see ``planning_quantile``;
 - the headroom (a factor on the planned load, for model error): it rises after a window that
-  missed outside a cold start, eases quickly after clean windows while the budget has slack
-  (burn < 0.7) and only slowly while it has not.
+  missed outside a cold start (unless the run is calm: full evidence, burn far under target),
+  eases quickly after clean windows while the budget has slack (burn < 0.7) and only slowly
+  while it has not; with budget to spare it may fall below 1, down to ``HEADROOM_MIN``.
 """
 from __future__ import annotations
 
@@ -107,8 +108,9 @@ def update(state: BudgetState, snapshot: Snapshot, slo_s: float, target: float
         if not (snapshot.starting_replicas or 0) and not calm:   # cold start's own misses
             headroom = min(HEADROOM_MAX, headroom * RAISE)
     elif rate < 0.25 * allowed:
-        floor = 1.0
-        if burn < 0.5 * TARGET_BURN:      # well within budget: spend some, on evidence
-            floor = 1.0 - (1.0 - HEADROOM_MIN) * confidence(state)
+        # Within budget: spend some, on evidence, in full up to half the target burn and
+        # less and less up to the target (no step where a few misses would switch it off).
+        slack = min(max((TARGET_BURN - burn) / (0.5 * TARGET_BURN), 0.0), 1.0)
+        floor = 1.0 - (1.0 - HEADROOM_MIN) * confidence(state) * slack
         headroom = max(min(floor, headroom), headroom * (EASE if burn < 0.7 else EASE_OVER))
     return replace(state, headroom=headroom)

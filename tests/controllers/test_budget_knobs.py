@@ -48,6 +48,20 @@ def test_headroom_direction(hist, starting, prior, grows):
     assert (after.headroom > prior.headroom) == grows
 
 
+@pytest.mark.parametrize("misses, floor", [
+    (0.0, 0.85),          # burn 0: the full floor
+    (3e5, 0.85),          # burn 0.3, half the target: still the full floor
+    (4.5e5, 0.925),       # burn 0.45: half of it
+    (6e5, 1.0),           # burn 0.6, the target: none
+], ids=["burn-0", "burn-0.3", "burn-0.45", "burn-0.6"])
+def test_unused_budget_is_spent_less_and_less_toward_the_target_burn(misses, floor):
+    """No step: a few more misses never switch the floor from 0.85 to 1 at once."""
+    # 1e8 requests: the clean windows fed below barely move the burn.
+    state = budget.BudgetState(requests=1e8, misses=misses, headroom=1.0, elapsed_s=7200.0)
+    after = feed(state, GOOD, 200)     # clean windows: down to the floor, not below
+    assert after.headroom == pytest.approx(floor, abs=2e-3)
+
+
 @pytest.mark.parametrize("misses, elapsed_s, grows", [
     (0, 7200.0, False),       # calm: a run far within its budget, with full evidence
     (0, 600.0, True),         # too little evidence to call it calm
