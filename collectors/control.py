@@ -41,6 +41,8 @@ class ControlState:
                               ["model"], registry=registry)
         self._g_timeout = Gauge(names.BATCH_TIMEOUT, names.BY_NAME[names.BATCH_TIMEOUT].help,
                                 ["model"], registry=registry)
+        self._g_wait = Gauge(names.QUEUE_TIMEOUT, names.BY_NAME[names.QUEUE_TIMEOUT].help,
+                             registry=registry)
         self.requests = Counter(names.CONTROL_REQUESTS, names.BY_NAME[names.CONTROL_REQUESTS].help,
                                 ["result"], registry=registry)
         for r in CONTROL_RESULTS:
@@ -59,6 +61,10 @@ class ControlState:
     def _export(self) -> None:
         s = self.settings
         self._g_limit.set(s.concurrency_limit)
+        wait_s = s.queue_timeout_s if s.queue_timeout_s is not None else (
+            self._admission.queue_timeout_s if self._admission is not None else None)
+        if wait_s is not None:
+            self._g_wait.set(wait_s)
         for m in self._models:
             self._g_batch.labels(m).set(s.max_batch_size)
             self._g_timeout.labels(m).set(s.batch_timeout_ms / 1000.0)

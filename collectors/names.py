@@ -80,6 +80,8 @@ CONCURRENCY_LIMIT = _m("trimtab_concurrency_limit", "gauge",
 MAX_BATCH_SIZE = _m("trimtab_max_batch_size", "gauge", "Max batch size in force now.", "model")
 BATCH_TIMEOUT = _m("trimtab_batch_timeout_seconds", "gauge",
                    "Batch timeout (max queue delay) in force now.", "model")
+QUEUE_TIMEOUT = _m("trimtab_queue_timeout_seconds", "gauge",
+                   "Longest wait for admission before the proxy sheds a request, in force now.")
 CONTROL_REQUESTS = _m("trimtab_control_requests", "counter",
                       "Control API requests, by result (ok, unauthorized, invalid, error).",
                       "result")

@@ -97,8 +97,10 @@ def model_detail(cfg: MonitoringConfig) -> db.Dashboard:
                 "Concurrency limit and batch settings", "short",
                 [(Q.concurrency_limit(cfg), "{{pod}} concurrency limit"),
                  (Q.max_batch_size(cfg), "{{model}} max batch size")], min_val=0))
-            .with_panel(timeseries_panel("Batch timeout", "s",
-                                         [(Q.batch_timeout(cfg), "{{model}}")], min_val=0))
+            .with_panel(timeseries_panel("Batch timeout and admission wait", "s",
+                                         [(Q.batch_timeout(cfg), "{{model}} batch timeout"),
+                                          (Q.queue_timeout(cfg), "{{pod}} admission wait")],
+                                         min_val=0))
             .with_row(row("Replicas and controller"))
             .with_panel(timeseries_panel("Replicas desired / current", "short",
                                          [(Q.replicas_desired(cfg), "{{model}} desired"),

@@ -106,6 +106,11 @@ def concurrency_limit(cfg: MonitoringConfig) -> str:
     return f"max by (pod) ({n.CONCURRENCY_LIMIT}{sidecar(cfg)})"
 
 
+def queue_timeout(cfg: MonitoringConfig) -> str:
+    # Per pod, like the concurrency limit: the admission wait the proxy allows now.
+    return f"max by (pod) ({n.QUEUE_TIMEOUT}{sidecar(cfg)})"
+
+
 def max_batch_size(cfg: MonitoringConfig) -> str:
     return f"max by (model) ({n.MAX_BATCH_SIZE}{sidecar(cfg, MODEL)})"
 

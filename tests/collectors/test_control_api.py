@@ -76,6 +76,21 @@ def test_put_applies_to_the_proxy_at_once_and_returns_full_settings():
     run(scenario())
 
 
+def test_the_admission_wait_in_force_is_a_gauge():
+    async def scenario():
+        async with admin() as (sc, s, url):
+            started_s = sc.config.limits.queue_timeout_s
+            assert sc.registry.get_sample_value("trimtab_queue_timeout_seconds") == started_s
+            async with s.put(url, json={"queue_timeout_s": 0.25}, headers=AUTH) as r:
+                assert r.status == 200
+            assert sc.admission.queue_timeout_s == 0.25
+            assert sc.registry.get_sample_value("trimtab_queue_timeout_seconds") == 0.25
+            async with s.put(url, json={"queue_timeout_s": 0}, headers=AUTH) as r:
+                assert r.status == 400                       # refused: the gauge keeps 0.25
+            assert sc.registry.get_sample_value("trimtab_queue_timeout_seconds") == 0.25
+    run(scenario())
+
+
 INVALID = {
     "zero-limit": ({"concurrency_limit": 0}, "concurrency_limit"),
     "float-limit": ({"concurrency_limit": 2.5}, "concurrency_limit"),
