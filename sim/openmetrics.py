@@ -105,6 +105,8 @@ def render(result: RunResult, *, model: str, end_unix_s: float, max_replicas: in
         (N.MAX_BATCH_SIZE, side, ticks["max_batch_size"][keep]),
         (N.CONCURRENCY_LIMIT, {k: v for k, v in side.items() if k != "model"},
          ticks["concurrency_limit"][keep]),
+        (N.QUEUE_TIMEOUT, {k: v for k, v in side.items() if k != "model"},
+         ticks["queue_timeout_s"][keep]),
         (N.GPU_UP, dict(side, gpu="0", uuid="GPU-sim-fleet"), np.ones(len(keep))),
         (N.GPU_UTILIZATION, dict(side, gpu="0", uuid="GPU-sim-fleet"),
          om["gpu_busy_ratio"][keep]),

@@ -26,7 +26,8 @@ load_builtin_policies()
 
 TICK_COLUMNS = ("time_s", "arrival_rate_rps", "desired_replicas", "ready_replicas",
                 "starting_replicas", "queue_depth", "in_flight", "latency_p99_s",
-                "concurrency_limit", "max_batch_size", "forecast_rps", "reason")
+                "concurrency_limit", "queue_timeout_s", "max_batch_size", "forecast_rps",
+                "reason")
 
 
 @dataclass
@@ -127,6 +128,8 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
                          ("queue_depth", snap.queue_depth), ("in_flight", snap.in_flight),
                          ("latency_p99_s", float(np.quantile(lat, 0.99)) if len(lat) else math.nan),
                          ("concurrency_limit", math.nan if lim is None else lim),
+                         ("queue_timeout_s", math.nan if fleet.queue_timeout_s is None
+                          else fleet.queue_timeout_s),
                          ("max_batch_size", fleet.max_batch),
                          ("forecast_rps", math.nan if decision.forecast_rps is None
                           else decision.forecast_rps),

@@ -163,6 +163,11 @@ class LifecycleMixin:
         self.limit = _NO_LIMIT if limit is None else max(1, int(limit))
         self._feed(self.eng._now)
 
+    @property
+    def queue_timeout_s(self) -> float | None:
+        """The admission queue's longest wait in force (None: no limit)."""
+        return None if self._qto == math.inf else self._qto
+
     def set_queue_timeout_s(self, t_s: float | None) -> None:
         """Longest wait in the admission queue (None: no limit); the queue is purged at once."""
         self._qto = math.inf if t_s is None else max(0.0, float(t_s))

@@ -58,6 +58,7 @@ def live_ticks(run: LiveRun) -> dict[str, np.ndarray]:
         "in_flight": f"sum({n.IN_FLIGHT})",
         "latency_p99_s": f"histogram_quantile(0.99, sum by (le) (rate({dur}[10s])))",
         "concurrency_limit": f"max({n.CTRL_DESIRED_CONCURRENCY})",
+        "queue_timeout_s": f"max({n.QUEUE_TIMEOUT})",
         "max_batch_size": f"max({n.CTRL_DESIRED_BATCH})",
         "forecast_rps": f"max({n.CTRL_FORECAST_RPS})",
     }

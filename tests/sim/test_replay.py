@@ -283,6 +283,20 @@ def test_openmetrics_series_are_cumulative_and_in_time_order(tmp_path):
     assert series[inf[0]][-1][1] == res.summary["served"]
 
 
+def test_the_admission_wait_in_force_is_in_the_ticks_and_the_export():
+    from sim.openmetrics import render
+
+    pol = Scripted([Decision(replicas=2, reason="steady")] * 3
+                   + [Decision(replicas=2, reason="steady", queue_timeout_s=0.2)] * 20)
+    res = simulate(scenario(replicas={"queue_timeout_s": 5.0}), pol)
+    waits = res.ticks["queue_timeout_s"]
+    assert list(waits[:3]) == [5.0] * 3 and set(waits[3:]) == {0.2}
+    text = render(res, model="m", end_unix_s=1_000_000.0, max_replicas=10)
+    values = [float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("trimtab_queue_timeout_seconds{")]
+    assert values and values[-1] == 0.2 and max(values) == 5.0
+
+
 def test_round_robin_router_scenario_replays():
     a = simulate(scenario(replicas={"router": "round_robin", "initial": 3}), "static:replicas=3",
                  record_requests=True)
