@@ -99,9 +99,15 @@ def _warn(warnings: list[str], message: str) -> None:
     log.warning(message)
 
 
-def _window(cfg: TraceConfig, span_s: float) -> tuple[float, float]:
+def _window(cfg: TraceConfig, span_s: float, source: str, warnings: list[str]
+            ) -> tuple[float, float]:
+    """The ``[start_s, end_s)`` window cut to the data; says so when the data ends first."""
     lo_s = cfg.start_s or 0.0
     hi_s = span_s if cfg.end_s is None else min(cfg.end_s, span_s)
+    if cfg.end_s is not None and cfg.end_s > span_s:
+        _warn(warnings, f"{source}: end_s = {cfg.end_s:g} is past the end of the data "
+                        f"({span_s:g} s after time_scale): the window is "
+                        f"{max(hi_s - lo_s, 0.0):g} s, not {cfg.end_s - lo_s:g} s")
     return lo_s, max(hi_s, lo_s)
 
 
@@ -116,7 +122,7 @@ def _from_curve(cfg: TraceConfig, curve: RateCurve, rng: np.random.Generator, so
         curve = curve.shifted(origin_s)
     if cfg.time_scale != 1.0:
         curve = curve.scaled_time(cfg.time_scale)
-    lo_s, hi_s = _window(cfg, curve.span_s)
+    lo_s, hi_s = _window(cfg, curve.span_s, source, warnings)
     curve = curve.clipped(lo_s, hi_s).shifted(lo_s)
     if cfg.rate_scale != 1.0:
         curve = curve.scaled_rate(cfg.rate_scale)
@@ -144,7 +150,7 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
         output = None if output is None else output[order]
     origin_s = time_s[0] if events.origin_s is None else events.origin_s
     time_s = (time_s - origin_s) / cfg.time_scale
-    lo_s, hi_s = _window(cfg, float(time_s[-1]))
+    lo_s, hi_s = _window(cfg, float(time_s[-1]), source, warnings)
     end_inclusive = cfg.end_s is None or cfg.end_s > time_s[-1]   # keep the last row
     hi_idx = (np.searchsorted(time_s, hi_s, side="right") if end_inclusive
               else np.searchsorted(time_s, hi_s, side="left"))

@@ -107,6 +107,23 @@ def test_counts_gaps_are_zero_load_with_a_warning(tmp_path):
     assert any("gap" in w for w in trace.warnings)
 
 
+@pytest.mark.parametrize("fmt, text, end_s, warned", [
+    ("counts", "timestamp,value\n0,100\n60,100\n120,100\n", 600.0, True),
+    ("counts", "timestamp,value\n0,100\n60,100\n120,100\n", 150.0, False),
+    ("azure-llm", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                  "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:16:46.6805900,396,109\n",
+     600.0, True),
+], ids=["counts-past-end", "counts-inside", "events-past-end"])
+def test_a_window_past_the_end_of_the_data_is_said(tmp_path, fmt, text, end_s, warned):
+    """Asking for more than the file holds replays what it has, and says how much that is."""
+    path = write(tmp_path, text, "t.csv")
+    trace = load_trace(TraceConfig(path=str(path), format=fmt, start_s=0, end_s=end_s), tmp_path)
+    said = [w for w in trace.warnings if "past the end of the data" in w]
+    assert bool(said) == warned
+    if warned:
+        assert str(path) in said[0] and f"not {end_s:g} s" in said[0]
+
+
 # --- Prometheus ---------------------------------------------------------------------------
 
 def prom_doc(series: list[list[list]]) -> str:
