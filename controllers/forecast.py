@@ -65,7 +65,7 @@ class ForecastState:
     tick_rel_var: float = 0.0                # EW variance of one window around its bucket mean
     # Horizon check: (time, planning base) made each window, and the windows seen since, so
     # the peak load within the horizon can be compared with what was planned on.
-    bases: tuple[tuple[float, float, int], ...] = ()    # (time, base, level band)
+    bases: tuple[tuple[float, float, int, int], ...] = ()  # (time, base, level band, rising)
     recent: tuple[tuple[float, float], ...] = ()
     ratio_hist: tuple[float, ...] = ()       # decayed weights of log(peak / base) per bin
     ratio_count: float = 0.0                 # decayed number of scored horizons
@@ -95,7 +95,6 @@ _BAND_REF_Q = 0.98
 _BAND_MIN_BUCKETS = 30     # history needed before the level is meaningful
 _BAND_PRIOR = 30.0         # horizons at which a band's own quantile and the pooled weigh alike
 _RISE = 1.15               # base over the base one horizon before: a ramp
-_TREND_SPLIT = True
 
 
 def level_band(state: "ForecastState", base: float) -> int:
@@ -248,13 +247,16 @@ def peak_ratio(state: ForecastState, q: float, base: float | None = None) -> flo
     seen (weight n / (n + ``_BAND_PRIOR``), in log space) toward the geometric mean of the
     pooled quantile and the ratio assumed with no history: the pooled ratios alone would carry
     the very regimes the bands keep apart (a morning ramp's into the top band before the top
-    has been seen twice), the prior alone would ignore peaks seen in other bands.
+    has been seen twice), the prior alone would ignore peaks seen in other bands. Where the
+    level band cannot answer yet (too little history, or too few horizons in it), the momentum
+    split does (rising or not, ``rising``), shrunk the same way; the pooled quantile is the
+    last resort.
     """
     pooled = _quantile_of(state.ratio_hist, state.ratio_count, q)
     if base is None or not state.band_hist or pooled is None:
         return pooled
     fallback = pooled
-    if _TREND_SPLIT and state.trend_hist:
+    if state.trend_hist:
         up = rising(state, base)
         own_t = _quantile_of(state.trend_hist[up], state.trend_count[up], q)
         if own_t is not None:
