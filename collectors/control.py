@@ -47,8 +47,8 @@ class ControlState:
                                 ["result"], registry=registry)
         for r in CONTROL_RESULTS:
             self.requests.labels(r)
-        self._export()
         self._apply_admission(initial)
+        self._export()
 
     def _apply_admission(self, s: ControlSettings) -> None:
         """The proxy's limit and admission wait, from the settings in force."""
@@ -61,8 +61,9 @@ class ControlState:
     def _export(self) -> None:
         s = self.settings
         self._g_limit.set(s.concurrency_limit)
-        wait_s = s.queue_timeout_s if s.queue_timeout_s is not None else (
-            self._admission.queue_timeout_s if self._admission is not None else None)
+        # The proxy's own wait is what is in force (the settings may leave it as started).
+        wait_s = (self._admission.queue_timeout_s if self._admission is not None
+                  else s.queue_timeout_s)
         if wait_s is not None:
             self._g_wait.set(wait_s)
         for m in self._models:

@@ -185,34 +185,28 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
                    horizon_s: float) -> ForecastState:
     """Score past planning bases against the peak that followed within the horizon."""
     recent = tuple(r for r in state.recent if r[0] > now_s - horizon_s - 1e-9) + ((now_s, value),)
-    hist = list(state.ratio_hist) or [0.0] * _LR_BINS
+    pooled = [list(state.ratio_hist) or [0.0] * _LR_BINS]
+    pooled_count = [state.ratio_count]
     bands = [list(h) for h in state.band_hist] or [[0.0] * _LR_BINS
                                                    for _ in range(len(_BAND_EDGES) + 1)]
     band_count = list(state.band_count) or [0.0] * (len(_BAND_EDGES) + 1)
     trends = [list(h) for h in state.trend_hist] or [[0.0] * _LR_BINS for _ in range(2)]
     trend_count = list(state.trend_count) or [0.0, 0.0]
-    count = state.ratio_count
     kept = []
     for t0_s, base, band, up in state.bases:
         if t0_s + horizon_s <= now_s + 1e-9:
             peak = max((v for t, v in recent if t0_s < t <= t0_s + horizon_s + 1e-9),
                        default=None)
             if peak is not None and base > 0 and peak > 0:
-                hist = [w * _LR_DECAY for w in hist]
                 lr = math.log(peak / base)
                 i = min(_LR_BINS - 1, max(0, int((lr - _LR_LO) / _LR_STEP)))
                 # Weighted by the load (requests are what the SLO counts), relative to the
                 # running mean load so the weights stay near 1.
-                count = count * _LR_DECAY + 1.0
                 w = peak / max(state.mean_rate, 1e-9) if cfg.rate_weighted else 1.0
-                hist[i] += w
+                _score_into(pooled, pooled_count, 0, i, w)
                 if band >= 0:
-                    bands[band] = [x * _LR_DECAY for x in bands[band]]
-                    bands[band][i] += w
-                    band_count[band] = band_count[band] * _LR_DECAY + 1.0
-                trends[up] = [x * _LR_DECAY for x in trends[up]]
-                trends[up][i] += w
-                trend_count[up] = trend_count[up] * _LR_DECAY + 1.0
+                    _score_into(bands, band_count, band, i, w)
+                _score_into(trends, trend_count, up, i, w)
         else:
             kept.append((t0_s, base, band, up))
     if state.model is not None:
@@ -221,10 +215,18 @@ def _check_horizon(state: ForecastState, cfg: ForecastConfig, now_s: float, valu
         kept.append((now_s, base, level_band(state, base), rising(state, base)))
     a = 1 - _LR_DECAY
     mean_rate = value if state.mean_rate <= 0 else (1 - a) * state.mean_rate + a * value
-    return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(hist),
-                   ratio_count=count, mean_rate=mean_rate,
+    return replace(state, recent=recent, bases=tuple(kept), ratio_hist=tuple(pooled[0]),
+                   ratio_count=pooled_count[0], mean_rate=mean_rate,
                    band_hist=tuple(tuple(b) for b in bands), band_count=tuple(band_count),
                    trend_hist=tuple(tuple(b) for b in trends), trend_count=tuple(trend_count))
+
+
+def _score_into(hists: list[list[float]], counts: list[float], k: int, i: int, w: float
+                ) -> None:
+    """Histogram ``k`` of a split: decay by one scored horizon, add weight ``w`` at bin ``i``."""
+    hists[k] = [x * _LR_DECAY for x in hists[k]]
+    hists[k][i] += w
+    counts[k] = counts[k] * _LR_DECAY + 1.0
 
 
 def _quantile_of(hist: Sequence[float], count: float, q: float) -> float | None:

@@ -99,14 +99,13 @@ def render(result: RunResult, *, model: str, end_unix_s: float, max_replicas: in
                                f"{int(c[j, i])} {ts[j]:.3f}")
             w.lines.append(f"{fam}_count{{{lab}}} {int(c[j, -1])} {ts[j]:.3f}")
             w.lines.append(f"{fam}_sum{{{lab}}} {_num(float(cum[sum_key][j]))} {ts[j]:.3f}")
+    pod = {k: v for k, v in side.items() if k != "model"}     # per-pod knobs: no model label
     gauges = [
         (N.QUEUE_DEPTH, side, om["queue_depth_now"][keep]),
         (N.IN_FLIGHT, side, om["in_flight_now"][keep]),
         (N.MAX_BATCH_SIZE, side, ticks["max_batch_size"][keep]),
-        (N.CONCURRENCY_LIMIT, {k: v for k, v in side.items() if k != "model"},
-         ticks["concurrency_limit"][keep]),
-        (N.QUEUE_TIMEOUT, {k: v for k, v in side.items() if k != "model"},
-         ticks["queue_timeout_s"][keep]),
+        (N.CONCURRENCY_LIMIT, pod, ticks["concurrency_limit"][keep]),
+        (N.QUEUE_TIMEOUT, pod, ticks["queue_timeout_s"][keep]),
         (N.GPU_UP, dict(side, gpu="0", uuid="GPU-sim-fleet"), np.ones(len(keep))),
         (N.GPU_UTILIZATION, dict(side, gpu="0", uuid="GPU-sim-fleet"),
          om["gpu_busy_ratio"][keep]),

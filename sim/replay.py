@@ -121,15 +121,14 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
         reasons[decision.reason] = reasons.get(decision.reason, 0) + 1
         actuator.apply(decision)
         lat = w.latencies_s
-        lim = actuator.concurrency_limit
+        lim, wait_s = actuator.concurrency_limit, fleet.queue_timeout_s
         for col, val in (("time_s", t), ("arrival_rate_rps", snap.arrival_rate_rps),
                          ("desired_replicas", fleet.desired), ("ready_replicas", fleet.n_ready),
                          ("starting_replicas", fleet.n_starting),
                          ("queue_depth", snap.queue_depth), ("in_flight", snap.in_flight),
                          ("latency_p99_s", float(np.quantile(lat, 0.99)) if len(lat) else math.nan),
                          ("concurrency_limit", math.nan if lim is None else lim),
-                         ("queue_timeout_s", math.nan if fleet.queue_timeout_s is None
-                          else fleet.queue_timeout_s),
+                         ("queue_timeout_s", math.nan if wait_s is None else wait_s),
                          ("max_batch_size", fleet.max_batch),
                          ("forecast_rps", math.nan if decision.forecast_rps is None
                           else decision.forecast_rps),
