@@ -200,3 +200,26 @@ def register(app: typer.Typer) -> None:
         except (ScenarioError, TraceError, SpecError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+
+    @app.command("causal")
+    def causal(
+        scenario: Path = typer.Option(..., "--scenario", "-s", help="Scenario YAML."),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures."),
+    ) -> None:
+        """The oracle beside the cheapest schedule that knows only the past (sim.causal)."""
+        import json
+
+        from sim.causal import compare
+        from sim.scenario import ScenarioError, load_scenario
+        from sim.traces import TraceError, load_trace
+
+        try:
+            sc = load_scenario(scenario)
+            out = compare(sc, load_trace(sc.trace, sc.base_dir))
+        except (ScenarioError, TraceError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        text = json.dumps(out, indent=1)
+        typer.echo(text)
+        if json_path is not None:
+            json_path.write_text(text + "\n")
