@@ -24,13 +24,15 @@ WINDOWS_TICKS = (4, 8, 16, 40)    # how much past the schedule holds the peak of
 def causal_schedule(need: np.ndarray, window: int, initial: int, lo: int, hi: int
                     ) -> np.ndarray:
     """Tick k holds the largest need of intervals k - window .. k - 1 (all in the past);
-    tick 0 holds the initial fleet."""
+    until a whole window has been seen it also keeps the initial fleet (a start is safe, as
+    in trimtab's warm-up: one quiet first interval does not shrink the fleet)."""
     if window < 1:
         raise ValueError(f"window = {window} ticks, must be >= 1")
     out = np.empty(len(need) + 1, dtype=np.int64)
     out[0] = initial
     for k in range(1, len(need) + 1):
-        out[k] = need[max(0, k - window):k].max()
+        seen = need[max(0, k - window):k].max()
+        out[k] = max(seen, initial) if k < window else seen
     return np.clip(out, lo, hi)
 
 

@@ -9,7 +9,7 @@ from sim import causal
 
 
 @pytest.mark.parametrize("need, window, initial, expected", [
-    ([2, 2, 8, 2, 2, 2], 2, 3, [3, 2, 2, 8, 8, 2, 2]),
+    ([2, 2, 8, 2, 2, 2], 2, 3, [3, 3, 2, 8, 8, 2, 2]),   # the start holds 3 for a window
     ([2, 2, 8, 2, 2, 2], 1, 3, [3, 2, 2, 8, 2, 2, 2]),
     ([5, 1, 1, 1], 10, 1, [1, 5, 5, 5, 5]),
 ])
