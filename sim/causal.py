@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.oracle import SchedulePolicy, interval_rates, needs, plan, true_fit
+from sim.oracle import SchedulePolicy, interval_rates, make_oracle_policy, needs, true_fit
 
 WINDOWS_TICKS = (4, 8, 16, 40)    # how much past the schedule holds the peak of
 
@@ -36,15 +36,15 @@ def causal_schedule(need: np.ndarray, window: int, initial: int, lo: int, hi: in
     return np.clip(out, lo, hi)
 
 
-def cheapest(scenario: Any, trace: Any, window: int, runs: int = 7) -> dict[str, Any]:
-    """The cheapest schedule of window ``window`` meeting the SLO (bisecting the load factor)."""
+def cheapest(scenario: Any, trace: Any, window: int, runs: int = 7,
+             inputs: tuple[np.ndarray, Any] | None = None) -> dict[str, Any]:
+    """The cheapest schedule of window ``window`` meeting the SLO (bisecting the load factor);
+    ``inputs`` (``_inputs``) when several windows share them."""
     from sim.replay import simulate
 
     b = scenario.bounds()
     interval_s = scenario.controller.interval_s
-    n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
-    rates = interval_rates(trace.arrival_s, interval_s, n_ticks)
-    fit = true_fit(scenario, trace)
+    rates, fit = inputs if inputs is not None else _inputs(scenario, trace)
     timeout_s = scenario.service.batch_timeout_ms / 1000.0
 
     def run(f: float) -> dict[str, Any]:
@@ -77,15 +77,23 @@ def cheapest(scenario: Any, trace: Any, window: int, runs: int = 7) -> dict[str,
             "slo_attainment": best[1]["slo_attainment"]}
 
 
+def _inputs(scenario: Any, trace: Any) -> tuple[np.ndarray, Any]:
+    """The true arrival rate per interval and the true service line (a pilot run for a
+    profile service, so worth computing once)."""
+    interval_s = scenario.controller.interval_s
+    n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
+    return interval_rates(trace.arrival_s, interval_s, n_ticks), true_fit(scenario, trace)
+
+
 def compare(scenario: Any, trace: Any, windows: Sequence[int] = WINDOWS_TICKS
             ) -> dict[str, Any]:
     """The oracle's replica-hours beside the cheapest causal schedule of each window."""
     from sim.replay import simulate
 
-    sched, _ = plan(scenario, trace, scenario.bounds())
-    oracle = simulate(scenario, SchedulePolicy(tuple(int(x) for x in sched),
-                                               scenario.controller.interval_s), trace).summary
-    rows = [cheapest(scenario, trace, w) for w in windows]
+    oracle = simulate(scenario, make_oracle_policy(scenario, trace, scenario.bounds()),
+                      trace).summary
+    inputs = _inputs(scenario, trace)
+    rows = [cheapest(scenario, trace, w, inputs=inputs) for w in windows]
     met = [r for r in rows if r["meets_slo"]]
     best = min(met, key=lambda r: r["replica_hours"]) if met else None
     return {"scenario": scenario.name, "oracle_replica_hours": oracle["replica_hours"],

@@ -17,6 +17,20 @@ def snap(t_s: float = 15.0, window_s: float = 15.0, ready: int = 4, starting: in
                     desired_replicas=ready + starting if desired is None else desired, **base)
 
 
+def step_scenario(name: str = "oracle-step") -> Any:
+    """A small scenario: 50 req/s for 300 s, then 150 (a step), 60 s cold start, SLO 0.5 s."""
+    from sim.scenario import scenario_from_dict
+
+    return scenario_from_dict({
+        "name": name, "trace": {"format": "step", "steps": [[0, 50], [300, 150]],
+                                "duration_s": 600, "seed": 2},
+        "service": {"model": "affine", "base_ms": 50, "per_item_ms": 10, "cv": 0.1,
+                    "max_batch": 8, "batch_timeout_ms": 5},
+        "replicas": {"initial": 2, "min": 1, "max": 30, "cold_start_s": 60,
+                     "concurrency_limit": 32, "queue_timeout_s": 10},
+        "slo": {"latency_s": 0.5, "target": 0.99}, "controller": {"interval_s": 15}})
+
+
 def bounds(**kw: Any) -> FleetBounds:
     base: dict[str, Any] = dict(min_replicas=1, max_replicas=100, cold_start_s=60.0,
                                 slo_latency_s=1.0, slo_target=0.99, initial_replicas=4,

@@ -7,7 +7,7 @@ import pytest
 from controllers.registry import make_policy
 from controllers.sweep import SWEEPS
 from sim import oracle
-from tests.controllers.builders import bounds
+from tests.controllers.builders import bounds, step_scenario
 
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))
@@ -32,25 +32,12 @@ def test_interval_rates():
     assert rates.tolist() == [3 / 15, 2 / 15]
 
 
-def _small_scenario():
-    from sim.scenario import scenario_from_dict
-
-    return scenario_from_dict({
-        "name": "oracle-step", "trace": {"format": "step", "steps": [[0, 50], [300, 150]],
-                                         "duration_s": 600, "seed": 2},
-        "service": {"model": "affine", "base_ms": 50, "per_item_ms": 10, "cv": 0.1,
-                    "max_batch": 8, "batch_timeout_ms": 5},
-        "replicas": {"initial": 2, "min": 1, "max": 30, "cold_start_s": 60,
-                     "concurrency_limit": 32, "queue_timeout_s": 10},
-        "slo": {"latency_s": 0.5, "target": 0.99}, "controller": {"interval_s": 15}})
-
-
 @pytest.mark.slow
 def test_oracle_meets_the_slo_and_is_no_dearer_than_static_peak():
     from sim.replay import simulate
     from sim.traces import load_trace
 
-    sc = _small_scenario()
+    sc = step_scenario()
     trace = load_trace(sc.trace, sc.base_dir)
     pol = oracle.make_oracle_policy(sc, trace, sc.bounds())
     run = simulate(sc, pol, trace)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sim import causal
+from tests.controllers.builders import step_scenario
 
 
 @pytest.mark.parametrize("need, window, initial, expected", [
@@ -37,17 +38,9 @@ def test_window_must_be_positive():
 
 @pytest.mark.slow
 def test_a_step_up_costs_the_causal_schedule_more_than_the_oracle():
-    from sim.scenario import scenario_from_dict
     from sim.traces import load_trace
 
-    sc = scenario_from_dict({
-        "name": "causal-step", "trace": {"format": "step", "steps": [[0, 50], [300, 150]],
-                                         "duration_s": 600, "seed": 2},
-        "service": {"model": "affine", "base_ms": 50, "per_item_ms": 10, "cv": 0.1,
-                    "max_batch": 8, "batch_timeout_ms": 5},
-        "replicas": {"initial": 2, "min": 1, "max": 30, "cold_start_s": 60,
-                     "concurrency_limit": 32, "queue_timeout_s": 10},
-        "slo": {"latency_s": 0.5, "target": 0.99}, "controller": {"interval_s": 15}})
+    sc = step_scenario("causal-step")
     out = causal.compare(sc, load_trace(sc.trace, sc.base_dir), windows=(4, 16))
     met = [r for r in out["causal"] if r["meets_slo"]]
     assert met, out
