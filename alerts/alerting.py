@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alerts import promql as q
-from alerts import recording as rec
-from alerts.config import MonitoringConfig
-from collectors import names as n
+from trimtab.alerts import promql as q
+from trimtab.alerts import recording as rec
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.collectors import names as n
 
 SEVERITIES = ("critical", "warning", "info")
 NOT_WARMUP = 'reason!="warmup"'  # a hold while windows fill after a restart is normal

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.config import MonitoringConfig
+from trimtab.alerts.config import MonitoringConfig
 
 PAGER = "pager"
 TICKETS = "tickets"

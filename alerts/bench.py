@@ -19,10 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from alerts import promql as q
-from alerts.config import DEFAULT_CONFIG
-from alerts.recording import recording_groups
-from collectors import names as n
+from trimtab.alerts import promql as q
+from trimtab.alerts.config import DEFAULT_CONFIG
+from trimtab.alerts.recording import recording_groups
+from trimtab.collectors import names as n
 
 OUTCOMES = ("ok", "error", "shed", "timeout")
 

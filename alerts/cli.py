@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from alerts.bench import run_bench
+        from trimtab.alerts.bench import run_bench
 
         figures = run_bench(models=models, days=days, step_s=step_s, repeats=repeats)
         table = Table(title="recording rules: one evaluation cycle (median)")

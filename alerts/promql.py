@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from prometheus_client.utils import floatToGoString
 
-from alerts.config import MonitoringConfig
-from collectors import names as n
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.collectors import names as n
 
 MODEL_LEVEL = ("namespace", "model")
 OK_OUTCOME = "ok"

@@ -4,10 +4,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from alerts.alerting import AlertRule, all_alerts
-from alerts.config import MonitoringConfig
-from alerts.recording import duration_s
-from alerts.testcases import AlertCase, RecordCase, alert_cases, record_cases
+from trimtab.alerts.alerting import AlertRule, all_alerts
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.alerts.recording import duration_s
+from trimtab.alerts.testcases import AlertCase, RecordCase, alert_cases, record_cases
 
 RULE_FILE = "trimtab-rules.yaml"
 TEST_FILE = "trimtab-rules.test.yaml"

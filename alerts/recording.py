@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alerts import promql as q
-from alerts.config import MonitoringConfig
-from collectors import names as n
+from trimtab.alerts import promql as q
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.collectors import names as n
 
 RATE_WINDOW = "5m"
 

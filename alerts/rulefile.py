@@ -5,9 +5,9 @@ from typing import Any
 
 import yaml
 
-from alerts.alerting import AlertRule, alert_groups
-from alerts.config import MonitoringConfig
-from alerts.recording import recording_groups
+from trimtab.alerts.alerting import AlertRule, alert_groups
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.alerts.recording import recording_groups
 
 
 def _alert_dict(rule: AlertRule, cfg: MonitoringConfig, for_override: str | None) -> dict:

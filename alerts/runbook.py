@@ -1,8 +1,8 @@
 """Render alerts/runbook.md: one section per alert name, anchored as the runbook_url links."""
 from __future__ import annotations
 
-from alerts.alerting import AlertRule, all_alerts
-from alerts.config import MonitoringConfig
+from trimtab.alerts.alerting import AlertRule, all_alerts
+from trimtab.alerts.config import MonitoringConfig
 
 
 def _section(name: str, rules: list[AlertRule]) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import aiohttp
 from prometheus_client.core import HistogramMetricFamily, Metric
 
-from collectors import names
-from collectors.adapters import OTHER_MODEL, Rule
+from trimtab.collectors import names
+from trimtab.collectors.adapters import OTHER_MODEL, Rule
 
 _US = 1e-6
 

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from collectors import names
-from collectors.health import CollectorHealth
+from trimtab.collectors import names
+from trimtab.collectors.health import CollectorHealth
 
 log = logging.getLogger(__name__)
 OTHER_MODEL = "other"
@@ -35,7 +35,7 @@ class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str                       # family name as the parser gives it (counters: no _total)
-    target: str                       # a name from collectors.names
+    target: str                       # a name from trimtab.collectors.names
     scale: float = 1.0                # values (and histogram bounds) times this: µs -> s = 1e-6
     labels: dict[str, str] = {}       # fixed target labels, e.g. {"outcome": "ok"}
     model_label: str = "model"        # source label holding the model name
@@ -282,7 +282,7 @@ class ScrapeAdapter(Collector):
 
 def build_adapter(config, health: CollectorHealth, *, skip_proxy_families: bool) -> ScrapeAdapter:
     """The adapter for ``--adapter triton|vllm|prometheus`` from a SidecarConfig."""
-    from collectors.adapter_rules import TRITON_RULES, VLLM_RULES, triton_stats_fetcher
+    from trimtab.collectors.adapter_rules import TRITON_RULES, VLLM_RULES, triton_stats_fetcher
     url = config.adapter_metrics_url or config.upstream + "/metrics"
     skip = PROXY_FAMILIES if skip_proxy_families else frozenset()
     rename = PROXY_RENAMES if skip_proxy_families else {}

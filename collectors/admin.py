@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from collectors.control import ControlState, InvalidSettings
+from trimtab.collectors.control import ControlState, InvalidSettings
 
 log = logging.getLogger(__name__)
 SETTINGS_PATH = "/control/v1/settings"

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(stderr=True)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RATE_PER_S = 500.0
 ROUNDS = 5       # latency rounds; the reported p99 is the median of the rounds' p99
 MODELS = tuple(f"m{i}" for i in range(1, 11))
@@ -76,10 +75,10 @@ def _pinned(cores: set[int]):
 
 
 def _loadgen(port: int, cores: set[int], **kw) -> dict:
-    args = [sys.executable, "-m", "collectors.loadgen", "--port", str(port)]
+    args = [sys.executable, "-m", "trimtab.collectors.loadgen", "--port", str(port)]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    out = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    out = subprocess.run(args, capture_output=True, text=True, check=True,
                          preexec_fn=_pinned(cores), timeout=120)
     return json.loads(out.stdout)
 
@@ -117,9 +116,9 @@ def exposition_ms(repeats: int = 50) -> tuple[float, int]:
     """Median time of one /metrics page with 8 fake GPUs and 10 models, and its series count."""
     from prometheus_client import disable_created_metrics, generate_latest
 
-    from collectors.fake_nvml import FakeGpuConfig, FakeNVML, FakeProcess
-    from collectors.settings import SidecarConfig
-    from collectors.sidecar import Sidecar
+    from trimtab.collectors.fake_nvml import FakeGpuConfig, FakeNVML, FakeProcess
+    from trimtab.collectors.settings import SidecarConfig
+    from trimtab.collectors.sidecar import Sidecar
     disable_created_metrics()
     nvml = FakeNVML(FakeGpuConfig(count=8, utilization_ratio=0.6, processes={
         i: [FakeProcess(pid=100 + i, name="tritonserver", used_memory_bytes=2 ** 34)]
@@ -155,13 +154,13 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
         procs.append(subprocess.Popen([nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         sidecar = subprocess.Popen(
-            [sys.executable, "-m", "controllers.cli", "sidecar", "--proxy", "--gpu", "fake",
+            [sys.executable, "-m", "trimtab.cli", "sidecar", "--proxy", "--gpu", "fake",
              "--fake-gpu-config", str(gpu_file), "--gpu-poll-s", "1",
              "--upstream", f"http://127.0.0.1:{up_port}", "--listen", f"127.0.0.1:{sc_port}",
              "--metrics-port", str(admin_port), "--concurrency-limit", "1024",
              "--max-queue-length", "4096", "--log-level", "warning",
              *[a for m in MODELS for a in ("--model", m)], "--slo-latency-s", "0.5"],
-            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(sidecar)
         for port in (up_port, ngx_port, sc_port, admin_port):
             _wait_port(port)
@@ -198,8 +197,8 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
         cpu_us_per_request = busy_s / max(1.0, max_rps["rps"] * sat_s) * 1e6
         gen_rps = _loadgen(up_port, gen_cores, mode="closed", conns=64, duration_s=sat_s)
         bare_port = _free_port()
-        bare = subprocess.Popen([sys.executable, "-m", "collectors.loadgen", "--mode", "serve",
-                                 "--port", str(bare_port)], cwd=REPO_ROOT,
+        bare = subprocess.Popen([sys.executable, "-m", "trimtab.collectors.loadgen", "--mode", "serve",
+                                 "--port", str(bare_port)],
                                 preexec_fn=_pinned(sc_core))
         procs.append(bare)
         _wait_port(bare_port)

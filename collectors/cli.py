@@ -87,10 +87,10 @@ def register(app: typer.Typer) -> None:
             return
         if upstream is None:
             raise typer.BadParameter("is required to run the sidecar", param_hint="--upstream")
-        from collectors.settings import ControlSettings, ProxyLimits, SidecarConfig, first_error
+        from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig, first_error
         from prometheus_client import disable_created_metrics
 
-        from collectors.sidecar import Sidecar
+        from trimtab.collectors.sidecar import Sidecar
         disable_created_metrics()   # _created series double the page and nobody queries them
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         quick: bool = Opt(False, help="Shorter phases (for smoke tests)."),
     ) -> None:
         """Measure the proxy's added latency (vs nginx), max req/s, exposition time, idle CPU."""
-        from collectors.bench import run_bench
+        from trimtab.collectors.bench import run_bench
         run_bench(json_path, quick=quick)
 
     app.add_typer(group, name="sidecar")

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from collectors import names
-from collectors.admission import Admission
-from collectors.settings import ControlSettings, first_error
+from trimtab.collectors import names
+from trimtab.collectors.admission import Admission
+from trimtab.collectors.settings import ControlSettings, first_error
 
 log = logging.getLogger(__name__)
 CONTROL_RESULTS = ("ok", "unauthorized", "invalid", "error")

@@ -11,8 +11,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from collectors import names
-from collectors.health import CollectorHealth
+from trimtab.collectors import names
+from trimtab.collectors.health import CollectorHealth
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def load_nvml(mode: str, fake_config_path: str | None = None) -> Any | None:
     if mode == "off":
         return None
     if mode == "fake":
-        from collectors.fake_nvml import FakeNVML
+        from trimtab.collectors.fake_nvml import FakeNVML
         return FakeNVML(config_path=fake_config_path)
     import pynvml
     return pynvml

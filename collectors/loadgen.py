@@ -2,7 +2,7 @@
 
 Hand-written on asyncio streams rather than an HTTP client library so the generator costs a
 few tens of microseconds per request and is never the bottleneck of the proxy it measures.
-Run as a separate process (``python -m collectors.loadgen``), pinned to its own core.
+Run as a separate process (``python -m trimtab.collectors.loadgen``), pinned to its own core.
 """
 from __future__ import annotations
 

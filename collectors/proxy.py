@@ -11,10 +11,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from collectors.admission import Admission, QueueFull, QueueTimeout
-from collectors.proxy_metrics import OTHER_MODEL, ModelChildren, ProxyMetrics
-from collectors.settings import ProxyLimits
-from collectors.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from trimtab.collectors.admission import Admission, QueueFull, QueueTimeout
+from trimtab.collectors.proxy_metrics import OTHER_MODEL, ModelChildren, ProxyMetrics
+from trimtab.collectors.settings import ProxyLimits
+from trimtab.collectors.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from collectors import names
+from trimtab.collectors import names
 
 OUTCOMES = ("ok", "error", "shed", "timeout", "upstream_error")
 REJECT_REASONS = ("queue_full", "queue_timeout", "header_too_large", "body_too_large",

@@ -4,7 +4,7 @@ Add it to a deployment whose handler is decorated with ``@serve.batch`` and trim
 Serve actuator can change the batch size and wait timeout of running replicas in place
 (Ray Serve calls ``reconfigure`` on a ``user_config`` change; the replica is not restarted)::
 
-    from collectors.ray_batching import TrimtabBatching
+    from trimtab.collectors.ray_batching import TrimtabBatching
 
     @serve.deployment(user_config={"trimtab": {"max_batch_size": 8}})
     class Model(TrimtabBatching):

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from collectors.names import latency_buckets_s
+from trimtab.collectors.names import latency_buckets_s
 
 
 class ControlSettings(BaseModel):

@@ -10,14 +10,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from collectors.admin import AdminServer, UpstreamProbe
-from collectors.admission import Admission
-from collectors.control import ControlState
-from collectors.gpu import GpuCollector, load_nvml
-from collectors.health import CollectorHealth
-from collectors.proxy import AdmissionProxy
-from collectors.proxy_metrics import ProxyMetrics
-from collectors.settings import SidecarConfig
+from trimtab.collectors.admin import AdminServer, UpstreamProbe
+from trimtab.collectors.admission import Admission
+from trimtab.collectors.control import ControlState
+from trimtab.collectors.gpu import GpuCollector, load_nvml
+from trimtab.collectors.health import CollectorHealth
+from trimtab.collectors.proxy import AdmissionProxy
+from trimtab.collectors.proxy_metrics import ProxyMetrics
+from trimtab.collectors.settings import SidecarConfig
 
 log = logging.getLogger(__name__)
 _HEALTH_PATHS = {"triton": "/v2/health/ready", "vllm": "/health"}
@@ -46,7 +46,7 @@ class Sidecar:
         self.triton = None
         hook = None
         if config.triton_model_control:
-            from collectors.triton_control import TritonBatchApplier
+            from trimtab.collectors.triton_control import TritonBatchApplier
             self.triton = TritonBatchApplier(config.upstream, config.models, self.registry,
                                              min_interval_s=config.triton_apply_min_interval_s)
             hook = self.triton.request
@@ -56,7 +56,7 @@ class Sidecar:
         self.control = ControlState(initial, config.models, self.registry, self.admission, hook)
         self.adapter = None
         if config.adapter is not None:
-            from collectors.adapters import build_adapter
+            from trimtab.collectors.adapters import build_adapter
             self.adapter = build_adapter(config, self.health, skip_proxy_families=config.proxy)
             self.registry.register(self.adapter)
         self._probe = UpstreamProbe(config.upstream, _HEALTH_PATHS.get(config.adapter or ""))

@@ -18,8 +18,8 @@ from urllib.parse import quote
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
-from collectors import names
-from collectors.settings import ControlSettings
+from trimtab.collectors import names
+from trimtab.collectors.settings import ControlSettings
 
 log = logging.getLogger(__name__)
 RESULTS = ("ok", "error", "unsupported")

@@ -4,11 +4,11 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
-from alerts.config import MonitoringConfig
-from alerts.recording import slo_windows
-from collectors import names as n
-from dashboards import queries as Q
-from dashboards.panels import DATASOURCE, heatmap_panel, row, stat_panel, timeseries_panel
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.alerts.recording import slo_windows
+from trimtab.collectors import names as n
+from trimtab.dashboards import queries as Q
+from trimtab.dashboards.panels import DATASOURCE, heatmap_panel, row, stat_panel, timeseries_panel
 
 TAGS = ["trimtab"]
 

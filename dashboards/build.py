@@ -7,8 +7,8 @@ from typing import Any
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from alerts.config import DEFAULT_CONFIG, MonitoringConfig
-from dashboards.boards import ALL_BOARDS
+from trimtab.alerts.config import DEFAULT_CONFIG, MonitoringConfig
+from trimtab.dashboards.boards import ALL_BOARDS
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent
 

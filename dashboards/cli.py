@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from alerts.cli import add_build_command
+from trimtab.alerts.cli import add_build_command
 
 
 def register(app: typer.Typer) -> None:

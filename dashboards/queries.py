@@ -5,10 +5,10 @@ the series names of collectors/names.py and the recording rules of alerts/record
 """
 from __future__ import annotations
 
-from alerts import promql as q
-from alerts import recording as rec
-from alerts.config import MonitoringConfig
-from collectors import names as n
+from trimtab.alerts import promql as q
+from trimtab.alerts import recording as rec
+from trimtab.alerts.config import MonitoringConfig
+from trimtab.collectors import names as n
 
 RATE = "$__rate_interval"
 NS = 'namespace=~"$namespace"'

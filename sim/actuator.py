@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controllers.types import Decision, FleetBounds
-from sim.fleet.model import _NO_LIMIT, Fleet
+from trimtab.controllers.core.types import Decision, FleetBounds
+from trimtab.sim.fleet.model import _NO_LIMIT, Fleet
 
 
 @dataclass

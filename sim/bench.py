@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim.validate_cases import REPO_ROOT, Case, exp_service
+from trimtab.sim.validate_cases import TRACES_DIR, Case, exp_service
 
 LAM, SERVERS = 3.2, 4          # M/M/4 at rho = 0.8
 
@@ -81,9 +81,9 @@ def heapq_mmc(arrival_s: np.ndarray, service_s: np.ndarray) -> tuple[float, floa
 
 def engine_mmc(n: int, seed: int) -> tuple[float, dict[str, np.ndarray]]:
     """The real fleet model (router queue, replicas with concurrency 1, static policy ticks)
-    through sim.replay.simulate; trace generation excluded. (customers/s, request records)."""
-    from sim.replay import simulate
-    from sim.traces import load_trace
+    through trimtab.sim.replay.simulate; trace generation excluded. (customers/s, request records)."""
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.traces import load_trace
 
     case = Case("bench M/M/4", LAM, SERVERS, exp_service(1.0), ())
     sc = case.scenario(n, seed)
@@ -99,9 +99,9 @@ def engine_mmc(n: int, seed: int) -> tuple[float, dict[str, np.ndarray]]:
 def fleet_scenario(rate_scale: float, time_scale: float, end_s: float | None = None) -> Any:
     """50 replicas, Triton batching (max 16, 10 ms), least-outstanding router with a queue
     timeout, 15 s controller ticks, static policy, on the Azure conversation trace."""
-    from sim.scenario import scenario_from_dict
+    from trimtab.sim.scenario import scenario_from_dict
 
-    trace: dict[str, Any] = {"path": "traces/azure_llm_conv.csv", "format": "azure-llm",
+    trace: dict[str, Any] = {"path": "azure_llm_conv.csv", "format": "azure-llm",
                              "rate_scale": rate_scale, "time_scale": time_scale,
                              "jitter_s": 0.05, "seed": 1}
     if end_s is not None:
@@ -113,13 +113,13 @@ def fleet_scenario(rate_scale: float, time_scale: float, end_s: float | None = N
         "replicas": {"initial": 50, "min": 50, "max": 50, "concurrency_limit": 64,
                      "queue_timeout_s": 5},
         "controller": {"interval_s": 15},
-    }, "<bench fleet>", REPO_ROOT)
+    }, "<bench fleet>", TRACES_DIR)
 
 
 def fleet_run(rate_scale: float, time_scale: float, end_s: float | None = None
               ) -> dict[str, float]:
-    from sim.replay import simulate
-    from sim.traces import load_trace
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.traces import load_trace
 
     sc = fleet_scenario(rate_scale, time_scale, end_s)
     trace = load_trace(sc.trace, sc.base_dir)
@@ -134,7 +134,7 @@ def fleet_run(rate_scale: float, time_scale: float, end_s: float | None = None
 
 _RSS_CHILD = """
 import json, resource, sys
-from sim.bench import fleet_run
+from trimtab.sim.bench import fleet_run
 out = fleet_run(float(sys.argv[1]), float(sys.argv[2]))
 out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(out))
@@ -144,7 +144,7 @@ print(json.dumps(out))
 def peak_rss_run(rate_scale: float, time_scale: float) -> dict[str, float]:
     """Replay in a fresh interpreter and read its peak RSS (ru_maxrss, KiB on Linux)."""
     proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(rate_scale), str(time_scale)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"peak-RSS replay failed (exit {proc.returncode}): "
                            f"{proc.stderr.strip()[-2000:]}")
@@ -156,9 +156,9 @@ def trace_parse(rows: int) -> dict[str, float]:
     import tempfile
     from pathlib import Path
 
-    from sim.traces import files
+    from trimtab.sim.traces import files
 
-    lines = (REPO_ROOT / "traces" / "azure_llm_conv.csv").read_text().splitlines()
+    lines = (TRACES_DIR / "azure_llm_conv.csv").read_text().splitlines()
     body = lines[1:]
     text = "\n".join([lines[0]] + (body * (rows // len(body) + 1))[:rows]) + "\n"
     with tempfile.TemporaryDirectory() as tmp:

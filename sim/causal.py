@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.oracle import SchedulePolicy, interval_rates, make_oracle_policy, needs, true_fit
+from trimtab.sim.oracle import SchedulePolicy, interval_rates, make_oracle_policy, needs, true_fit
 
 WINDOWS_TICKS = (4, 8, 16, 40)    # how much past the schedule holds the peak of
 
@@ -40,7 +40,7 @@ def cheapest(scenario: Any, trace: Any, window: int, runs: int = 7,
              inputs: tuple[np.ndarray, Any] | None = None) -> dict[str, Any]:
     """The cheapest schedule of window ``window`` meeting the SLO (bisecting the load factor);
     ``inputs`` (``_inputs``) when several windows share them."""
-    from sim.replay import simulate
+    from trimtab.sim.replay import simulate
 
     b = scenario.bounds()
     interval_s = scenario.controller.interval_s
@@ -88,7 +88,7 @@ def _inputs(scenario: Any, trace: Any) -> tuple[np.ndarray, Any]:
 def compare(scenario: Any, trace: Any, windows: Sequence[int] = WINDOWS_TICKS
             ) -> dict[str, Any]:
     """The oracle's replica-hours beside the cheapest causal schedule of each window."""
-    from sim.replay import simulate
+    from trimtab.sim.replay import simulate
 
     oracle = simulate(scenario, make_oracle_policy(scenario, trace, scenario.bounds()),
                       trace).summary

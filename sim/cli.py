@@ -9,7 +9,6 @@ from typing import Any, Optional
 
 import typer
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "examples/scenarios/default.yaml"
 DEFAULT_POLICIES = ("trimtab", "hpa", "keda", "kpa", "ray")
 SHORT = {"slo_attainment": "SLO", "meets_slo": "ok", "latency_p50_s": "p50 s",
          "latency_p99_s": "p99 s", "replica_hours": "rep-h", "cost_vs_oracle": "/oracle",
@@ -19,7 +18,7 @@ SHORT = {"slo_attainment": "SLO", "meets_slo": "ok", "latency_p50_s": "p50 s",
 def default_policies(sc: Any, trace: Any) -> list[str]:
     """Every registered name among trimtab/hpa/keda/kpa/ray, plus ``static`` sized for the
     peak minute of the trace at 70 % of a replica's full-batch throughput."""
-    from controllers import registry
+    from trimtab.controllers.core import registry
 
     registry.load_builtin_policies()
     names = [p for p in DEFAULT_POLICIES if p in registry.POLICIES]
@@ -38,7 +37,7 @@ def static_replicas(sc: Any, trace: Any) -> int:
     if sc.service.model == "affine":
         batch_s = (sc.service.base_ms + sc.service.per_item_ms * b) / 1000.0
     else:
-        from sim.fleet.service import load_profile
+        from trimtab.sim.fleet.service import load_profile
 
         table = load_profile(sc.profile_path(), sc.service.profile_model,
                              sc.service.profile_hardware)
@@ -49,7 +48,7 @@ def static_replicas(sc: Any, trace: Any) -> int:
 
 
 def _run_one(args: tuple[Any, str, Any]) -> Any:
-    from sim.replay import simulate
+    from trimtab.sim.replay import simulate
 
     sc, spec, trace = args
     return spec, simulate(sc, spec, trace)
@@ -67,9 +66,9 @@ def _has_module(name: str) -> bool:
 
 def _sweeps() -> dict[str, list[str]]:
     try:
-        mod = importlib.import_module("controllers.sweep")
+        mod = importlib.import_module("trimtab.controllers.core.sweep")
     except ModuleNotFoundError as exc:
-        if exc.name != "controllers.sweep":
+        if exc.name != "trimtab.controllers.core.sweep":
             raise
         return {}
     return dict(getattr(mod, "SWEEPS", {}))
@@ -85,15 +84,15 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     from rich.progress import Progress
     from rich.table import Table
 
-    from controllers.spec import parse_spec
-    from sim.report import TABLE_FIELDS, results_json, run_label, write_report
-    from sim.scenario import load_scenario
-    from sim.traces import load_trace
+    from trimtab.controllers.core.spec import parse_spec
+    from trimtab.sim.report import TABLE_FIELDS, results_json, run_label, write_report
+    from trimtab.sim.scenario import load_scenario
+    from trimtab.sim.traces import load_trace
 
     console = Console(quiet=quiet)
     if not console.is_terminal:       # a log or a pipe: do not squeeze the table to 80
         console = Console(quiet=quiet, width=160)
-    sc = load_scenario(scenario or DEFAULT_SCENARIO)
+    sc = load_scenario(scenario)
     trace = load_trace(sc.trace, sc.base_dir)
     for w in getattr(trace, "warnings", []) or []:
         console.print(f"[yellow]warning:[/] {w}")
@@ -104,7 +103,7 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     if sweep:
         chosen = {parse_spec(s).name for s in specs}
         sweep_specs = {k: v for k, v in _sweeps().items() if k in chosen}
-    has_oracle = sweep and _has_module("sim.oracle")
+    has_oracle = sweep and _has_module("trimtab.sim.oracle")
     jobs = specs + [s for v in sweep_specs.values() for s in v if s not in specs]
     if has_oracle:
         jobs.append("oracle")
@@ -150,8 +149,8 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2) + "\n")
     if openmetrics is not None:
-        from sim.clock import wall_unix_s
-        from sim.openmetrics import write_openmetrics
+        from trimtab.sim.clock import wall_unix_s
+        from trimtab.sim.openmetrics import write_openmetrics
 
         end = openmetrics_end_unix if openmetrics_end_unix is not None else wall_unix_s()
         mem = sc.service.memory
@@ -190,9 +189,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes."),
     ) -> None:
         """Replay a scenario's trace under one or more policies and compare them."""
-        from controllers.spec import SpecError
-        from sim.scenario import ScenarioError
-        from sim.traces import TraceError
+        from trimtab.controllers.core.spec import SpecError
+        from trimtab.sim.scenario import ScenarioError
+        from trimtab.sim.traces import TraceError
 
         try:
             run_replay(scenario, policy, sweep, out, json_path, openmetrics,
@@ -206,12 +205,12 @@ def register(app: typer.Typer) -> None:
         scenario: Path = typer.Option(..., "--scenario", "-s", help="Scenario YAML."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures."),
     ) -> None:
-        """The oracle beside the cheapest schedule that knows only the past (sim.causal)."""
+        """The oracle beside the cheapest schedule that knows only the past (trimtab.sim.causal)."""
         import json
 
-        from sim.causal import compare
-        from sim.scenario import ScenarioError, load_scenario
-        from sim.traces import TraceError, load_trace
+        from trimtab.sim.causal import compare
+        from trimtab.sim.scenario import ScenarioError, load_scenario
+        from trimtab.sim.traces import TraceError, load_trace
 
         try:
             sc = load_scenario(scenario)

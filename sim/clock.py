@@ -1,13 +1,13 @@
-"""A simulated clock implementing controllers.clock.Clock on top of the event engine."""
+"""A simulated clock implementing trimtab.controllers.shell.clock.Clock on top of the event engine."""
 from __future__ import annotations
 
-from sim.engine import Engine
+from trimtab.sim.engine import Engine
 
 
 class SimClock:
     """Reads the engine's ``now``; ``sleep_until`` runs the simulation up to that moment.
 
-    The live loop written against ``controllers.clock.Clock`` runs unchanged in simulated
+    The live loop written against ``trimtab.controllers.shell.clock.Clock`` runs unchanged in simulated
     time: each ``sleep_until(t)`` processes every event due by ``t``.
     """
 
@@ -31,6 +31,6 @@ def wall_perf_s() -> float:
 
 def wall_unix_s() -> float:
     """Unix time now: the default end of an OpenMetrics export."""
-    from controllers.clock import WallClock
+    from trimtab.controllers.shell.clock import WallClock
 
     return WallClock.unix_s()

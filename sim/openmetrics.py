@@ -15,9 +15,9 @@ from typing import Iterable
 import numpy as np
 from prometheus_client.utils import floatToGoString
 
-from collectors import names as N
-from collectors.names import BATCH_SIZE_BUCKETS, BY_NAME
-from sim.replay import RunResult
+from trimtab.collectors import names as N
+from trimtab.collectors.names import BATCH_SIZE_BUCKETS, BY_NAME
+from trimtab.sim.replay import RunResult
 
 SIDECAR_JOB = "trimtab-sidecar"
 CONTROLLER_JOB = "trimtab-controller"

@@ -1,7 +1,7 @@
 """The oracle: knows the future arrivals and plans the cheapest replica schedule meeting the SLO.
 
 It is the lower bound every result is compared with. Steps: (1) per controller interval, the
-fewest replicas whose predicted quantile latency (controllers.capacity, with the scenario's
+fewest replicas whose predicted quantile latency (trimtab.controllers.core.capacity, with the scenario's
 true service model) fits the SLO at that interval's load scaled by a factor f; (2) provision
 early: the count at tick t covers the need over [t, t + cold start + interval], since a replica
 asked for later would not be ready in time; (3) simulate and bisect f to the smallest that meets
@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from controllers import capacity
-from controllers.types import Decision, FleetBounds, Snapshot
+from trimtab.controllers.core import capacity
+from trimtab.controllers.core.types import Decision, FleetBounds, Snapshot
 
 REASON_ORACLE = "oracle"
 
@@ -67,7 +67,7 @@ def true_fit(scenario: Any, trace: Any) -> capacity.BatchFit:
     s = scenario.service
     if s.model == "affine":
         return capacity.BatchFit(s.base_ms / 1000.0, s.per_item_ms / 1000.0, 0)
-    from sim.replay import simulate
+    from trimtab.sim.replay import simulate
 
     pilot = _PilotPolicy(scenario.replicas.max, scenario.controller.interval_s)
     simulate(scenario, pilot, trace)
@@ -95,7 +95,7 @@ class _PilotPolicy:
 
 def _misses_by_interval(run: Any, slo_s: float, interval_s: float, n_ticks: int) -> np.ndarray:
     req = run.requests
-    from sim.fleet.model import SERVED
+    from trimtab.sim.fleet.model import SERVED
 
     lat = req["finish_s"] - req["arrival_s"]
     miss = (req["outcome"] != SERVED) | ~(lat <= slo_s)
@@ -106,7 +106,7 @@ def _misses_by_interval(run: Any, slo_s: float, interval_s: float, n_ticks: int)
 def plan(scenario: Any, trace: Any, bounds: FleetBounds, max_runs: int = 12
          ) -> tuple[np.ndarray, dict[str, Any]]:
     """The cheapest verified schedule found, and how it was found."""
-    from sim.replay import simulate
+    from trimtab.sim.replay import simulate
 
     interval_s = scenario.controller.interval_s
     n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
@@ -164,7 +164,7 @@ def plan(scenario: Any, trace: Any, bounds: FleetBounds, max_runs: int = 12
 def make_oracle_policy(scenario: Any, trace: Any, bounds: FleetBounds) -> SchedulePolicy:
     """The oracle as a Policy for ``simulate``; planning runs the simulator several times."""
     if trace is None:
-        from sim.traces import load_trace
+        from trimtab.sim.traces import load_trace
 
         trace = load_trace(scenario.trace, scenario.base_dir)
     sched, info = plan(scenario, trace, bounds)

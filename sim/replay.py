@@ -7,17 +7,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from collectors.names import BATCH_SIZE_BUCKETS, latency_buckets_s
-from controllers.registry import load_builtin_policies, make_policy
-from controllers.spec import parse_spec
-from controllers.types import Policy
-from sim.actuator import SimActuator
-from sim.clock import wall_perf_s
-from sim.engine import Engine
-from sim.fleet.model import FAILED, SERVED, SHED, TIMED_OUT, Fleet, FleetConfig, MemoryModel
-from sim.fleet.service import AffineService, ProfileService, load_profile
-from sim.scenario import Scenario, cold_start_sampler
-from sim.snapshot import build_snapshot
+from trimtab.collectors.names import BATCH_SIZE_BUCKETS, latency_buckets_s
+from trimtab.controllers.core.registry import load_builtin_policies, make_policy
+from trimtab.controllers.core.spec import parse_spec
+from trimtab.controllers.core.types import Policy
+from trimtab.sim.actuator import SimActuator
+from trimtab.sim.clock import wall_perf_s
+from trimtab.sim.engine import Engine
+from trimtab.sim.fleet.model import FAILED, SERVED, SHED, TIMED_OUT, Fleet, FleetConfig, MemoryModel
+from trimtab.sim.fleet.service import AffineService, ProfileService, load_profile
+from trimtab.sim.scenario import Scenario, cold_start_sampler
+from trimtab.sim.snapshot import build_snapshot
 
 # Load every registered policy now (baselines, trimtab: statsmodels and scipy, ~2 s), once per
 # process at import, rather than inside the first simulate() where it would be timed as
@@ -73,12 +73,12 @@ def build_fleet(sc: Scenario, trace: Any, engine: Engine) -> Fleet:
 
 
 def make_run_policy(sc: Scenario, policy: str | Policy, trace: Any) -> Policy:
-    """A spec string through the registry (``oracle`` through sim.oracle), or a Policy as is."""
+    """A spec string through the registry (``oracle`` through trimtab.sim.oracle), or a Policy as is."""
     if not isinstance(policy, str):
         return policy
     bounds = sc.bounds()
     if parse_spec(policy).name == "oracle":
-        from sim.oracle import make_oracle_policy   # the decision-core engineer's module
+        from trimtab.sim.oracle import make_oracle_policy   # the decision-core engineer's module
 
         return make_oracle_policy(sc, trace, bounds)
     return make_policy(policy, bounds, sc.controller.interval_s)
@@ -90,7 +90,7 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
     """Replay ``scenario`` under ``policy``; ``progress(now_s, end_s)`` is called every tick."""
     wall0 = wall_perf_s()     # only to report how long the replay took
     if trace is None:
-        from sim.traces import load_trace
+        from trimtab.sim.traces import load_trace
 
         trace = load_trace(scenario.trace, scenario.base_dir)
     pol = make_run_policy(scenario, policy, trace)

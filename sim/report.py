@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.replay import TICK_COLUMNS, RunResult
+from trimtab.sim.replay import TICK_COLUMNS, RunResult
 
 TABLE_FIELDS = ("slo_attainment", "meets_slo", "latency_p50_s", "latency_p99_s",
                 "replica_hours", "cost", "cost_vs_oracle", "cold_starts", "scale_events",

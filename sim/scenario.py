@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from controllers.types import FleetBounds
-from sim.traces.config import TraceConfig
+from trimtab.controllers.core.types import FleetBounds
+from trimtab.sim.traces.config import TraceConfig
 
 
 class ScenarioError(ValueError):
@@ -164,9 +164,27 @@ def scenario_from_dict(data: Any, source: str = "<scenario>", base_dir: Path | N
     return sc.with_base_dir(base_dir or Path.cwd())
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file; errors name the file, key, value and rule."""
-    path = Path(path)
+def resolve_scenario(name_or_path: str | Path | None) -> Path:
+    """A scenario file, or a bundled scenario's name (``default``, ``heldout/taxi-d20``)."""
+    from trimtab.sim.data import bundled_scenarios, scenario_path
+
+    if name_or_path is None:
+        return scenario_path("default")
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in str(name_or_path) and \
+            str(name_or_path) not in bundled_scenarios():
+        return path
+    bundled = scenario_path(str(name_or_path))
+    if not bundled.exists():
+        raise ScenarioError(f"scenario {name_or_path}: no such file, and not a bundled scenario "
+                            f"(bundled: {', '.join(bundled_scenarios())})")
+    return bundled
+
+
+def load_scenario(path: str | Path | None = None) -> Scenario:
+    """Read and validate a scenario YAML file (or a bundled one by name; none: the default);
+    errors name the file, key, value and rule."""
+    path = resolve_scenario(path)
     try:
         text = path.read_text()
     except OSError as exc:

@@ -1,10 +1,10 @@
-"""Assemble the controllers.types.Snapshot the collectors would export from one sim window."""
+"""Assemble the trimtab.controllers.core.types.Snapshot the collectors would export from one sim window."""
 from __future__ import annotations
 
 import numpy as np
 
-from controllers.types import FIELD_GPU, LatencyHistogram, Snapshot
-from sim.fleet.model import MemoryModel, WindowStats
+from trimtab.controllers.core.types import FIELD_GPU, LatencyHistogram, Snapshot
+from trimtab.sim.fleet.model import MemoryModel, WindowStats
 
 
 def latency_histogram(latencies_s: np.ndarray, bounds_s: tuple[float, ...]) -> LatencyHistogram:

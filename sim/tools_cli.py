@@ -33,7 +33,7 @@ def validate_cmd(
     from rich.progress import Progress
     from rich.table import Table
 
-    from sim.validate import run_validation, write_json
+    from trimtab.sim.validate import run_validation, write_json
 
     console = Console()
     with Progress(console=console, transient=True) as bar:
@@ -69,7 +69,7 @@ def bench_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from sim.bench import run_bench
+    from trimtab.sim.bench import run_bench
 
     console = Console()
     with console.status("benchmarking (a few minutes)" if not quick else "benchmarking"):

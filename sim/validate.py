@@ -1,4 +1,4 @@
-"""``trimtab sim validate``: the real engine (sim.replay.simulate) against queueing theory.
+"""``trimtab sim validate``: the real engine (trimtab.sim.replay.simulate) against queueing theory.
 
 Each model case is a Scenario built in code with a ``poisson`` trace and a ``static`` policy,
 replayed with ``record_requests=True`` for several seeds. Per-customer values (waits, response
@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from sim import queueing as qt
-from sim.validate_cases import CASES, Case, Check, trace_invariants
+from trimtab.sim import queueing as qt
+from trimtab.sim.validate_cases import CASES, Case, Check, trace_invariants
 
 WARMUP_FRACTION = 0.05
 BATCHES_PER_SEED = 10
@@ -49,7 +49,7 @@ class CaseRun:
 
 def run_case(case: Case, seed: int, customers: int) -> CaseRun:
     """Replay one case for one seed and reduce the per-customer records to batch means."""
-    from sim.replay import simulate
+    from trimtab.sim.replay import simulate
 
     sc = case.scenario(customers, seed)
     result = simulate(sc, f"static:replicas={case.servers}", record_requests=True)

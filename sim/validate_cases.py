@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from sim import queueing as qt
+from trimtab.sim import queueing as qt
+from trimtab.sim.data import data_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+TRACES_DIR = data_path("traces")
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Metric:
         if self.kind == "response":
             return req["finish_s"] - req["arrival_s"]
         if self.kind == "shed":
-            from sim.fleet.model import SHED
+            from trimtab.sim.fleet.model import SHED
 
             return (req["outcome"] == SHED).astype(np.float64)
         raise ValueError(f"metric kind {self.kind!r} is not known")
@@ -69,7 +70,7 @@ class Case:
     recursion: bool = False          # also cross-check with Kiefer–Wolfowitz / Lindley
 
     def scenario(self, customers: int, seed: int) -> Any:
-        from sim.scenario import scenario_from_dict
+        from trimtab.sim.scenario import scenario_from_dict
 
         duration_s = customers / self.lam
         replicas = {"initial": self.servers, "min": self.servers, "max": self.servers,
@@ -84,7 +85,7 @@ class Case:
             "controller": {"interval_s": max(60.0, duration_s / 50)},
             "seed": 2000 + seed,
             "drain_s": 1e9,                  # run until every customer has left
-        }, f"<validate {self.name}>", REPO_ROOT)
+        }, f"<validate {self.name}>", TRACES_DIR)
 
 
 def exp_service(mean_s: float) -> dict[str, Any]:
@@ -152,11 +153,11 @@ def trace_invariants(quick: bool, tolerance: float) -> list[Check]:
     """Little's law, work conservation and request accounting on the Azure trace, replayed
     through two replicas that are overloaded at times, so every outcome occurs: batching,
     a queue cap (shed), queue timeouts, and out-of-memory batches (failed, cold restart)."""
-    from sim.fleet.model import FAILED, PENDING, SERVED, SHED, TIMED_OUT
-    from sim.replay import simulate
-    from sim.scenario import scenario_from_dict
+    from trimtab.sim.fleet.model import FAILED, PENDING, SERVED, SHED, TIMED_OUT
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
 
-    trace: dict[str, Any] = {"path": "traces/azure_llm_conv.csv", "format": "azure-llm",
+    trace: dict[str, Any] = {"path": "azure_llm_conv.csv", "format": "azure-llm",
                              "rate_scale": 16, "jitter_s": 0.5, "seed": 1}
     if quick:
         trace["end_s"] = 600.0
@@ -171,7 +172,7 @@ def trace_invariants(quick: bool, tolerance: float) -> list[Check]:
                      "max_queue": 60, "queue_timeout_s": 0.4,
                      "cold_start_s": 2.0},
         "controller": {"interval_s": 15}, "drain_s": 1e6,
-    }, "<validate azure>", REPO_ROOT)
+    }, "<validate azure>", TRACES_DIR)
     res = simulate(sc, "static:replicas=2", record_requests=True)
     req, acc = res.requests, res.accounting
     assert req is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRACES_DIR = REPO_ROOT / "traces"
+TRACES_DIR = REPO_ROOT / "sim/data/traces"
 
 
 def free_port() -> int:

@@ -6,11 +6,11 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from collectors.names import ALL_METRICS, BY_NAME, exposed_series_names, latency_buckets_s
-from controllers.clock import ManualClock
-from controllers.registry import make_policy
-from controllers.spec import SpecError, parse_spec
-from controllers.types import FleetBounds, LatencyHistogram, Snapshot
+from trimtab.collectors.names import ALL_METRICS, BY_NAME, exposed_series_names, latency_buckets_s
+from trimtab.controllers.shell.clock import ManualClock
+from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.spec import SpecError, parse_spec
+from trimtab.controllers.core.types import FleetBounds, LatencyHistogram, Snapshot
 
 
 def hist(counts: list[int], bounds: tuple[float, ...] = (0.1, 0.5, 1.0)) -> LatencyHistogram:

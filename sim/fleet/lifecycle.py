@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 
-from sim.fleet.types import (DRAINING, FAILED, PARKED, READY, STARTING, STOPPED, _NO_LIMIT)
+from trimtab.sim.fleet.types import (DRAINING, FAILED, PARKED, READY, STARTING, STOPPED, _NO_LIMIT)
 
 
 class LifecycleMixin:
-    """Needs the Fleet's replica tables, counters and engine; see sim.fleet.model.Fleet."""
+    """Needs the Fleet's replica tables, counters and engine; see trimtab.sim.fleet.model.Fleet."""
 
     def _new_replica(self, st: int) -> int:
         r = len(self.state)

@@ -14,13 +14,13 @@ from collections import deque
 
 import numpy as np
 
-from sim.engine import Engine
-from sim.fleet.lifecycle import LifecycleMixin
-from sim.fleet.router import RouterMixin
-from sim.fleet.types import (DRAINING, FAILED, OUTCOME_NAMES, PARKED, PENDING, READY, SERVED,
+from trimtab.sim.engine import Engine
+from trimtab.sim.fleet.lifecycle import LifecycleMixin
+from trimtab.sim.fleet.router import RouterMixin
+from trimtab.sim.fleet.types import (DRAINING, FAILED, OUTCOME_NAMES, PARKED, PENDING, READY, SERVED,
                              SHED, STARTING, STATE_NAMES, STOPPED, TIMED_OUT, _NO_LIMIT,
                              FleetConfig, MemoryModel, WindowStats)
-from sim.fleet.window import WindowMixin
+from trimtab.sim.fleet.window import WindowMixin
 
 __all__ = ["DRAINING", "FAILED", "OUTCOME_NAMES", "PARKED", "PENDING", "READY", "SERVED",
            "SHED", "STARTING", "STATE_NAMES", "STOPPED", "TIMED_OUT", "Fleet", "FleetConfig",

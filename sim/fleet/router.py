@@ -6,7 +6,7 @@ concurrency limit is never picked; when none has room the request waits in the r
 """
 from __future__ import annotations
 
-from sim.fleet.types import _NO_LIMIT
+from trimtab.sim.fleet.types import _NO_LIMIT
 
 
 class RouterMixin:

@@ -5,7 +5,7 @@ from itertools import chain
 
 import numpy as np
 
-from sim.fleet.types import SERVED, WindowStats
+from trimtab.sim.fleet.types import SERVED, WindowStats
 
 
 class WindowMixin:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.traces import files, rates
-from sim.traces.config import FILE_FORMATS, FORMATS, GENERATOR_FORMATS, TraceConfig, TraceError
-from sim.traces.rates import RateCurve
+from trimtab.sim.traces import files, rates
+from trimtab.sim.traces.config import FILE_FORMATS, FORMATS, GENERATOR_FORMATS, TraceConfig, TraceError
+from trimtab.sim.traces.rates import RateCurve
 
 __all__ = ["FILE_FORMATS", "FORMATS", "GENERATOR_FORMATS", "Trace", "TraceConfig", "TraceError",
            "load_trace", "trace_from_arrays"]

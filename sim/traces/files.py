@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from sim.traces import csvfast
-from sim.traces.config import TraceError
-from sim.traces.rates import RateCurve, constant_pieces
+from trimtab.sim.traces import csvfast
+from trimtab.sim.traces.config import TraceError
+from trimtab.sim.traces.rates import RateCurve, constant_pieces
 
 _INT32_MAX = 2**31 - 1
 

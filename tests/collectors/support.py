@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collectors.settings import ControlSettings, ProxyLimits, SidecarConfig
+from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

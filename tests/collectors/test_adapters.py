@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from prometheus_client import CollectorRegistry
 
-from collectors import names
-from collectors.adapter_rules import (TRITON_RULES, VLLM_RULES, batch_size_histogram,
+from trimtab.collectors import names
+from trimtab.collectors.adapter_rules import (TRITON_RULES, VLLM_RULES, batch_size_histogram,
                                       triton_stats_fetcher)
-from collectors.adapters import PROXY_FAMILIES, PROXY_RENAMES, Rule, ScrapeAdapter, convert, load_mapping, parse
-from collectors.health import CollectorHealth
+from trimtab.collectors.adapters import PROXY_FAMILIES, PROXY_RENAMES, Rule, ScrapeAdapter, convert, load_mapping, parse
+from trimtab.collectors.health import CollectorHealth
 from tests.collectors.support import load_fixture, load_json_fixture, serve
 from tests.collectors.triton_standin import triton_standin
 
@@ -227,7 +227,7 @@ def test_every_builtin_rule_targets_a_known_name_with_its_labels():
 
 
 def test_sidecar_runs_the_triton_adapter_loop_against_the_standin():
-    from collectors.sidecar import Sidecar
+    from trimtab.collectors.sidecar import Sidecar
     from tests.collectors.support import make_config
 
     async def scenario():
@@ -266,8 +266,8 @@ def test_conversion_keeps_the_total_whatever_the_model_set(values, scale):
 def test_proxy_and_adapter_together_export_each_family_once():
     from prometheus_client import generate_latest
 
-    from collectors.fake_nvml import FakeGpuConfig, FakeNVML
-    from collectors.sidecar import Sidecar
+    from trimtab.collectors.fake_nvml import FakeGpuConfig, FakeNVML
+    from trimtab.collectors.sidecar import Sidecar
     from tests.collectors.support import make_config
 
     async def scenario():

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from collectors.admission import Admission, QueueFull, QueueTimeout
+from trimtab.collectors.admission import Admission, QueueFull, QueueTimeout
 
 
 def run(coro):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from collectors.bench import exposition_ms, run_bench
-from collectors.loadgen import closed_loop, open_loop, poisson_arrivals_s
+from trimtab.collectors.bench import exposition_ms, run_bench
+from trimtab.collectors.loadgen import closed_loop, open_loop, poisson_arrivals_s
 from tests.collectors.support import serve, upstream_app
 
 

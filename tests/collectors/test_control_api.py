@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collectors.settings import ControlSettings
-from collectors.sidecar import Sidecar
-from collectors.triton_control import TritonBatchApplier, with_batch_settings
+from trimtab.collectors.settings import ControlSettings
+from trimtab.collectors.sidecar import Sidecar
+from trimtab.collectors.triton_control import TritonBatchApplier, with_batch_settings
 from tests.collectors.support import load_json_fixture, make_config, serve
 from tests.collectors.triton_standin import triton_standin
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collectors import names
-from collectors.fake_nvml import FakeGpuConfig, FakeNVML, FakeProcess
-from collectors.gpu import GpuCollector
-from collectors.health import CollectorHealth
+from trimtab.collectors import names
+from trimtab.collectors.fake_nvml import FakeGpuConfig, FakeNVML, FakeProcess
+from trimtab.collectors.gpu import GpuCollector
+from trimtab.collectors.health import CollectorHealth
 
 GIB = 1024 ** 3
 

@@ -5,8 +5,8 @@ import pynvml
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collectors.gpu import GpuCollector
-from collectors.health import CollectorHealth
+from trimtab.collectors.gpu import GpuCollector
+from trimtab.collectors.health import CollectorHealth
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_auto_without_a_driver_disables_the_collector():
     else:
         pynvml.nvmlShutdown()
         pytest.skip("a driver is present: covered by the gpu-marked test")
-    from collectors.gpu import load_nvml
+    from trimtab.collectors.gpu import load_nvml
     health = CollectorHealth()
     collector = GpuCollector(load_nvml("auto"), health)
     collector.poll_once()

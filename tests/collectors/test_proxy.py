@@ -8,8 +8,8 @@ import socket
 import aiohttp
 import pytest
 
-from collectors.proxy import model_from_request
-from collectors.sidecar import Sidecar
+from trimtab.collectors.proxy import model_from_request
+from trimtab.collectors.sidecar import Sidecar
 from tests.collectors.support import make_config, serve, upstream_app
 
 

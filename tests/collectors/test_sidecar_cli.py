@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from collectors import names
+from trimtab.collectors import names
 from tests.conftest import REPO_ROOT, free_port
 
-TRIMTAB = [sys.executable, "-m", "controllers.cli"]
+TRIMTAB = [sys.executable, "-m", "trimtab.cli"]
 # Families the sidecar exports in proxy mode with --gpu fake, before any traffic.
 SIDECAR_FAMILIES = [
     names.REQUESTS, names.REQUEST_DURATION, names.QUEUE_DURATION, names.TIME_TO_FIRST_BYTE,

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 
-from collectors.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
+from trimtab.collectors.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controllers.types import Decision, FleetBounds, Policy, Snapshot
+from trimtab.controllers.core.types import Decision, FleetBounds, Policy, Snapshot
 
 
 def snap(t_s: float = 15.0, window_s: float = 15.0, ready: int = 4, starting: int = 0,
@@ -19,7 +19,7 @@ def snap(t_s: float = 15.0, window_s: float = 15.0, ready: int = 4, starting: in
 
 def step_scenario(name: str = "oracle-step") -> Any:
     """A small scenario: 50 req/s for 300 s, then 150 (a step), 60 s cold start, SLO 0.5 s."""
-    from sim.scenario import scenario_from_dict
+    from trimtab.sim.scenario import scenario_from_dict
 
     return scenario_from_dict({
         "name": name, "trace": {"format": "step", "steps": [[0, 50], [300, 150]],

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from controllers import budget, capacity, knobs
-from controllers.types import LatencyHistogram
+from trimtab.controllers.core import budget, capacity, knobs
+from trimtab.controllers.core.types import LatencyHistogram
 from tests.controllers.builders import snap
 
 FIT = capacity.BatchFit(0.1, 0.02, 0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from controllers import capacity
+from trimtab.controllers.core import capacity
 
 FIT = capacity.BatchFit(0.12, 0.03, 0)
 
@@ -126,8 +126,8 @@ def test_admission_wait_keeps_room_for_slow_batches(cv, q, wait_s):
 @pytest.mark.slow
 def test_model_matches_the_simulator_at_constant_load():
     """The p99 model against the real simulator (static fleet, Poisson load): within 15 %."""
-    from sim.replay import simulate
-    from sim.scenario import scenario_from_dict
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
 
     sc = scenario_from_dict({
         "name": "calib", "trace": {"format": "poisson", "rate_rps": 300, "duration_s": 300,

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from controllers import forecast
+from trimtab.controllers.core import forecast
 
 CFG = forecast.ForecastConfig(bucket_s=60.0, season_s=3600.0, refit_s=600.0, quantile=0.95)
 

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from controllers import forecast_cli
+from trimtab.controllers.cli import forecast as forecast_cli
 from tests.conftest import TRACES_DIR
 
 

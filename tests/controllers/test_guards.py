@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from controllers import guards
-from controllers.types import (
+from trimtab.controllers.core import guards
+from trimtab.controllers.core.types import (
     FIELD_ARRIVAL_RATE, REASON_AT_MAX, REASON_AT_MIN, REASON_HOLD_MISSING, REASON_HOLD_STALE,
     REASON_HOLD_WARMUP, REASON_SCALE_UP_LIMITED, REASON_STABILIZING, REASON_WITHIN_TOLERANCE,
 )

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from controllers.baselines import hpa
-from controllers.registry import make_policy
-from controllers.spec import SpecError
-from controllers.types import (
+from trimtab.controllers.core.baselines import hpa
+from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.spec import SpecError
+from trimtab.controllers.core.types import (
     FIELD_IN_FLIGHT, REASON_HOLD_MISSING, REASON_SCALE_UP_LIMITED, REASON_STABILIZING,
     REASON_WITHIN_TOLERANCE,
 )

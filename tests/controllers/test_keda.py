@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from controllers.baselines import keda
-from controllers.registry import make_policy
-from controllers.types import FIELD_ARRIVAL_RATE, REASON_HOLD_MISSING, REASON_WITHIN_TOLERANCE
+from trimtab.controllers.core.baselines import keda
+from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.types import FIELD_ARRIVAL_RATE, REASON_HOLD_MISSING, REASON_WITHIN_TOLERANCE
 from tests.controllers.builders import bounds, run_loop, snap
 
 

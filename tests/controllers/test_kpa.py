@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from controllers.baselines import kpa
-from controllers.registry import make_policy
+from trimtab.controllers.core.baselines import kpa
+from trimtab.controllers.core.registry import make_policy
 from tests.controllers.builders import bounds, run_loop, snap
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from controllers import capacity, policy
-from controllers.registry import make_policy
-from controllers.spec import SpecError
-from controllers.types import (
+from trimtab.controllers.core import capacity, policy
+from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.spec import SpecError
+from trimtab.controllers.core.types import (
     FIELD_ARRIVAL_RATE, REASON_HOLD_MISSING, REASON_HOLD_WARMUP, Decision, LatencyHistogram,
 )
 from tests.controllers.builders import bounds, snap
@@ -138,7 +138,7 @@ def test_overspent_budget_plans_on_a_higher_quantile_and_more_replicas():
     """Same history and snapshot; only the run's miss budget differs."""
     from dataclasses import replace as dc_replace
 
-    from controllers.budget import BudgetState
+    from trimtab.controllers.core.budget import BudgetState
 
     pol = make_policy("trimtab", bounds(), 15.0)
     rng = np.random.default_rng(3)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from controllers.baselines import ray_serve
-from controllers.registry import make_policy
-from controllers.types import REASON_STABILIZING
+from trimtab.controllers.core.baselines import ray_serve
+from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.types import REASON_STABILIZING
 from tests.controllers.builders import bounds, run_loop, snap
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controllers.registry import make_policy
-from controllers.sweep import SWEEPS
-from sim import oracle
+from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.sweep import SWEEPS
+from trimtab.sim import oracle
 from tests.controllers.builders import bounds, step_scenario
 
 
@@ -34,8 +34,8 @@ def test_interval_rates():
 
 @pytest.mark.slow
 def test_oracle_meets_the_slo_and_is_no_dearer_than_static_peak():
-    from sim.replay import simulate
-    from sim.traces import load_trace
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.traces import load_trace
 
     sc = step_scenario()
     trace = load_trace(sc.trace, sc.base_dir)
@@ -54,9 +54,9 @@ def test_oracle_meets_the_slo_and_is_no_dearer_than_static_peak():
 def test_trimtab_on_a_small_diurnal_cycle():
     """The one small comparison in the suite: trimtab meets the SLO on a daily-like cycle
     and costs less than a static fleet sized for the peak."""
-    from sim.replay import simulate
-    from sim.scenario import scenario_from_dict
-    from sim.traces import load_trace
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
+    from trimtab.sim.traces import load_trace
 
     sc = scenario_from_dict({
         "name": "small-diurnal", "trace": {"format": "diurnal", "peak_rps": 150,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.live.fidelity import ServiceFit, cold_start_s, compare, fit_service, replay
-from sim.replay import RunResult
+from trimtab.up.fidelity import ServiceFit, cold_start_s, compare, fit_service, replay
+from trimtab.sim.replay import RunResult
 
 
 @pytest.mark.parametrize("samples, base_ms, per_item_ms", [
@@ -80,8 +80,8 @@ def test_compare_reports_relative_errors():
 
 
 def test_replaying_the_fitted_model_runs_the_same_policy_through_the_simulator():
-    from sim.live.load import RampProfile, arrivals
-    from sim.live.run import LiveConfig
+    from trimtab.up.load import RampProfile, arrivals
+    from trimtab.up.run import LiveConfig
 
     cfg = LiveConfig(duration_s=60)
     t = arrivals(RampProfile(60.0, cfg.base_rps, cfg.surge_factor), seed=3)
@@ -95,7 +95,7 @@ def test_replaying_the_fitted_model_runs_the_same_policy_through_the_simulator()
 
 
 def test_scripted_policy_replays_the_live_decisions_at_their_times():
-    from sim.live.fidelity import ScriptedPolicy
+    from trimtab.up.fidelity import ScriptedPolicy
 
     applied = [Applied(10.0, {"max_batch_size": (2, 6)}),
                Applied(20.0, {"replicas": (1, 3), "concurrency_limit": (16, 30)}),
@@ -108,9 +108,9 @@ def test_scripted_policy_replays_the_live_decisions_at_their_times():
 
 
 def test_replaying_live_decisions_follows_their_replica_counts():
-    from sim.live.fidelity import replay_decisions
-    from sim.live.load import RampProfile, arrivals
-    from sim.live.run import LiveConfig
+    from trimtab.up.fidelity import replay_decisions
+    from trimtab.up.load import RampProfile, arrivals
+    from trimtab.up.run import LiveConfig
 
     cfg = LiveConfig(duration_s=60)
     t = arrivals(RampProfile(60.0, cfg.base_rps, cfg.surge_factor), seed=3)
@@ -123,7 +123,7 @@ def test_replaying_live_decisions_follows_their_replica_counts():
 @pytest.mark.parametrize("offset_s, times", [(0.0, [58.8, 64.4]), (1.1, [57.7, 63.3])],
                          ids=["same-clock", "controller-started-earlier"])
 def test_applied_changes_move_to_the_loads_clock(offset_s, times):
-    from sim.live.fidelity import on_load_clock
+    from trimtab.up.fidelity import on_load_clock
 
     applied = [Applied(58.8, {"replicas": (1, 2)}), Applied(64.4, {"replicas": (2, 3)})]
     moved = on_load_clock(applied, offset_s)
@@ -135,10 +135,10 @@ def test_evaluate_fits_replays_four_ways_and_reports_the_model(monkeypatch):
     """Without Ray or Prometheus: the two Prometheus reads replaced by synthetic rows."""
     from types import SimpleNamespace
 
-    from sim.live import fidelity, results
-    from sim.live.fit import ReplicaWindow
-    from sim.live.load import RampProfile, arrivals
-    from sim.live.run import LiveConfig
+    from trimtab.up import fidelity, results
+    from trimtab.up.fit import ReplicaWindow
+    from trimtab.up.load import RampProfile, arrivals
+    from trimtab.up.run import LiveConfig
 
     cfg = LiveConfig(duration_s=60)
     t = arrivals(RampProfile(60.0, cfg.base_rps, cfg.surge_factor), seed=3)

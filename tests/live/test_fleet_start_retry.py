@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sim.live.fleet import FleetConfig, RayFleet
+from trimtab.up.fleet import FleetConfig, RayFleet
 
 
 class ProxyDied(Exception):

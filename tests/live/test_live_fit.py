@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.live.fit import (ReplicaWindow, Saturation, ServiceFit, effective_service, fit_hop_s,
+from trimtab.up.fit import (ReplicaWindow, Saturation, ServiceFit, effective_service, fit_hop_s,
                           fit_saturation, lag_windows)
-from sim.live.run import LiveConfig
+from trimtab.up.run import LiveConfig
 
 MEASURED = ServiceFit(base_ms=40.0, per_item_ms=60.0, cv=0.0, windows=10)
 
@@ -92,9 +92,9 @@ def test_effective_line_meets_the_saturated_rate_and_keeps_s1(n, rps):
 def served_rps(service: ServiceFit, concurrency: int | None, offered_rps: float = 20.0,
                duration_s: float = 60.0) -> float:
     """What one simulated replica serves under a steady overload."""
-    from sim.replay import simulate
-    from sim.scenario import scenario_from_dict
-    from sim.traces import trace_from_arrays
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
+    from trimtab.sim.traces import trace_from_arrays
 
     sc = scenario_from_dict({
         "name": "saturated",
@@ -147,7 +147,7 @@ def test_lag_windows(window_s, interval_s, lag):
 
 
 def test_fit_model_puts_the_terms_together():
-    from sim.live.fidelity import fit_model
+    from trimtab.up.fidelity import fit_model
 
     cfg = LiveConfig(duration_s=60)
     samples = [(1.0, 0.100, 40), (2.0, 0.160, 20), (3.0, 0.220, 5)]
@@ -176,7 +176,7 @@ def test_replica_windows_from_a_recorded_prometheus_answer(monkeypatch):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from sim.live import prom, results
+    from trimtab.up import prom, results
 
     rec = json.loads((Path(__file__).parent / "data" / "ray_batch_windows.json").read_text())
     asked = []

@@ -47,7 +47,7 @@ def test_sigint_mid_run_stops_everything(tmp_path):
     require_binary("prometheus")
     log = open(tmp_path / "up.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controllers.cli", "up", "--duration", "120", "--no-view",
+        [sys.executable, "-m", "trimtab.cli", "up", "--duration", "120", "--no-view",
          "--out", str(tmp_path / "out")],
         cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
@@ -86,7 +86,7 @@ def test_sigint_mid_run_stops_everything(tmp_path):
 def test_an_interrupt_a_library_swallowed_is_still_remembered():
     """The handler raises KeyboardInterrupt and keeps a flag the load loop checks, so a
     library call that catches BaseException does not turn Ctrl-C into a full run."""
-    from sim.live import run as live_run
+    from trimtab.up import run as live_run
 
     live_run._INTERRUPTED.clear()
     try:

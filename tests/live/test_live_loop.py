@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 def _pids_naming(marker: str) -> list[int]:
-    from sim.live.fleet import stray_pids
+    from trimtab.up.fleet import stray_pids
 
     return stray_pids(marker)
 
@@ -28,8 +28,8 @@ def live(tmp_path_factory):
     from tests.conftest import require_binary
 
     require_binary("prometheus")
-    from sim.live.run import LiveConfig, run_live_with
-    from sim.live_cli import finish_run
+    from trimtab.up.run import LiveConfig, run_live_with
+    from trimtab.up.cli import finish_run
 
     work = tmp_path_factory.mktemp("live-work")
     out = tmp_path_factory.mktemp("live-out")

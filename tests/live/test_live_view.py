@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from controllers.types import Decision, LatencyHistogram, Snapshot
-from sim.live.live_view import LiveView, LiveViewPolicy, live_snapshot, measured_batch_s
+from trimtab.controllers.core.types import Decision, LatencyHistogram, Snapshot
+from trimtab.sim.live_view import LiveView, LiveViewPolicy, live_snapshot, measured_batch_s
 
 BOUNDS_S = (0.1, 0.5, 1.0)
 
@@ -114,7 +114,7 @@ def test_without_a_fitted_concurrency_decisions_pass_through():
 
 
 def test_what_the_live_actuators_do_not_apply_is_not_applied():
-    from sim.live.live_view import UNAPPLIED
+    from trimtab.sim.live_view import UNAPPLIED
 
     # The sidecar gate and the Ray Serve actuator never set the admission timeout.
     assert "queue_timeout_s" in UNAPPLIED

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.live.load import RampProfile, arrivals
+from trimtab.up.load import RampProfile, arrivals
 
 
 def test_rate_curve_steady_surge_and_back():

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from controllers.actuators.base import ActuationError, WorkloadRef
-from controllers.types import Decision
+from trimtab.controllers.shell.actuators.base import ActuationError, WorkloadRef
+from trimtab.controllers.core.types import Decision
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -14,19 +14,19 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def fleet():
-    from sim.live.fleet import FleetConfig, RayFleet
+    from trimtab.up.fleet import FleetConfig, RayFleet
 
     fleet = RayFleet(FleetConfig(http_port=free_port(), metrics_port=free_port(),
                                  max_batch_size=4))
     with fleet:
         yield fleet
-    from sim.live.fleet import stray_pids
+    from trimtab.up.fleet import stray_pids
     assert stray_pids(fleet.temp_dir) == [], "Ray processes left after stop()"
 
 
 @pytest.fixture(scope="module")
 def actuator():
-    from controllers.actuators.ray_serve import RayServeActuator
+    from trimtab.controllers.shell.actuators.ray_serve import RayServeActuator
 
     return RayServeActuator()
 

@@ -6,10 +6,10 @@ import copy
 import pytest
 from hypothesis import given, strategies as st
 
-from controllers.actuators.base import ActuationError, WorkloadRef
-from controllers.actuators.ray_serve import (ERROR_CODES, RayServeActuator, desired_overrides,
+from trimtab.controllers.shell.actuators.base import ActuationError, WorkloadRef
+from trimtab.controllers.shell.actuators.ray_serve import (ERROR_CODES, RayServeActuator, desired_overrides,
                                              diff_settings)
-from controllers.types import Decision
+from trimtab.controllers.core.types import Decision
 
 W = WorkloadRef("RayServeDeployment", "demo", "mlp")
 
@@ -22,7 +22,7 @@ DETAILS = {
     "applications": {
         "demo": {
             "deployed_app_config": {
-                "name": "demo", "route_prefix": "/", "import_path": "sim.live.model:app",
+                "name": "demo", "route_prefix": "/", "import_path": "trimtab.up.model:app",
                 "deployments": [{"name": "mlp", "num_replicas": 2,
                                  "user_config": {"trimtab": {"max_batch_size": 4},
                                                  "threshold": 0.3}}]},

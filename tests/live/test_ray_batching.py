@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectors.ray_batching import (BatchConfigError, BatchSettings, TrimtabBatching,
+from trimtab.collectors.ray_batching import (BatchConfigError, BatchSettings, TrimtabBatching,
                                      apply_batch_settings, current_batch_settings,
                                      parse_batch_settings)
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from controllers.actuators.base import WorkloadRef
-from controllers.types import Decision
+from trimtab.controllers.shell.actuators.base import WorkloadRef
+from trimtab.controllers.core.types import Decision
 
 RAY_MODULES = ("ray", "ray.serve", "ray.serve.context", "ray.serve.schema")
 
@@ -23,7 +23,7 @@ def no_ray(monkeypatch):
 
 
 def test_trimtab_up_names_the_extra_to_install(no_ray):
-    from controllers.cli import app
+    from trimtab.cli import app
 
     result = CliRunner().invoke(app, ["up", "--duration", "30", "--no-view"])
     assert result.exit_code == 2
@@ -31,7 +31,7 @@ def test_trimtab_up_names_the_extra_to_install(no_ray):
 
 
 def test_other_commands_still_work(no_ray):
-    from controllers.cli import app
+    from trimtab.cli import app
 
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
@@ -39,8 +39,8 @@ def test_other_commands_still_work(no_ray):
 
 
 def test_the_actuator_raises_a_bounded_error_with_the_hint(no_ray):
-    from controllers.actuators.base import ActuationError
-    from controllers.actuators.ray_serve import RayServeActuator, ray_serve_available
+    from trimtab.controllers.shell.actuators.base import ActuationError
+    from trimtab.controllers.shell.actuators.ray_serve import RayServeActuator, ray_serve_available
 
     assert not ray_serve_available()
     act = RayServeActuator()
@@ -56,7 +56,7 @@ def test_the_actuator_raises_a_bounded_error_with_the_hint(no_ray):
 def test_the_batching_helper_imports_without_ray(no_ray):
     import importlib
 
-    import collectors.ray_batching as helper
+    import trimtab.collectors.ray_batching as helper
 
     importlib.reload(helper)
     assert helper.parse_batch_settings({"trimtab": {"max_batch_size": 3}}).max_batch_size == 3

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Console
 
-from controllers.types import Snapshot
-from sim.live.load import LoadGenerator, RampProfile
-from sim.live.run import LiveConfig
-from sim.live.view import render
+from trimtab.controllers.core.types import Snapshot
+from trimtab.up.load import LoadGenerator, RampProfile
+from trimtab.up.run import LiveConfig
+from trimtab.up.view import render
 
 
 def _text(renderable) -> str:

@@ -20,7 +20,7 @@ import yaml
 from tests.conftest import REPO_ROOT, free_port, require_binary
 
 # The CLI through this interpreter, so the tests need no console script on PATH.
-TRIMTAB = [sys.executable, "-m", "controllers.cli"]
+TRIMTAB = [sys.executable, "-m", "trimtab.cli"]
 
 
 class Proc:
@@ -166,8 +166,8 @@ def start_alertmanager(start: Callable[..., Proc], work: Path, config: dict[str,
 
 def recorded_exprs() -> dict[str, str]:
     """Recording rule name -> its expression, from the shipped rules."""
-    from alerts.config import DEFAULT_CONFIG
-    from alerts.recording import recording_groups
+    from trimtab.alerts.config import DEFAULT_CONFIG
+    from trimtab.alerts.recording import recording_groups
     return {r.record: r.expr for rules in recording_groups(DEFAULT_CONFIG).values()
             for r in rules}
 

@@ -7,13 +7,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.alerting import all_alerts
-from alerts.config import load_config
-from alerts.promql import le_label
-from alerts.recording import slo_windows
-from alerts.rulefile import dump_yaml, rule_file
-from alerts.runbook import render_runbook
-from collectors.names import latency_buckets_s
+from trimtab.alerts.alerting import all_alerts
+from trimtab.alerts.config import load_config
+from trimtab.alerts.promql import le_label
+from trimtab.alerts.recording import slo_windows
+from trimtab.alerts.rulefile import dump_yaml, rule_file
+from trimtab.alerts.runbook import render_runbook
+from trimtab.collectors.names import latency_buckets_s
 
 configs = st.fixed_dictionaries({
     "slo_latency_s": st.sampled_from([0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 2.5]),

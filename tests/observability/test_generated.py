@@ -8,15 +8,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from alerts import build as alerts_build
-from alerts.alerting import all_alerts
-from alerts.config import DEFAULT_CONFIG, ConfigError, load_config
-from alerts.promtool_tests import LONG_TEST_FILE, RULE_FILE, TEST_FILE
-from alerts.recording import duration_s
-from collectors import names as n
-from controllers.cli import app
-from dashboards import build as dash_build
-from dashboards.boards import ALL_BOARDS
+from trimtab.alerts import build as alerts_build
+from trimtab.alerts.alerting import all_alerts
+from trimtab.alerts.config import DEFAULT_CONFIG, ConfigError, load_config
+from trimtab.alerts.promtool_tests import LONG_TEST_FILE, RULE_FILE, TEST_FILE
+from trimtab.alerts.recording import duration_s
+from trimtab.collectors import names as n
+from trimtab.cli import app
+from trimtab.dashboards import build as dash_build
+from trimtab.dashboards.boards import ALL_BOARDS
 
 ALERTS_DIR = alerts_build.ALERTS_DIR
 # Series names in PromQL: recording rules (with colons) and trimtab's own families.

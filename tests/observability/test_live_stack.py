@@ -17,12 +17,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from alerts import recording as rec
-from alerts.alertmanager import alertmanager_config
-from alerts.config import DEFAULT_CONFIG
-from alerts.rulefile import dump_yaml, rule_file
-from dashboards import build as dash_build
-from dashboards.boards import ALL_BOARDS
+from trimtab.alerts import recording as rec
+from trimtab.alerts.alertmanager import alertmanager_config
+from trimtab.alerts.config import DEFAULT_CONFIG
+from trimtab.alerts.rulefile import dump_yaml, rule_file
+from trimtab.dashboards import build as dash_build
+from trimtab.dashboards.boards import ALL_BOARDS
 from tests.conftest import free_port
 from tests.observability.support import (TRIMTAB, Proc, Webhook, python, raw_names,
                                          recorded_exprs, start_alertmanager, start_prometheus,

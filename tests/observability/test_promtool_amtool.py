@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.alertmanager import NOWHERE, PAGER, TICKETS
-from alerts.build import ALERTMANAGER_FILE, ALERTS_DIR
-from alerts.promtool_tests import LONG_TEST_FILE, RULE_FILE, TEST_FILE
+from trimtab.alerts.alertmanager import NOWHERE, PAGER, TICKETS
+from trimtab.alerts.build import ALERTMANAGER_FILE, ALERTS_DIR
+from trimtab.alerts.promtool_tests import LONG_TEST_FILE, RULE_FILE, TEST_FILE
 from tests.conftest import require_binary
 
 
@@ -87,7 +87,7 @@ def test_routing(labels: dict[str, str], receiver: str) -> None:
 
 def test_alerts_bench_runs_on_a_real_prometheus() -> None:
     """Smoke run of `trimtab alerts bench` (tiny history): the figures exist and are positive."""
-    from alerts.bench import run_bench
+    from trimtab.alerts.bench import run_bench
     require_binary("prometheus")
     figures = run_bench(models=2, days=0.5, step_s=300, repeats=1)
     assert figures["recording_rules"] >= 10

@@ -20,12 +20,12 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from alerts.alerting import all_alerts
-from alerts.config import DEFAULT_CONFIG
-from alerts.recording import duration_s
-from alerts.rulefile import dump_yaml, rule_file
-from dashboards import build as dash_build
-from dashboards.boards import ALL_BOARDS
+from trimtab.alerts.alerting import all_alerts
+from trimtab.alerts.config import DEFAULT_CONFIG
+from trimtab.alerts.recording import duration_s
+from trimtab.alerts.rulefile import dump_yaml, rule_file
+from trimtab.dashboards import build as dash_build
+from trimtab.dashboards.boards import ALL_BOARDS
 from tests.conftest import REPO_ROOT, require_binary
 from tests.observability.support import (TRIMTAB, PromAPI, Proc, raw_names, recorded_exprs,
                                          start_prometheus)

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from collectors import names as n
-from controllers.kube_standin import KubeStandIn
-from controllers.types import Decision, FleetBounds, Snapshot
+from trimtab.collectors import names as n
+from tests.support.kube_standin import KubeStandIn
+from trimtab.controllers.core.types import Decision, FleetBounds, Snapshot
 from tests.conftest import free_port, require_binary
 
 
@@ -29,7 +29,7 @@ def standin() -> Iterator[KubeStandIn]:
 
 @pytest.fixture
 def kube_api(standin: KubeStandIn, tmp_path: Path):
-    from controllers.actuators.kubernetes import make_api_client
+    from trimtab.controllers.shell.actuators.kubernetes import make_api_client
 
     api = make_api_client(str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
     yield api

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controllers.sources.prometheus import queries_for
+from trimtab.controllers.shell.sources.prometheus import queries_for
 from tests.conftest import REPO_ROOT
 from tests.production.conftest import Exporter, Prometheus
 

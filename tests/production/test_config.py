@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controllers.assemble import build_targets
-from controllers.config import ConfigError, load_config, parse_config
+from trimtab.controllers.shell.assemble import build_targets
+from trimtab.controllers.shell.config import ConfigError, load_config, parse_config
 from tests.conftest import REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "controller.yaml"
@@ -98,8 +98,8 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_sidecar_source_config_builds_a_direct_scrape_source() -> None:
-    from controllers.assemble import build_source
-    from controllers.sources.sidecar import SidecarSource
+    from trimtab.controllers.shell.assemble import build_source
+    from trimtab.controllers.shell.sources.sidecar import SidecarSource
 
     doc = base()
     doc["source"] = "sidecar"

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from controllers.config import load_config
+from trimtab.controllers.shell.config import load_config
 from tests.conftest import REPO_ROOT, require_binary
 
 DEPLOY = REPO_ROOT / "deploy"

@@ -10,14 +10,14 @@ from typing import Callable, Iterator
 
 import pytest
 
-from controllers.actuators.base import WorkloadRef
-from controllers.actuators.kubernetes import KubernetesActuator
-from controllers.actuators.sidecar import SidecarActuator, SidecarEndpoint
-from controllers.clock import ManualClock
-from controllers.loop import ControlLoop, Target
-from controllers.metrics import ControllerMetrics
-from controllers.sources.base import TargetSelector
-from controllers.sources.prometheus import PrometheusSource
+from trimtab.controllers.shell.actuators.base import WorkloadRef
+from trimtab.controllers.shell.actuators.kubernetes import KubernetesActuator
+from trimtab.controllers.shell.actuators.sidecar import SidecarActuator, SidecarEndpoint
+from trimtab.controllers.shell.clock import ManualClock
+from trimtab.controllers.shell.loop import ControlLoop, Target
+from trimtab.controllers.shell.metrics import ControllerMetrics
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.prometheus import PrometheusSource
 from tests.conftest import REPO_ROOT, free_port
 from tests.production.conftest import BOUNDS, Exporter, Prometheus, ScriptedPolicy
 

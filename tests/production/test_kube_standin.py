@@ -7,7 +7,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controllers.kube_standin import KubeStandIn, selector_matches
+from tests.support.kube_standin import KubeStandIn, selector_matches
 
 
 def test_scale_subresource_get_put_patch(standin: KubeStandIn, kube_api) -> None:

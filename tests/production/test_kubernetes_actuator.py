@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from controllers.actuators.base import ActuationError, WorkloadRef
-from controllers.actuators.kubernetes import KubernetesActuator
-from controllers.kube_standin import KubeStandIn
-from controllers.types import Decision
+from trimtab.controllers.shell.actuators.base import ActuationError, WorkloadRef
+from trimtab.controllers.shell.actuators.kubernetes import KubernetesActuator
+from tests.support.kube_standin import KubeStandIn
+from trimtab.controllers.core.types import Decision
 
 LLAMA = WorkloadRef("Deployment", "prod", "llama")
 

@@ -5,13 +5,13 @@ import threading
 
 import pytest
 
-from controllers.actuators.base import WorkloadRef
-from controllers.actuators.kubernetes import KubernetesActuator
-from controllers.clock import ManualClock, WallClock
-from controllers.leader import LeaderElector
-from controllers.loop import ControlLoop, Target
-from controllers.metrics import ControllerMetrics
-from controllers.sources.base import TargetSelector
+from trimtab.controllers.shell.actuators.base import WorkloadRef
+from trimtab.controllers.shell.actuators.kubernetes import KubernetesActuator
+from trimtab.controllers.shell.clock import ManualClock, WallClock
+from trimtab.controllers.shell.leader import LeaderElector
+from trimtab.controllers.shell.loop import ControlLoop, Target
+from trimtab.controllers.shell.metrics import ControllerMetrics
+from trimtab.controllers.shell.sources.base import TargetSelector
 from tests.production.conftest import BOUNDS, ScriptedPolicy, snapshot
 
 

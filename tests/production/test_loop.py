@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from controllers.actuators.base import ActuationError, Applied, WorkloadRef
-from controllers.clock import ManualClock
-from controllers.loop import ControlLoop, Target
-from controllers.metrics import ControllerMetrics
-from controllers.sources.base import TargetSelector
-from controllers.types import Decision, Snapshot
+from trimtab.controllers.shell.actuators.base import ActuationError, Applied, WorkloadRef
+from trimtab.controllers.shell.clock import ManualClock
+from trimtab.controllers.shell.loop import ControlLoop, Target
+from trimtab.controllers.shell.metrics import ControllerMetrics
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.core.types import Decision, Snapshot
 from tests.production.conftest import BOUNDS, ScriptedPolicy, snapshot
 
 

@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from controllers.sources.base import TargetSelector
-from controllers.sources.prometheus import PrometheusSource, SourceUnavailable, queries_for
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.prometheus import PrometheusSource, SourceUnavailable, queries_for
 from tests.conftest import free_port
 from tests.production.conftest import Exporter, Prometheus
 

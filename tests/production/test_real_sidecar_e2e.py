@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from controllers.actuators.base import WorkloadRef
-from controllers.actuators.sidecar import SidecarActuator, SidecarEndpoint
-from controllers.sources.base import TargetSelector
-from controllers.sources.prometheus import PrometheusSource
-from controllers.types import Decision
+from trimtab.controllers.shell.actuators.base import WorkloadRef
+from trimtab.controllers.shell.actuators.sidecar import SidecarActuator, SidecarEndpoint
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.prometheus import PrometheusSource
+from trimtab.controllers.core.types import Decision
 from tests.conftest import REPO_ROOT, free_port
 from tests.production.conftest import Prometheus
 

@@ -10,10 +10,10 @@ from typing import Iterator
 
 import pytest
 
-from controllers.actuators.base import ActuationError, WorkloadRef
-from controllers.actuators.sidecar import SidecarActuator, SidecarEndpoint
-from controllers.kube_standin import KubeStandIn
-from controllers.types import Decision
+from trimtab.controllers.shell.actuators.base import ActuationError, WorkloadRef
+from trimtab.controllers.shell.actuators.sidecar import SidecarActuator, SidecarEndpoint
+from tests.support.kube_standin import KubeStandIn
+from trimtab.controllers.core.types import Decision
 from tests.conftest import REPO_ROOT, free_port
 
 TOKEN = "s3cret-token"

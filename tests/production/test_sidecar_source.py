@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from controllers.sources.base import TargetSelector
-from controllers.sources.sidecar import SidecarSource, parse_page
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.sidecar import SidecarSource, parse_page
 from tests.conftest import free_port
 from tests.production.conftest import Exporter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import causal
+from trimtab.sim import causal
 from tests.controllers.builders import step_scenario
 
 
@@ -38,7 +38,7 @@ def test_window_must_be_positive():
 
 @pytest.mark.slow
 def test_a_step_up_costs_the_causal_schedule_more_than_the_oracle():
-    from sim.traces import load_trace
+    from trimtab.sim.traces import load_trace
 
     sc = step_scenario("causal-step")
     out = causal.compare(sc, load_trace(sc.trace, sc.base_dir), windows=(4, 16))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import sim.engine as engine_mod
-from sim.clock import SimClock
-from sim.engine import Engine, SimulationError
+import trimtab.sim.engine as engine_mod
+from trimtab.sim.clock import SimClock
+from trimtab.sim.engine import Engine, SimulationError
 
 
 def test_events_run_in_time_order_and_ties_in_schedule_order():

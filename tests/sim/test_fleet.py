@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.engine import Engine
-from sim.fleet.model import (DRAINING, FAILED, PARKED, READY, SERVED, SHED, STARTING, STOPPED,
+from trimtab.sim.engine import Engine
+from trimtab.sim.fleet.model import (DRAINING, FAILED, PARKED, READY, SERVED, SHED, STARTING, STOPPED,
                              TIMED_OUT, Fleet, FleetConfig, MemoryModel)
-from sim.fleet.service import AffineService
+from trimtab.sim.fleet.service import AffineService
 
 
 # ---------------------------------------------------------------------------- builders
@@ -183,7 +183,7 @@ def test_scale_to_zero_parks_idle_replicas_and_an_arrival_wakes_one():
 
 @pytest.mark.parametrize("dist", ["fixed", "lognormal"])
 def test_cold_start_distributions(dist):
-    from sim.scenario import cold_start_sampler, scenario_from_dict
+    from trimtab.sim.scenario import cold_start_sampler, scenario_from_dict
 
     sc = scenario_from_dict({"name": "x", "trace": {"format": "poisson", "rate_rps": 1,
                                                     "duration_s": 1},

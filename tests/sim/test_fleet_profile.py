@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.fleet.service import ProfileService, load_profile
+from trimtab.sim.fleet.service import ProfileService, load_profile
 from tests.conftest import TRACES_DIR
 
 PROFILE = TRACES_DIR / "splitwise_sim_perf_model.csv"
@@ -60,9 +60,9 @@ def test_bad_profile_row_names_line_and_column(tmp_path):
 
 
 def test_profile_scenario_replays_with_trace_tokens(tmp_path):
-    from sim.replay import simulate
-    from sim.scenario import scenario_from_dict
-    from sim.traces import trace_from_arrays
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
+    from trimtab.sim.traces import trace_from_arrays
 
     sc = scenario_from_dict({
         "name": "llm", "trace": {"format": "poisson", "rate_rps": 1, "duration_s": 60},

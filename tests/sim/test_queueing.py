@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim import queueing as qt
+from trimtab.sim import queueing as qt
 
 
 @pytest.mark.parametrize("name, value, expected, abs_tol", [

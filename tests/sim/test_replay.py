@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controllers.types import Decision, Snapshot
-from sim.replay import TICK_COLUMNS, simulate
-from sim.scenario import scenario_from_dict
-from sim.traces import trace_from_arrays
+from trimtab.controllers.core.types import Decision, Snapshot
+from trimtab.sim.replay import TICK_COLUMNS, simulate
+from trimtab.sim.scenario import scenario_from_dict
+from trimtab.sim.traces import trace_from_arrays
 from tests.conftest import REPO_ROOT, require_binary
 
 RESULT_KEYS = {"policy", "params", "slo_attainment", "meets_slo", "latency_p50_s",
@@ -117,8 +117,8 @@ def test_seed_changes_service_draws():
 # -------------------------------------------------------------------------------- CLI
 def short_default(tmp_path, end_s: float = 120.0):
     """The default demo scenario cut to its first ``end_s`` seconds."""
-    doc = yaml.safe_load((REPO_ROOT / "examples/scenarios/default.yaml").read_text())
-    doc["trace"]["path"] = str(REPO_ROOT / "traces/azure_llm_conv.csv")
+    doc = yaml.safe_load((REPO_ROOT / "sim/data/scenarios/default.yaml").read_text())
+    doc["trace"]["path"] = str(REPO_ROOT / "sim/data/traces/azure_llm_conv.csv")
     doc["trace"]["end_s"] = end_s
     p = tmp_path / "short.yaml"
     p.write_text(yaml.safe_dump(doc))
@@ -126,7 +126,7 @@ def short_default(tmp_path, end_s: float = 120.0):
 
 
 def cli(*args: str):
-    from controllers.cli import app
+    from trimtab.cli import app
 
     res = CliRunner().invoke(app, list(args), catch_exceptions=False)
     return res
@@ -165,7 +165,7 @@ def test_cli_bad_scenario_exits_2_with_the_rule(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: x\ntrace: {format: poisson, rate_rps: 1, duration_s: 1}\n"
                  "replicas: {min: 3, max: 2, initial: 2}\n")
-    res = CliRunner().invoke(__import__("controllers.cli").cli.app,
+    res = CliRunner().invoke(__import__("trimtab.cli").cli.app,
                              ["replay", "--scenario", str(p)])
     assert res.exit_code == 2
     assert "min = 3 must be <= max = 2" in res.output
@@ -194,21 +194,21 @@ def test_openmetrics_is_accepted_by_promtool(tmp_path):
 
 def test_sweep_adds_the_cheapest_slo_meeting_setting_and_the_oracle(tmp_path, monkeypatch):
     """With a sweep table and an oracle present, results gain the sweep's best and
-    cost_vs_oracle. Stand-ins for controllers.sweep and sim.oracle keep this test about the
+    cost_vs_oracle. Stand-ins for trimtab.controllers.core.sweep and trimtab.sim.oracle keep this test about the
     replay's bookkeeping, not about those modules."""
     import sys
     import types
 
-    from controllers.static import StaticPolicy
+    from trimtab.controllers.core.static import StaticPolicy
 
-    fake_sweep = types.ModuleType("controllers.sweep")
+    fake_sweep = types.ModuleType("trimtab.controllers.core.sweep")
     fake_sweep.SWEEPS = {"static": ["static:replicas=1", "static:replicas=3",
                                     "static:replicas=6"]}
-    fake_oracle = types.ModuleType("sim.oracle")
+    fake_oracle = types.ModuleType("trimtab.sim.oracle")
     fake_oracle.make_oracle_policy = lambda sc, trace, bounds: StaticPolicy(
         replicas=2, bounds=bounds, interval_s=10.0, name="oracle")
-    monkeypatch.setitem(sys.modules, "controllers.sweep", fake_sweep)
-    monkeypatch.setitem(sys.modules, "sim.oracle", fake_oracle)
+    monkeypatch.setitem(sys.modules, "trimtab.controllers.core.sweep", fake_sweep)
+    monkeypatch.setitem(sys.modules, "trimtab.sim.oracle", fake_oracle)
     sc = tmp_path / "sc.yaml"
     sc.write_text(yaml.safe_dump({
         "name": "sweep", "trace": {"format": "poisson", "rate_rps": 100, "duration_s": 120},
@@ -253,7 +253,7 @@ def test_a_policy_that_raises_the_batch_past_memory_causes_ooms():
 
 
 def test_openmetrics_series_are_cumulative_and_in_time_order(tmp_path):
-    from sim.openmetrics import render
+    from trimtab.sim.openmetrics import render
 
     res = simulate(scenario(controller={"interval_s": 5}), "static:replicas=2")
     text = render(res, model="m", end_unix_s=1_000_000.0, max_replicas=10)
@@ -284,7 +284,7 @@ def test_openmetrics_series_are_cumulative_and_in_time_order(tmp_path):
 
 
 def test_the_admission_wait_in_force_is_in_the_ticks_and_the_export():
-    from sim.openmetrics import render
+    from trimtab.sim.openmetrics import render
 
     pol = Scripted([Decision(replicas=2, reason="steady")] * 3
                    + [Decision(replicas=2, reason="steady", queue_timeout_s=0.2)] * 20)
@@ -305,7 +305,7 @@ def test_round_robin_router_scenario_replays():
 
 
 def test_unknown_policy_exits_2_listing_known_ones(tmp_path):
-    res = CliRunner().invoke(__import__("controllers.cli").cli.app,
+    res = CliRunner().invoke(__import__("trimtab.cli").cli.app,
                              ["replay", "--scenario", str(short_default(tmp_path, 30.0)),
                               "--policy", "nosuch", "--workers", "1"])
     assert res.exit_code == 2 and "known:" in res.output

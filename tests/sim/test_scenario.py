@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from sim.scenario import ScenarioError, load_scenario
+from trimtab.sim.scenario import ScenarioError, load_scenario
 from tests.conftest import REPO_ROOT
 
 GOOD = """
@@ -35,8 +35,8 @@ def test_the_issue_example_loads_with_its_values(tmp_path):
 
 
 def test_the_default_demo_scenario_loads():
-    sc = load_scenario(REPO_ROOT / "examples/scenarios/default.yaml")
-    assert (sc.base_dir / sc.trace.path).resolve() == (REPO_ROOT / "traces/azure_llm_conv.csv")
+    sc = load_scenario(REPO_ROOT / "sim/data/scenarios/default.yaml")
+    assert (sc.base_dir / sc.trace.path).resolve() == (REPO_ROOT / "sim/data/traces/azure_llm_conv.csv")
 
 
 @pytest.mark.parametrize("old,new,needles", [

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
-from sim.traces import FORMATS, TraceConfig, TraceError, load_trace
-from sim.traces import files
+from trimtab.sim.traces import FORMATS, TraceConfig, TraceError, load_trace
+from trimtab.sim.traces import files
 from tests.conftest import TRACES_DIR
 
 AZURE = TRACES_DIR / "azure_llm_conv.csv"
@@ -208,7 +208,7 @@ def test_jitter_moves_copies_within_bounds():
 
 
 def test_trace_from_arrays_sorts_and_keeps_tokens_aligned():
-    from sim.traces import trace_from_arrays
+    from trimtab.sim.traces import trace_from_arrays
 
     trace = trace_from_arrays(np.array([2.0, 0.5, 1.0]), np.array([20, 5, 10]), np.array([2, 0, 1]))
     assert trace.arrival_s.tolist() == [0.5, 1.0, 2.0]
@@ -218,7 +218,7 @@ def test_trace_from_arrays_sorts_and_keeps_tokens_aligned():
 
 @pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf], ids=["nan", "negative", "inf"])
 def test_trace_from_arrays_rejects_impossible_times(bad):
-    from sim.traces import trace_from_arrays
+    from trimtab.sim.traces import trace_from_arrays
 
     with pytest.raises(TraceError, match=r"arrival_s\[1\] = .*must be a finite number >= 0"):
         trace_from_arrays(np.array([0.0, bad, 2.0]))

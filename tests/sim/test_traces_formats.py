@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.traces import TraceConfig, TraceError, load_trace
+from trimtab.sim.traces import TraceConfig, TraceError, load_trace
 from tests.conftest import TRACES_DIR
 
 

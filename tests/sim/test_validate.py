@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sim import validate
-from sim.tools_cli import register
-from sim.validate_cases import CASES, Case, Metric
+from trimtab.sim import validate
+from trimtab.sim.tools_cli import register
+from trimtab.sim.validate_cases import CASES, Case, Metric
 
 REQUIRED = ["M/M/1 Erlang C", "M/M/4 Erlang C", "M/M/16 Erlang C", "M/M/1 P-K", "M/D/1 P-K",
             "Erlang B deterministic", "Erlang B lognormal", "M/M/1/5", "bulk M/M^[8]/1",
@@ -62,7 +62,7 @@ def _records(waits: np.ndarray, service: np.ndarray, arrival: np.ndarray) -> dic
 
 
 def test_recursion_check_catches_a_wait_off_by_a_microsecond():
-    from sim.queueing import lindley_waits
+    from trimtab.sim.queueing import lindley_waits
 
     rng = np.random.default_rng(0)
     arrival = np.cumsum(rng.exponential(1.0, 500))

@@ -1,0 +1,1 @@
+"""The controllers' commands: ``trimtab controller`` and ``trimtab forecast eval``."""

@@ -1,0 +1,157 @@
+"""Kubernetes HPA (autoscaling/v2) on one per-pod metric, with its real defaults.
+
+Follows replica_calculator.go (tolerance, not-ready pods counted at 0 % on scale-up, no
+direction flips) and horizontal.go (behavior: stabilisation windows and rate policies, bounds).
+The metric is in-flight requests, queue depth or GPU busy fraction per ready pod.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from trimtab.controllers.core.binding import PolicyConfig
+from trimtab.controllers.core.guards import (
+    RatePolicy, RateRules, hold_on_unreadable, rate_limit, record_scale_event, stabilize,
+)
+from trimtab.controllers.core.types import (
+    FIELD_GPU, FIELD_IN_FLIGHT, FIELD_QUEUE_DEPTH, REASON_SCALE_DOWN, REASON_SCALE_UP,
+    REASON_STEADY, REASON_WITHIN_TOLERANCE, Decision, Snapshot,
+)
+
+SYNC_PERIOD_S = 15.0                      # --horizontal-pod-autoscaler-sync-period
+REASON_NO_READY_PODS = "no_ready_pods"    # HPA: no pod reports the metric -> no change
+REASON_SCALING_DISABLED = "scaling_disabled"  # spec.replicas == 0 with minReplicas > 0
+
+# Per-metric default targets (HPA itself has none for custom metrics; these are typical).
+DEFAULT_TARGETS = {"in_flight": 8.0, "queue_depth": 4.0, "gpu_busy": 0.7}
+_METRIC_FIELD = {"in_flight": FIELD_IN_FLIGHT, "queue_depth": FIELD_QUEUE_DEPTH,
+                 "gpu_busy": FIELD_GPU}
+
+
+class HpaBehavior(PolicyConfig):
+    """``spec.behavior`` and tolerance, with the Kubernetes defaults."""
+
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    up_window_s: float = Field(0.0, ge=0, le=3600)
+    down_window_s: float = Field(300.0, ge=0, le=3600)
+    up_percent: float = Field(100.0, gt=0)
+    up_pods: int = Field(4, gt=0)
+    up_period_s: float = Field(15.0, gt=0, le=1800)
+    down_percent: float = Field(100.0, gt=0, le=100)
+    down_period_s: float = Field(15.0, gt=0, le=1800)
+
+    def up_rules(self) -> RateRules:
+        return RateRules(self.up_window_s, (RatePolicy("percent", self.up_percent, self.up_period_s),
+                                            RatePolicy("pods", self.up_pods, self.up_period_s)))
+
+    def down_rules(self) -> RateRules:
+        return RateRules(self.down_window_s,
+                         (RatePolicy("percent", self.down_percent, self.down_period_s),))
+
+
+class HpaConfig(HpaBehavior):
+    metric: Literal["in_flight", "queue_depth", "gpu_busy"] = "in_flight"
+    target: float = Field(DEFAULT_TARGETS["in_flight"], gt=0)
+
+
+@dataclass(frozen=True)
+class HpaState:
+    """Recommendations (for the windows) and scale events (for the rate policies)."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    scale_events: tuple[tuple[float, int], ...] = ()
+    seeded: bool = False     # horizontal.go seeds the history with (now, current) once
+
+
+def initial_state(config: HpaBehavior) -> HpaState:
+    return HpaState()
+
+
+def per_pod_replicas(metric_sum: float, ready: int, unready: int, current: int, target: float,
+                     tolerance: float) -> tuple[int, str]:
+    """replica_calculator.go calcPlainMetricReplicas for a metric summed over ready pods.
+
+    Example: 4 ready pods summing 48 in flight, 2 starting, target 8: ratio 1.5 would give
+    ceil(1.5 * 4) = 6; counting the 2 starting pods at 0 the ratio is 48 / 6 / 8 = 1.0,
+    within tolerance, so the count stays at ``current``.
+    """
+    usage_ratio = metric_sum / ready / target
+    if not (unready > 0 and usage_ratio > 1.0):
+        if abs(1.0 - usage_ratio) <= tolerance:
+            return current, REASON_WITHIN_TOLERANCE
+        desired = math.ceil(usage_ratio * ready - 1e-9)
+        return desired, _direction(desired, current)
+    new_ratio = metric_sum / (ready + unready) / target
+    if abs(1.0 - new_ratio) <= tolerance or new_ratio < 1.0:
+        return current, REASON_WITHIN_TOLERANCE
+    desired = math.ceil(new_ratio * (ready + unready) - 1e-9)
+    if desired < current:          # the imputed zeros must not flip the direction
+        return current, REASON_STEADY
+    return desired, _direction(desired, current)
+
+
+def _direction(desired: int, current: int) -> str:
+    if desired > current:
+        return REASON_SCALE_UP
+    return REASON_SCALE_DOWN if desired < current else REASON_STEADY
+
+
+def apply_behavior(current: int, desired: int, reason: str, state: HpaState, now_s: float,
+                   config: HpaBehavior, min_replicas: int, max_replicas: int
+                   ) -> tuple[int, str, HpaState]:
+    """horizontal.go normalizeDesiredReplicasWithBehaviors: windows, then rates and bounds."""
+    up, down = config.up_rules(), config.down_rules()
+    history = state.recommendations if state.seeded else ((now_s, current),)
+    rec, why, recs = stabilize(current, desired, history, now_s,
+                               up.window_s, down.window_s)
+    reason = why or reason
+    limited, why = rate_limit(current, rec, state.scale_events, now_s, up, down,
+                              min_replicas, max_replicas)
+    reason = why or reason
+    keep_s = max(config.up_period_s, config.down_period_s)
+    events = record_scale_event(state.scale_events, now_s, current, limited, keep_s)
+    if limited == current and reason in (REASON_SCALE_UP, REASON_SCALE_DOWN):
+        reason = REASON_STEADY
+    return limited, reason, HpaState(recs, events, True)
+
+
+def metric_sum(snapshot: Snapshot, metric: str, ready: int) -> float:
+    """The metric summed over ready pods (the snapshot holds fleet totals or a mean)."""
+    if metric == "in_flight":
+        return float(snapshot.in_flight or 0.0)
+    if metric == "queue_depth":
+        return float(snapshot.queue_depth or 0.0)
+    return float(snapshot.gpu_busy_ratio or 0.0) * ready
+
+
+def decide(snapshot: Snapshot, config: HpaConfig, state: HpaState, now_s: float
+           ) -> tuple[Decision, HpaState]:
+    """One HPA sync: metric -> raw desired count -> behavior -> bounds."""
+    b = config.bounds
+    field_name = "gpu_busy_ratio" if config.metric == "gpu_busy" else _METRIC_FIELD[config.metric]
+    hold = hold_on_unreadable(snapshot, [field_name])
+    if hold is not None:
+        return hold, state
+    current = snapshot.current_replicas
+    ready = snapshot.ready_replicas or 0
+    unready = snapshot.starting_replicas or 0
+    min_r = max(1, b.min_replicas)
+    if current == 0:
+        return Decision(replicas=0, reason=REASON_SCALING_DISABLED, valid=False), state
+    if current > b.max_replicas:
+        desired, reason = b.max_replicas, REASON_SCALE_DOWN
+    elif current < min_r:
+        desired, reason = min_r, REASON_SCALE_UP
+    elif ready == 0:
+        return Decision(replicas=current, reason=REASON_NO_READY_PODS, valid=False), state
+    else:
+        total = metric_sum(snapshot, config.metric, ready)
+        desired, reason = per_pod_replicas(total, ready, unready, current, config.target,
+                                           config.tolerance)
+    replicas, reason, new_state = apply_behavior(current, desired, reason, state, now_s,
+                                                 config, min_r, b.max_replicas)
+    return Decision(replicas=replicas, reason=reason,
+                    details={"raw_desired": float(desired)}), new_state

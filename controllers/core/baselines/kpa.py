@@ -1,0 +1,104 @@
+"""Knative Pod Autoscaler (KPA): stable and panic windows on per-pod concurrency.
+
+Follows knative.dev/serving pkg/autoscaler/scaling/autoscaler.go with the shipped defaults:
+2 s tick, stable window 60 s, panic window 10 % of it (6 s), target utilisation 70 %, panic
+threshold 200 %, max scale-up rate 1000, max scale-down rate 2. Concurrency is what the
+queue-proxies and activator see: requests held by pods plus requests buffered in front.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from trimtab.controllers.core.baselines.window import Sample, add_sample, window_mean
+from trimtab.controllers.core.binding import PolicyConfig
+from trimtab.controllers.core.guards import clamp, hold_on_unreadable
+from trimtab.controllers.core.types import (
+    FIELD_IN_FLIGHT, REASON_SCALE_DOWN, REASON_SCALE_UP, REASON_STEADY, Decision, Snapshot,
+)
+
+TICK_S = 2.0
+REASON_PANIC = "kpa_panic"                 # in panic: max(stable, panic), never decreasing
+REASON_NO_DATA = "kpa_no_data"
+
+
+class KpaConfig(PolicyConfig):
+    # Soft target per pod before utilisation; None = containerConcurrency, or 100 if that is 0.
+    target: float | None = Field(None, gt=0)
+    container_concurrency: int = Field(0, ge=0)
+    target_utilization: float = Field(0.7, gt=0, le=1)
+    stable_window_s: float = Field(60.0, ge=6, le=3600)
+    panic_window_pct: float = Field(10.0, ge=1, le=100)
+    panic_threshold_pct: float = Field(200.0, gt=100)
+    max_scale_up_rate: float = Field(1000.0, gt=1)
+    max_scale_down_rate: float = Field(2.0, gt=1)
+
+    def target_per_pod(self) -> float:
+        soft = self.target or (self.container_concurrency or 100)
+        return soft * self.target_utilization
+
+
+@dataclass(frozen=True)
+class KpaState:
+    samples: tuple[Sample, ...] = ()
+    panic_since_s: float | None = None     # time of the last tick over the panic threshold
+    max_panic_pods: int = 0
+    started: bool = False
+
+
+def initial_state(config: KpaConfig) -> KpaState:
+    return KpaState()
+
+
+def observed_concurrency(snapshot: Snapshot) -> float:
+    return float(snapshot.in_flight or 0.0) + float(snapshot.queue_depth or 0.0)
+
+
+def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
+           ) -> tuple[Decision, KpaState]:
+    hold = hold_on_unreadable(snapshot, [FIELD_IN_FLIGHT])
+    if hold is not None:
+        return hold, state
+    b = config.bounds
+    ready = snapshot.ready_replicas or 0
+    panic_since_s, max_panic = state.panic_since_s, state.max_panic_pods
+    if not state.started and snapshot.current_replicas > 1:
+        # A new autoscaler with >1 pod starts in panic holding the current count, so lost
+        # history cannot cause a scale-down.
+        panic_since_s, max_panic = now_s, snapshot.current_replicas
+    samples = add_sample(state.samples, now_s, snapshot.window_s, observed_concurrency(snapshot),
+                         keep_s=config.stable_window_s)
+    stable = window_mean(samples, now_s, config.stable_window_s)
+    panic = window_mean(samples, now_s, config.stable_window_s * config.panic_window_pct / 100)
+    if stable is None or panic is None:
+        new = KpaState(samples, panic_since_s, max_panic, True)
+        return Decision(replicas=snapshot.current_replicas, reason=REASON_NO_DATA,
+                        valid=False), new
+    ready_pods = max(1, ready)
+    max_up = math.ceil(config.max_scale_up_rate * ready_pods)
+    max_down = math.floor(ready_pods / config.max_scale_down_rate)
+    target = config.target_per_pod()
+    dspc = math.ceil(stable / target - 1e-9)
+    dppc = math.ceil(panic / target - 1e-9)
+    stable_want = int(min(max(dspc, max_down), max_up))
+    panic_want = int(min(max(dppc, max_down), max_up))
+    over = dppc / ready_pods >= config.panic_threshold_pct / 100
+    if over:
+        panic_since_s = now_s
+    elif panic_since_s is not None and now_s - panic_since_s >= config.stable_window_s:
+        panic_since_s, max_panic = None, 0
+    current = snapshot.current_replicas
+    if panic_since_s is not None:
+        want = max(stable_want, panic_want, max_panic)
+        max_panic = want
+        reason = REASON_PANIC
+    else:
+        want = stable_want
+        reason = (REASON_SCALE_UP if want > current
+                  else REASON_SCALE_DOWN if want < current else REASON_STEADY)
+    replicas, why = clamp(want, b.min_replicas, b.max_replicas)
+    return (Decision(replicas=replicas, reason=why or reason,
+                     details={"stable_concurrency": stable, "panic_concurrency": panic}),
+            KpaState(samples, panic_since_s, max_panic, True))

@@ -1,0 +1,1 @@
+"""Test-only stand-ins (not installed): the loopback Kubernetes API stand-in."""
