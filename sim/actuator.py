@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trimtab.controllers.core.types import Decision, FleetBounds
-from trimtab.sim.fleet.model import _NO_LIMIT, Fleet
+from trimtab.sim.fleet.model import NO_LIMIT, Fleet
 
 
 @dataclass
@@ -45,4 +45,4 @@ class SimActuator:
 
     @property
     def concurrency_limit(self) -> int | None:
-        return None if self.fleet.limit >= _NO_LIMIT else int(self.fleet.limit)
+        return None if self.fleet.limit >= NO_LIMIT else int(self.fleet.limit)

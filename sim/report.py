@@ -34,18 +34,18 @@ def results_json(scenario_name: str, requests: int, results: Sequence[dict[str, 
                  oracle: dict[str, Any] | None = None) -> dict[str, Any]:
     """The issue's JSON shape: ``{"scenario", "requests", "results": [...]}`` (+ oracle)."""
     doc: dict[str, Any] = {"scenario": scenario_name, "requests": requests,
-                           "results": [_clean(r) for r in results]}
+                           "results": [json_safe(r) for r in results]}
     if oracle is not None:
-        doc["oracle"] = _clean(oracle)
+        doc["oracle"] = json_safe(oracle)
     return doc
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):

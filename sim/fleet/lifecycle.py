@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from trimtab.sim.fleet.types import (DRAINING, FAILED, PARKED, READY, STARTING, STOPPED, _NO_LIMIT)
+from trimtab.sim.fleet.types import (DRAINING, FAILED, PARKED, READY, STARTING, STOPPED, NO_LIMIT)
 
 
 class LifecycleMixin:
@@ -160,7 +160,7 @@ class LifecycleMixin:
                 self._drain(r, now)
 
     def set_concurrency_limit(self, limit: int | None) -> None:
-        self.limit = _NO_LIMIT if limit is None else max(1, int(limit))
+        self.limit = NO_LIMIT if limit is None else max(1, int(limit))
         self._feed(self.eng._now)
 
     @property

@@ -18,13 +18,13 @@ from trimtab.sim.engine import Engine
 from trimtab.sim.fleet.lifecycle import LifecycleMixin
 from trimtab.sim.fleet.router import RouterMixin
 from trimtab.sim.fleet.types import (DRAINING, FAILED, OUTCOME_NAMES, PARKED, PENDING, READY, SERVED,
-                             SHED, STARTING, STATE_NAMES, STOPPED, TIMED_OUT, _NO_LIMIT,
+                             SHED, STARTING, STATE_NAMES, STOPPED, TIMED_OUT, NO_LIMIT,
                              FleetConfig, MemoryModel, WindowStats)
 from trimtab.sim.fleet.window import WindowMixin
 
 __all__ = ["DRAINING", "FAILED", "OUTCOME_NAMES", "PARKED", "PENDING", "READY", "SERVED",
            "SHED", "STARTING", "STATE_NAMES", "STOPPED", "TIMED_OUT", "Fleet", "FleetConfig",
-           "MemoryModel", "WindowStats", "_NO_LIMIT"]
+           "MemoryModel", "WindowStats", "NO_LIMIT"]
 
 
 class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
@@ -40,7 +40,7 @@ class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
         self.replica_of = np.full(n, -1, dtype=np.int32)
         self._arr_list_cache: dict[int, float] = {}
         # Settings in force (all replicas at once).
-        self.limit = cfg.concurrency_limit if cfg.concurrency_limit is not None else _NO_LIMIT
+        self.limit = cfg.concurrency_limit if cfg.concurrency_limit is not None else NO_LIMIT
         self.max_batch = cfg.max_batch
         self.batch_timeout_s = cfg.batch_timeout_s
         # Replica tables (index = replica id; ids are never reused).
@@ -58,7 +58,7 @@ class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
         self.idle_gen: list[int] = []
         # Least-outstanding buckets: bk[c] = ready replicas with c outstanding.
         self.bk: list[set[int]] = [set()]
-        self.minc = _NO_LIMIT
+        self.minc = NO_LIMIT
         self.rr_list: list[int] = []          # ready replicas, round-robin order
         self.rr_pos = 0
         self.lor = cfg.router == "least_outstanding"
@@ -87,7 +87,7 @@ class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
         # Hot-path bindings.
         self._heap = engine._heap
         self._done_cb = self._on_done      # bound once, not once per batch
-        self._max_fit = _NO_LIMIT if cfg.memory is None else self._largest_fit(cfg.memory)
+        self._max_fit = NO_LIMIT if cfg.memory is None else self._largest_fit(cfg.memory)
         self._timer_cb = self._on_timer
         self._seq = engine._seq
         self._svc = cfg.service.sample_s
@@ -325,7 +325,7 @@ class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
     @staticmethod
     def _largest_fit(mem: MemoryModel) -> int:
         if mem.per_item_bytes == 0:
-            return _NO_LIMIT if mem.fits(0) else -1
+            return NO_LIMIT if mem.fits(0) else -1
         k = int((mem.gpu_bytes - mem.weights_bytes) // mem.per_item_bytes)
         while k >= 0 and not mem.fits(k):
             k -= 1

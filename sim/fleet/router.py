@@ -6,7 +6,7 @@ concurrency limit is never picked; when none has room the request waits in the r
 """
 from __future__ import annotations
 
-from trimtab.sim.fleet.types import _NO_LIMIT
+from trimtab.sim.fleet.types import NO_LIMIT
 
 
 class RouterMixin:
@@ -27,11 +27,11 @@ class RouterMixin:
             self._bk_rescan()
 
     def _bk_rescan(self) -> None:
-        for c in range(self.minc if self.minc < _NO_LIMIT else 0, len(self.bk)):
+        for c in range(self.minc if self.minc < NO_LIMIT else 0, len(self.bk)):
             if self.bk[c]:
                 self.minc = c
                 return
-        self.minc = _NO_LIMIT
+        self.minc = NO_LIMIT
 
     def _pick(self) -> int:
         """A ready replica with room (and count it as one more outstanding), or -1."""

@@ -12,7 +12,7 @@ STATE_NAMES = ("starting", "ready", "draining", "stopped", "parked")
 # Request outcomes.
 PENDING, SERVED, SHED, TIMED_OUT, FAILED = 0, 1, 2, 3, 4
 OUTCOME_NAMES = ("pending", "served", "shed", "timed_out", "failed")
-_NO_LIMIT = 1 << 40
+NO_LIMIT = 1 << 40
 
 
 @dataclass(frozen=True)

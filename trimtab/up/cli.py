@@ -15,7 +15,7 @@ def finish_run(run: Any, out: Path) -> dict[str, Any]:
     """Results from Prometheus, the simulator's replay of the same load, the report files."""
     from trimtab.up import fidelity
     from trimtab.up.results import live_result
-    from trimtab.sim.report import _clean, write_report
+    from trimtab.sim.report import json_safe, write_report
 
     cfg = run.config
     live = live_result(run)
@@ -32,7 +32,7 @@ def finish_run(run: Any, out: Path) -> dict[str, Any]:
         "fidelity": {"p99_rel_error": fid["p99_rel_error"],
                      "replica_seconds_rel_error": fid["replica_seconds_rel_error"]},
     }
-    doc = _clean({"scenario": "live (Ray Serve)", "requests": int(len(run.arrival_s)),
+    doc = json_safe({"scenario": "live (Ray Serve)", "requests": int(len(run.arrival_s)),
                   "results": [live.summary, sim.summary], "figures": figures,
                   "fidelity": fid, "service_fit": fit.__dict__, "cold_start_s": cold_s,
                   "config": cfg.model_dump(),
@@ -42,7 +42,7 @@ def finish_run(run: Any, out: Path) -> dict[str, Any]:
     files = write_report(out, doc, [("live (Ray Serve)", live), ("simulator (fitted)", sim)],
                          cfg.slo_latency_s, cfg.slo_target)
     _append_fidelity(files["html"], doc["fidelity"], doc["service_fit"], cold_s)
-    return {"figures": _clean(figures), "fidelity": doc["fidelity"], "files": files,
+    return {"figures": json_safe(figures), "fidelity": doc["fidelity"], "files": files,
             "service_fit": fit, "cold_start_s": cold_s}
 
 
