@@ -1,4 +1,6 @@
-"""Every metric name trimtab exports, in one table that collectors, dashboards and alerts import.
+"""The names both sides of a wire must agree on: every metric trimtab exports, the Ray Serve keys.
+
+This is the one module of the sidecar that the controllers, dashboards and alerts import.
 
 Names follow Prometheus conventions (../shared/reference/monitoring.md): base units in the
 name, ``_total`` only on counters (client_python appends it: the table holds the full
@@ -216,3 +218,11 @@ def latency_buckets_s(slo_thresholds_s: tuple[float, ...] = ()) -> tuple[float, 
         if not t > 0:
             raise ValueError(f"SLO threshold {t!r} s must be > 0")
     return tuple(sorted(set(DEFAULT_LATENCY_BUCKETS_S) | {float(t) for t in slo_thresholds_s}))
+
+
+# --- Ray Serve user_config: the batch settings the Ray Serve actuator writes and the
+# deployment's TrimtabBatching mixin (ray_batching.py) reads, e.g.
+# {"trimtab": {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}}.
+RAY_USER_CONFIG_KEY = "trimtab"
+RAY_MAX_BATCH_SIZE_KEY = "max_batch_size"
+RAY_BATCH_WAIT_TIMEOUT_KEY = "batch_wait_timeout_s"

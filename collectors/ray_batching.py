@@ -25,9 +25,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-USER_CONFIG_KEY = "trimtab"
-MAX_BATCH_SIZE_KEY = "max_batch_size"
-BATCH_WAIT_TIMEOUT_KEY = "batch_wait_timeout_s"
+from trimtab.collectors.names import (RAY_BATCH_WAIT_TIMEOUT_KEY, RAY_MAX_BATCH_SIZE_KEY,
+                                      RAY_USER_CONFIG_KEY)
 
 
 class BatchConfigError(ValueError):
@@ -44,9 +43,9 @@ class BatchSettings:
     def to_user_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.max_batch_size is not None:
-            out[MAX_BATCH_SIZE_KEY] = int(self.max_batch_size)
+            out[RAY_MAX_BATCH_SIZE_KEY] = int(self.max_batch_size)
         if self.batch_wait_timeout_s is not None:
-            out[BATCH_WAIT_TIMEOUT_KEY] = float(self.batch_wait_timeout_s)
+            out[RAY_BATCH_WAIT_TIMEOUT_KEY] = float(self.batch_wait_timeout_s)
         return out
 
 
@@ -54,28 +53,28 @@ def parse_batch_settings(user_config: Mapping[str, Any] | None) -> BatchSettings
     """Read and check ``user_config["trimtab"]``; a missing key means 'change nothing'."""
     if not user_config:
         return BatchSettings()
-    section = user_config.get(USER_CONFIG_KEY)
+    section = user_config.get(RAY_USER_CONFIG_KEY)
     if section is None:
         return BatchSettings()
     if not isinstance(section, Mapping):
         raise BatchConfigError(
-            f"user_config[{USER_CONFIG_KEY!r}] = {section!r}: must be a mapping")
-    unknown = set(section) - {MAX_BATCH_SIZE_KEY, BATCH_WAIT_TIMEOUT_KEY}
+            f"user_config[{RAY_USER_CONFIG_KEY!r}] = {section!r}: must be a mapping")
+    unknown = set(section) - {RAY_MAX_BATCH_SIZE_KEY, RAY_BATCH_WAIT_TIMEOUT_KEY}
     if unknown:
         raise BatchConfigError(
-            f"user_config[{USER_CONFIG_KEY!r}]: unknown key(s) {sorted(unknown)}; known:"
-            f" {[MAX_BATCH_SIZE_KEY, BATCH_WAIT_TIMEOUT_KEY]}")
-    size = section.get(MAX_BATCH_SIZE_KEY)
+            f"user_config[{RAY_USER_CONFIG_KEY!r}]: unknown key(s) {sorted(unknown)}; known:"
+            f" {[RAY_MAX_BATCH_SIZE_KEY, RAY_BATCH_WAIT_TIMEOUT_KEY]}")
+    size = section.get(RAY_MAX_BATCH_SIZE_KEY)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise BatchConfigError(
-            f"user_config[{USER_CONFIG_KEY!r}][{MAX_BATCH_SIZE_KEY!r}] = {size!r}:"
+            f"user_config[{RAY_USER_CONFIG_KEY!r}][{RAY_MAX_BATCH_SIZE_KEY!r}] = {size!r}:"
             " must be an integer >= 1")
-    timeout_s = section.get(BATCH_WAIT_TIMEOUT_KEY)
+    timeout_s = section.get(RAY_BATCH_WAIT_TIMEOUT_KEY)
     if timeout_s is not None and (isinstance(timeout_s, bool)
                                   or not isinstance(timeout_s, (int, float))
                                   or not math.isfinite(timeout_s) or timeout_s < 0):
         raise BatchConfigError(
-            f"user_config[{USER_CONFIG_KEY!r}][{BATCH_WAIT_TIMEOUT_KEY!r}] = {timeout_s!r}:"
+            f"user_config[{RAY_USER_CONFIG_KEY!r}][{RAY_BATCH_WAIT_TIMEOUT_KEY!r}] = {timeout_s!r}:"
             " must be a finite number >= 0")
     return BatchSettings(size, None if timeout_s is None else float(timeout_s))
 

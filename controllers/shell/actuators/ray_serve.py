@@ -16,8 +16,8 @@ import copy
 import logging
 from typing import Any, Callable, Mapping
 
-from trimtab.collectors.ray_batching import (BATCH_WAIT_TIMEOUT_KEY, MAX_BATCH_SIZE_KEY,
-                                     USER_CONFIG_KEY)
+from trimtab.collectors.names import (RAY_BATCH_WAIT_TIMEOUT_KEY, RAY_MAX_BATCH_SIZE_KEY,
+                                      RAY_USER_CONFIG_KEY)
 from trimtab.controllers.shell.actuators.base import ActuationError, Applied, WorkloadRef
 from trimtab.controllers.core.types import Decision
 
@@ -76,22 +76,22 @@ def desired_overrides(decision: Decision, current: Mapping[str, Any]) -> dict[st
             raise ActuationError(ERR_INVALID, f"concurrency_limit = {decision.concurrency_limit},"
                                  " must be >= 1", retryable=False)
         out["max_ongoing_requests"] = int(decision.concurrency_limit)
-    section = dict((out.get("user_config") or {}).get(USER_CONFIG_KEY) or {})
+    section = dict((out.get("user_config") or {}).get(RAY_USER_CONFIG_KEY) or {})
     if decision.max_batch_size is not None:
         if decision.max_batch_size < 1:
             raise ActuationError(ERR_INVALID, f"max_batch_size = {decision.max_batch_size},"
                                  " must be >= 1", retryable=False)
-        section[MAX_BATCH_SIZE_KEY] = int(decision.max_batch_size)
+        section[RAY_MAX_BATCH_SIZE_KEY] = int(decision.max_batch_size)
     if decision.batch_timeout_ms is not None:
         if not decision.batch_timeout_ms >= 0:
             raise ActuationError(ERR_INVALID, f"batch_timeout_ms = {decision.batch_timeout_ms},"
                                  " must be >= 0", retryable=False)
-        section[BATCH_WAIT_TIMEOUT_KEY] = round(decision.batch_timeout_ms / 1000.0, 6)
+        section[RAY_BATCH_WAIT_TIMEOUT_KEY] = round(decision.batch_timeout_ms / 1000.0, 6)
     if section:
         user_config = dict(out.get("user_config") or {})
-        user_config[USER_CONFIG_KEY] = section
+        user_config[RAY_USER_CONFIG_KEY] = section
         out["user_config"] = user_config
-    batch = section.get(MAX_BATCH_SIZE_KEY)
+    batch = section.get(RAY_MAX_BATCH_SIZE_KEY)
     cap = out.get("max_ongoing_requests")
     if batch is not None and cap is not None and cap < batch:
         out["max_ongoing_requests"] = batch
@@ -101,11 +101,11 @@ def desired_overrides(decision: Decision, current: Mapping[str, Any]) -> dict[st
 def diff_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
     """field -> (old, new) for the settings trimtab steers that differ."""
     def flat(d: Mapping[str, Any]) -> dict[str, Any]:
-        section = (d.get("user_config") or {}).get(USER_CONFIG_KEY) or {}
+        section = (d.get("user_config") or {}).get(RAY_USER_CONFIG_KEY) or {}
         return {"replicas": d.get("num_replicas"),
                 "concurrency_limit": d.get("max_ongoing_requests"),
-                "max_batch_size": section.get(MAX_BATCH_SIZE_KEY),
-                "batch_wait_timeout_s": section.get(BATCH_WAIT_TIMEOUT_KEY)}
+                "max_batch_size": section.get(RAY_MAX_BATCH_SIZE_KEY),
+                "batch_wait_timeout_s": section.get(RAY_BATCH_WAIT_TIMEOUT_KEY)}
     a, b = flat(old), flat(new)
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
