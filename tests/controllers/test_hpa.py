@@ -101,3 +101,30 @@ def test_unknown_parameter_lists_known_ones():
 
 def test_runs_at_the_hpa_sync_period():
     assert _hpa().interval_s == 15.0
+
+
+# kubernetes pkg/controller/podautoscaler/horizontal_test.go: a count outside
+# [minReplicas, maxReplicas] is set to the bound at once, before (and without) the metrics,
+# the stabilisation window or the rate policies. Each case is (min, max, current, load) and
+# the count Kubernetes sets on the first sync.
+_NO_METRICS = dict(in_flight=None, missing=frozenset({FIELD_IN_FLIGHT}))
+
+
+@pytest.mark.parametrize("min_r,max_r,current,load,expected", [
+    # TestTooManyReplicas: 10 > max 5, no metrics reported: 5 (today: hold at 10).
+    (3, 5, 10, _NO_METRICS, 5),
+    # TestTooFewReplicas: 2 < min 3, no metrics reported: 3 (today: hold at 2).
+    (3, 5, 2, _NO_METRICS, 3),
+    # TestScaleDownRCImmediately: 6 > max 5 under high load: 5 at once (today: the
+    # seeded 300 s window holds 6).
+    (2, 5, 6, dict(in_flight=6 * 8.0 * 3), 5),
+    # TestScaleUpRCImmediately: 1 < min 2 with zero load: 2 at once.
+    (2, 6, 1, dict(in_flight=0.0), 2),
+    # Below min by more than the +4 pods / +100 % rate allows: 1 -> 10 at once (today: 4).
+    (10, 20, 1, dict(in_flight=0.0), 10),
+], ids=["TestTooManyReplicas", "TestTooFewReplicas", "TestScaleDownRCImmediately",
+        "TestScaleUpRCImmediately", "below-min-ignores-rate-policy"])
+def test_bounds_clamp_at_once(min_r, max_r, current, load, expected):
+    pol = make_policy("hpa", bounds(min_replicas=min_r, max_replicas=max_r), 15.0)
+    d, _ = pol.decide(snap(ready=current, **load), pol.initial_state(), 15.0)
+    assert d.valid and d.replicas == expected

@@ -52,9 +52,11 @@ def test_one_to_zero_only_after_cooldown():
         if replicas == 0 and went_to_zero_s is None:
             went_to_zero_s = t
     assert went_to_zero_s is not None
-    # Polls at 15, 45, 75 ... s: the last active poll is at 45 s; zero at the first poll once
-    # 300 s have passed since then (345 s), not earlier (would be 75 s with no cooldown).
-    assert went_to_zero_s == 45 + 300
+    # Polls at 15, 45, 75 ... s: the last active poll is at 45 s. KEDA's scale executor
+    # (pkg/scaling/executor/scale_scaledobjects.go scaleToZeroOrIdle) scales in once
+    # lastActiveTime + cooldownPeriod is strictly Before(now): not at 345 s (exactly 300 s
+    # after), but at the next poll, 375 s (would be 75 s with no cooldown).
+    assert went_to_zero_s == 45 + 300 + 30
 
 
 def test_zero_to_one_on_activation():
@@ -70,3 +72,38 @@ def test_polls_every_30s_and_runs_at_hpa_period():
     pol = make_policy("keda", bounds(), 15.0)
     assert pol.interval_s == 15.0
     assert pol.config.polling_interval_s == 30.0 and pol.config.cooldown_s == 300.0
+
+
+# kedacore/keda pkg/scaling/executor/scale_scaledobjects_test.go: below minReplicaCount the
+# target goes to the minimum at once, inactive (the executor sets it) or active (the HPA's
+# own below-minReplicas clamp). Each case is (minReplicaCount, current, rate) -> count.
+@pytest.mark.parametrize("min_r,current,rate,expected", [
+    (5, 1, 0.0, 5),      # TestScaleToMinReplicasFromLowerInitialReplicaCount (today: 1)
+    (5, 4, 40.0, 5),     # 40 / (10 * 4) = 1.0 is within tolerance of 4, still 5 (today: 4)
+    (5, 2, 30.0, 5),     # active, would want 3: the HPA clamps to 5 (today: 3, then 5 at most)
+], ids=["TestScaleToMinReplicasFromLowerInitialReplicaCount", "within-tolerance", "active"])
+def test_below_min_replica_count_goes_to_min_at_once(min_r, current, rate, expected):
+    pol = make_policy("keda:threshold=10,query_window_s=15", bounds(min_replicas=min_r), 15.0)
+    d, _ = pol.decide(snap(ready=current, arrival_rate_rps=rate), pol.initial_state(), 15.0)
+    assert d.valid and d.replicas == expected
+
+
+# kedacore/keda pkg/scalers/prometheus_scaler_test.go TestPrometheusScalerExecutePromQuery
+# ("+Inf", "-Inf", "NaN" and their "but shouldn't ignore" cases): a non-finite result is 0
+# when ignoreNullValues is true (the default) and an error otherwise; an error holds.
+@pytest.mark.parametrize("value,ignore,expected", [
+    (math.inf, True, 0.0),       # today: OverflowError in decide
+    (-math.inf, True, 0.0),      # today: OverflowError in decide
+    (math.nan, True, 0.0),
+    (math.inf, False, None),     # None: the scaler returned an error
+    (-math.inf, False, None),
+    (math.nan, False, None),
+    (12.0, False, 12.0),
+], ids=["+Inf", "-Inf", "NaN", "+Inf-no-ignore", "-Inf-no-ignore", "NaN-no-ignore", "valid"])
+def test_non_finite_query_results(value, ignore, expected):
+    pol = make_policy("keda" if ignore else "keda:ignore_null_values=false", bounds(), 15.0)
+    d, _ = pol.decide(snap(ready=4, arrival_rate_rps=value), pol.initial_state(), 15.0)
+    if expected is None:
+        assert not d.valid and d.reason == keda.REASON_SCALER_ERROR and d.replicas == 4
+    else:
+        assert d.valid and d.details["query_value"] == expected

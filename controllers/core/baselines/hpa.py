@@ -17,7 +17,8 @@ from trimtab.controllers.core.guards import (
     RatePolicy, RateRules, hold_on_unreadable, rate_limit, record_scale_event, stabilize,
 )
 from trimtab.controllers.core.types import (
-    FIELD_GPU, FIELD_IN_FLIGHT, FIELD_QUEUE_DEPTH, REASON_SCALE_DOWN, REASON_SCALE_UP,
+    FIELD_GPU, FIELD_IN_FLIGHT, FIELD_QUEUE_DEPTH, REASON_AT_MAX, REASON_AT_MIN,
+    REASON_SCALE_DOWN, REASON_SCALE_UP,
     REASON_STEADY, REASON_WITHIN_TOLERANCE, Decision, Snapshot,
 )
 
@@ -127,30 +128,52 @@ def metric_sum(snapshot: Snapshot, metric: str, ready: int) -> float:
     return float(snapshot.gpu_busy_ratio or 0.0) * ready
 
 
+def clamp_to_bounds(current: int, state: HpaState, now_s: float, config: HpaBehavior,
+                    min_replicas: int, max_replicas: int
+                    ) -> tuple[Decision, HpaState] | None:
+    """horizontal.go: a count outside [min, max] goes to the bound at once.
+
+    Kubernetes checks the bounds before it reads any metric, and the clamp skips the
+    stabilisation window and the rate policies (horizontal_test.go TestTooManyReplicas,
+    TestTooFewReplicas, TestScaleDownRCImmediately). The change is still stored as a scale
+    event, so the next period's rate limit counts it.
+    """
+    if min_replicas <= current <= max_replicas:
+        return None
+    target = max_replicas if current > max_replicas else min_replicas
+    reason = REASON_AT_MAX if current > max_replicas else REASON_AT_MIN
+    keep_s = max(config.up_period_s, config.down_period_s)
+    events = record_scale_event(state.scale_events, now_s, current, target, keep_s)
+    recs = state.recommendations if state.seeded else ((now_s, current),)
+    return (Decision(replicas=target, reason=reason, details={"raw_desired": float(target)}),
+            HpaState(recs, events, True))
+
+
 def decide(snapshot: Snapshot, config: HpaConfig, state: HpaState, now_s: float
            ) -> tuple[Decision, HpaState]:
-    """One HPA sync: metric -> raw desired count -> behavior -> bounds."""
+    """One HPA sync: bounds first, then metric -> raw desired count -> behavior."""
     b = config.bounds
+    hold = hold_on_unreadable(snapshot, [])      # the replica count itself
+    if hold is not None:
+        return hold, state
+    current = snapshot.current_replicas
+    min_r = max(1, b.min_replicas)
+    if current == 0:
+        return Decision(replicas=0, reason=REASON_SCALING_DISABLED, valid=False), state
+    clamped = clamp_to_bounds(current, state, now_s, config, min_r, b.max_replicas)
+    if clamped is not None:
+        return clamped
     field_name = "gpu_busy_ratio" if config.metric == "gpu_busy" else _METRIC_FIELD[config.metric]
     hold = hold_on_unreadable(snapshot, [field_name])
     if hold is not None:
         return hold, state
-    current = snapshot.current_replicas
     ready = snapshot.ready_replicas or 0
     unready = snapshot.starting_replicas or 0
-    min_r = max(1, b.min_replicas)
-    if current == 0:
-        return Decision(replicas=0, reason=REASON_SCALING_DISABLED, valid=False), state
-    if current > b.max_replicas:
-        desired, reason = b.max_replicas, REASON_SCALE_DOWN
-    elif current < min_r:
-        desired, reason = min_r, REASON_SCALE_UP
-    elif ready == 0:
+    if ready == 0:
         return Decision(replicas=current, reason=REASON_NO_READY_PODS, valid=False), state
-    else:
-        total = metric_sum(snapshot, config.metric, ready)
-        desired, reason = per_pod_replicas(total, ready, unready, current, config.target,
-                                           config.tolerance)
+    total = metric_sum(snapshot, config.metric, ready)
+    desired, reason = per_pod_replicas(total, ready, unready, current, config.target,
+                                       config.tolerance)
     replicas, reason, new_state = apply_behavior(current, desired, reason, state, now_s,
                                                  config, min_r, b.max_replicas)
     return Decision(replicas=replicas, reason=reason,
