@@ -21,6 +21,8 @@ import pynvml
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from trimtab.common.errors import message
+
 log = logging.getLogger(__name__)
 
 # Re-exported so the fake is a drop-in for the real module.
@@ -56,7 +58,7 @@ class FakeProcess(BaseModel):
 class FakeGpuConfig(BaseModel):
     """What the fake GPUs report; every field has a default, so ``{}`` is one idle A100."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     count: int = Field(1, ge=0, le=64)
     name: str = "NVIDIA A100-SXM4-80GB (fake)"
@@ -96,9 +98,7 @@ def load_fake_gpu_config(path: str) -> FakeGpuConfig:
     try:
         return FakeGpuConfig(**raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"{path}: {field} = {err.get('input')!r}: {err['msg']}") from None
+        raise ValueError(message(exc, path, first_only=True)) from None
 
 
 class FakeNVML:

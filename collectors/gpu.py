@@ -1,6 +1,8 @@
 """GPU collector: NVML (injected) polled in a background thread, served from a cache on scrape."""
 from __future__ import annotations
 
+import math
+
 import logging
 import threading
 import time
@@ -202,6 +204,10 @@ class GpuCollector(Collector):
             except nvml.NVMLError as exc:
                 errors.append(self._error_name(exc))
                 return None
+            except (ValueError, TypeError, OverflowError):
+                # A driver (or fake) handing back garbage loses that series, not the GPU.
+                errors.append("BadValue")
+                return None
 
         v = reading.values
         mem = attempt(lambda: nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2))
@@ -233,6 +239,12 @@ class GpuCollector(Collector):
             reading.throttle = {r: int(bool(mask & bit)) for r, bit in _THROTTLE_REASONS.items()}
         procs = attempt(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
         reading.processes = self._top_processes(procs, errors)
+        for metric in [m for m, x in v.items() if not math.isfinite(x)]:
+            del v[metric]                        # NaN/Inf: omit this series, keep the rest
+            errors.append("NonFinite")
+        if reading.energy_joules is not None and not math.isfinite(reading.energy_joules):
+            reading.energy_joules = None
+            errors.append("NonFinite")
         return reading
 
     def _top_processes(self, procs: list[Any], errors: list[str]) -> dict[str, float]:

@@ -233,3 +233,37 @@ def test_old_driver_without_memory_info_v2_falls_back_quietly():
     assert val(reg, "trimtab_gpu_memory_total_bytes", **lbl) == 80 * GIB
     assert val(reg, "trimtab_gpu_memory_reserved_bytes", **lbl) is None
     assert val(reg, "trimtab_collector_success", collector="gpu") == 1
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(lambda h: int(float("nan")), id="raises-ValueError"),   # int(NaN) in a driver shim
+    pytest.param(lambda h: float("nan"), id="returns-NaN"),
+    pytest.param(lambda h: float("inf"), id="returns-Inf"),
+])
+def test_one_bad_reading_loses_only_its_series(bad):
+    """Issue 18 (7): a NaN/Inf or garbage reading on one GPU must not drop every GPU's series."""
+    collector, reg, fake, _ = build(FakeGpuConfig(count=2, power_watts=100.0))
+    good_power = fake.nvmlDeviceGetPowerUsage
+    fake.nvmlDeviceGetPowerUsage = lambda h: bad(h) if h.index == 0 else good_power(h)
+    collector.poll_once()
+    reg2 = CollectorRegistry()
+    reg2.register(collector)
+    uuid0 = "GPU-fake0000-0000-0000-0000-000000000000"
+    uuid1 = "GPU-fake0000-0000-0000-0000-000000000001"
+    assert val(reg2, "trimtab_gpu_up", gpu="0", uuid=uuid0) == 1
+    assert val(reg2, "trimtab_gpu_up", gpu="1", uuid=uuid1) == 1
+    assert val(reg2, "trimtab_gpu_power_watts", gpu="0", uuid=uuid0) is None
+    assert val(reg2, "trimtab_gpu_power_watts", gpu="1", uuid=uuid1) == pytest.approx(100.0)
+    assert val(reg2, "trimtab_gpu_temperature_celsius", gpu="0", uuid=uuid0) is not None
+
+
+@pytest.mark.parametrize("field", ["temperature_celsius", "power_watts", "utilization_ratio"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_fake_config_rejects_non_finite_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        FakeGpuConfig(**{field: value})
+
+
+def test_fake_config_rejects_non_finite_per_gpu_override():
+    with pytest.raises(ValueError, match="per_gpu"):
+        FakeGpuConfig(per_gpu={0: {"temperature_celsius": float("nan")}})
