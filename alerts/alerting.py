@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trimtab.alerts import promql as q
-from trimtab.alerts import recording as rec
 from trimtab.alerts.config import MonitoringConfig
 from trimtab.collectors import names as n
 
@@ -35,7 +34,7 @@ class AlertRule:
         if self.severity not in SEVERITIES:
             raise ValueError(f"alert {self.alert}: severity {self.severity!r} must be one of"
                              f" {SEVERITIES}")
-        rec.duration_s(self.for_)
+        q.duration_s(self.for_)
 
     @property
     def rule_id(self) -> str:
@@ -53,8 +52,8 @@ def burn_rate_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
     out = []
     for w in cfg.burn_windows:
         threshold = round(w.factor * cfg.error_budget, 12)
-        expr = (f"{rec.slo_error_ratio_name(w.long)} > {threshold:g}\n"
-                f"and\n{rec.slo_error_ratio_name(w.short)} > {threshold:g}")
+        expr = (f"{q.slo_error_ratio_name(w.long)} > {threshold:g}\n"
+                f"and\n{q.slo_error_ratio_name(w.short)} > {threshold:g}")
         out.append(AlertRule(
             alert="TrimtabErrorBudgetBurn", expr=expr, for_=w.for_, severity=w.severity,
             labels={"long_window": w.long, "short_window": w.short},
@@ -79,7 +78,7 @@ def service_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
     return [
         AlertRule(
             alert="TrimtabLatencyP99OverSLO", for_="10m", severity="warning",
-            expr=f"{rec.LATENCY_P99} > {slo}",
+            expr=f"{q.LATENCY_P99} > {slo}",
             summary="p99 latency of {{ $labels.model }} is over the SLO",
             description="p99 request latency of {{ $labels.model }} in {{ $labels.namespace }}"
                         f" has been above {slo} s for 10 minutes.",
@@ -90,8 +89,8 @@ def service_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
                    " max batch size or batch timeout."),
         AlertRule(
             alert="TrimtabQueueBacklogGrowing", for_="10m", severity="warning",
-            expr=(f"deriv({rec.QUEUE_DEPTH}[10m]) > 0\nand\n"
-                  f"{rec.QUEUE_DEPTH} > {cfg.queue_backlog_requests:g}"),
+            expr=(f"deriv({q.QUEUE_DEPTH}[10m]) > 0\nand\n"
+                  f"{q.QUEUE_DEPTH} > {cfg.queue_backlog_requests:g}"),
             summary="Queue of {{ $labels.model }} keeps growing",
             description="More than"
                         f" {cfg.queue_backlog_requests:g} requests of {{{{ $labels.model }}}} wait in"
@@ -102,7 +101,7 @@ def service_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
             action="Scale out by hand if the controller does not; check for stuck replicas."),
         AlertRule(
             alert="TrimtabRequestsShed", for_="5m", severity="warning",
-            expr=f"{rec.SHED_RATIO} > {cfg.shed_ratio:g}",
+            expr=f"{q.SHED_RATIO} > {cfg.shed_ratio:g}",
             summary="{{ $labels.model }} sheds or times out requests",
             description="More than"
                         f" {_pct(cfg.shed_ratio)} of requests to {{{{ $labels.model }}}} in"
@@ -117,7 +116,7 @@ def gpu_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
     return [
         AlertRule(
             alert="TrimtabGPUMemoryNearFull", for_="5m", severity="warning",
-            expr=f"{rec.GPU_MEMORY_RATIO} > {cfg.gpu_memory_ratio:g}",
+            expr=f"{q.GPU_MEMORY_RATIO} > {cfg.gpu_memory_ratio:g}",
             summary="GPU {{ $labels.gpu }} of {{ $labels.pod }} is almost out of memory",
             description="GPU {{ $labels.gpu }} ({{ $labels.uuid }}) of pod {{ $labels.pod }} in"
                         " {{ $labels.namespace }} has used more than"
@@ -189,7 +188,7 @@ def controller_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
                   f"max {target} ({q.series(n.CTRL_MAX_REPLICAS)}"
                   f"{q.sel(cfg.controller_selector)})\n"
                   f"and on (namespace, model)\n"
-                  f"{rec.slo_error_ratio_name('1h')} > {cfg.error_budget:g}"),
+                  f"{q.slo_error_ratio_name('1h')} > {cfg.error_budget:g}"),
             summary="{{ $labels.workload }} is at max replicas while its SLO burns",
             description="The controller wants the maximum replicas for {{ $labels.workload }}"
                         " ({{ $labels.model }}) in {{ $labels.namespace }} and the SLO still"

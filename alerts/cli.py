@@ -5,44 +5,14 @@ from pathlib import Path
 
 import typer
 
-
-def add_build_command(group: typer.Typer, what: str, package: str) -> None:
-    """Add ``build [--check] [--out-dir]`` to ``group``: regenerate or drift-check the files
-    that ``<package>.build`` renders (its ``drifted(dir)`` and ``write_all(dir)``)."""
-
-    @group.command("build")
-    def build(
-        check: bool = typer.Option(False, "--check",
-                                   help="Write nothing; exit 1 if a committed file differs."),
-        out_dir: Path = typer.Option(None, "--out-dir",
-                                     help=f"Where to write (default: the {package}/ package)."),
-    ) -> None:
-        import importlib
-
-        from rich.console import Console
-
-        build_module = importlib.import_module(f"{package}.build")
-        console = Console()
-        target = out_dir or Path(build_module.__file__).resolve().parent
-        if check:
-            stale = build_module.drifted(target)
-            if stale:
-                console.print(f"[red]out of date in {target}:[/red] {', '.join(stale)};"
-                              f" run `trimtab {what} build`")
-                raise typer.Exit(1)
-            console.print(f"[green]{what} up to date[/green] in {target}")
-            return
-        for path in build_module.write_all(target):
-            console.print(f"wrote {path}")
-
-    build.__doc__ = f"Render the committed {what} files from {package}/*.py."
+from trimtab.common.generated import add_build_command
 
 
 def register(app: typer.Typer) -> None:
     alerts_app = typer.Typer(help="Prometheus rules, promtool tests, Alertmanager config, runbook.",
                              no_args_is_help=True)
 
-    add_build_command(alerts_app, "alerts", "alerts")
+    add_build_command(alerts_app, "alerts", "trimtab.alerts.build")
 
     @alerts_app.command("bench")
     def bench(

@@ -1,4 +1,9 @@
-"""PromQL building blocks shared by rules and dashboards: series names from names.py, selectors, SLI."""
+"""PromQL shared by rules and dashboards: series, selectors, the SLI, the recorded series' names.
+
+Dashboards may import this module and config.py of alerts, nothing else of it: what a panel and
+an alert both read (what counts as a bad request, which windows are recorded, under which
+names) is written here once.
+"""
 from __future__ import annotations
 
 from prometheus_client.utils import floatToGoString
@@ -94,3 +99,37 @@ def shed_ratio(cfg: MonitoringConfig, window: str) -> str:
 def latency_bucket_rate(cfg: MonitoringConfig, metric: str, window: str,
                         labels: tuple[str, ...] = MODEL_LEVEL) -> str:
     return sum_rate(series(metric, "_bucket"), (cfg.sidecar_selector,), window, (*labels, "le"))
+
+
+# --- Recorded series (``level:metric:operations``): recording.py records them, alerts and
+# dashboards read them by these names.
+RATE_WINDOW = "5m"
+
+
+def slo_error_ratio_name(window: str) -> str:
+    return f"namespace_model:trimtab_slo_errors:ratio_rate{window}"
+
+
+REQUESTS_RATE = f"namespace_model:{n.REQUESTS}:rate{RATE_WINDOW}"
+LATENCY_P99 = f"namespace_model:{n.REQUEST_DURATION}:p99_{RATE_WINDOW}"
+SHED_RATIO = f"namespace_model:trimtab_requests_shed:ratio_rate{RATE_WINDOW}"
+QUEUE_DEPTH = f"namespace_model:{n.QUEUE_DEPTH}:sum"
+GPU_MEMORY_RATIO = "namespace_pod_gpu:trimtab_gpu_memory_used:ratio"
+
+
+def slo_windows(cfg: MonitoringConfig) -> tuple[str, ...]:
+    """Every window a burn-rate alert reads, shortest first (5m, 30m, 1h, 2h, 6h, 1d, 3d)."""
+    seen: dict[str, None] = {RATE_WINDOW: None}
+    for w in cfg.burn_windows:
+        seen[w.short] = None
+        seen[w.long] = None
+    return tuple(sorted(seen, key=duration_s))
+
+
+def duration_s(text: str) -> float:
+    """Seconds in a simple PromQL duration like ``90s``, ``5m``, ``6h``, ``3d`` or ``1w``."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    for suffix in ("ms", "s", "m", "h", "d", "w"):
+        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
+            return int(text[: -len(suffix)]) * units[suffix]
+    raise ValueError(f"duration {text!r}: must be digits and one unit of ms, s, m, h, d, w")

@@ -6,7 +6,7 @@ from typing import Any
 
 from trimtab.alerts.alerting import AlertRule, all_alerts
 from trimtab.alerts.config import MonitoringConfig
-from trimtab.alerts.recording import duration_s
+from trimtab.alerts.promql import duration_s
 from trimtab.alerts.testcases import AlertCase, RecordCase, alert_cases, record_cases
 
 RULE_FILE = "trimtab-rules.yaml"

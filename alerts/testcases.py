@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trimtab.alerts import promql as q
-from trimtab.alerts import recording as rec
 from trimtab.alerts.config import MonitoringConfig
 from trimtab.collectors import names as n
 
@@ -182,18 +181,18 @@ def record_cases(cfg: MonitoringConfig) -> list[RecordCase]:
     gpu = {**SIDECAR, "pod": "p0", "instance": "10.0.0.1:9400", "gpu": "0", "uuid": "GPU-0"}
     return [
         RecordCase("requests", (*latency, *requests, *queue), eval_min=10, expected={
-            rec.REQUESTS_RATE: [(hot, 1.0), (calm, 1.0)],
-            rec.LATENCY_P99: [(hot, hot_p99), (calm, calm_p99)],
-            rec.SHED_RATIO: [(hot, 0.25), (calm, 0.0)],
-            rec.QUEUE_DEPTH: [(hot, 7.0)],
+            q.REQUESTS_RATE: [(hot, 1.0), (calm, 1.0)],
+            q.LATENCY_P99: [(hot, hot_p99), (calm, calm_p99)],
+            q.SHED_RATIO: [(hot, 0.25), (calm, 0.0)],
+            q.QUEUE_DEPTH: [(hot, 7.0)],
         }),
         # hot per second: 0.875 requests, 0.125 failed, 0.75 ok of which 0.625 within the
         # SLO: bad = 0.125 + (0.75 - 0.625), ratio = bad / 0.875 (same float steps as PromQL).
         RecordCase("slo", slo_series, eval_min=3 * 1440, expected={
-            rec.slo_error_ratio_name(w): [(hot, (0.125 + (0.75 - 0.625)) / 0.875),
+            q.slo_error_ratio_name(w): [(hot, (0.125 + (0.75 - 0.625)) / 0.875),
                                           (calm, 0.0)]
-            for w in rec.slo_windows(cfg)}, step_min=5),
+            for w in q.slo_windows(cfg)}, step_min=5),
         RecordCase("gpu", ((s(n.GPU_MEMORY_USED, **gpu), gauge(3, 10)),
                            (s(n.GPU_MEMORY_TOTAL, **gpu), gauge(4, 10))), eval_min=5,
-                   expected={rec.GPU_MEMORY_RATIO: [(gpu, 0.75)]}),
+                   expected={q.GPU_MEMORY_RATIO: [(gpu, 0.75)]}),
     ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
+from trimtab.alerts import promql as q
 from trimtab.alerts.config import MonitoringConfig
-from trimtab.alerts.recording import slo_windows
 from trimtab.collectors import names as n
 from trimtab.dashboards import queries as Q
 from trimtab.dashboards.panels import DATASOURCE, heatmap_panel, row, stat_panel, timeseries_panel
@@ -14,7 +14,7 @@ TAGS = ["trimtab"]
 
 
 def _variables(cfg: MonitoringConfig, with_model: bool = True) -> list[db.QueryVariable]:
-    requests = f"{Q.q.series(n.REQUESTS)}{{{cfg.sidecar_selector}}}"
+    requests = f"{q.series(n.REQUESTS)}{{{cfg.sidecar_selector}}}"
     out = [db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
            db.QueryVariable("namespace").label("Namespace").datasource(DATASOURCE)
            .query(f"label_values({requests}, namespace)").include_all(True).all_value(".*")
@@ -182,7 +182,7 @@ def slo(cfg: MonitoringConfig) -> db.Dashboard:
                                     limits=((cfg.error_budget, "red"),), span=6)))
     factors = sorted({w.factor for w in cfg.burn_windows})
     limits = tuple((f, "orange" if f < max(factors) else "red") for f in factors)
-    for window in slo_windows(cfg):
+    for window in q.slo_windows(cfg):
         board = board.with_panel(timeseries_panel(
             f"Burn rate over {window}", "x", [(Q.burn_rate(cfg, window), "{{model}}")],
             limits=limits, span=8, min_val=0))

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import typer
 
-from trimtab.alerts.cli import add_build_command
+from trimtab.common.generated import add_build_command
 
 
 def register(app: typer.Typer) -> None:
     dash_app = typer.Typer(help="Grafana dashboards (JSON, generated with grafana-foundation-sdk).",
                            no_args_is_help=True)
 
-    add_build_command(dash_app, "dashboards", "dashboards")
+    add_build_command(dash_app, "dashboards", "trimtab.dashboards.build")
 
     app.add_typer(dash_app, name="dashboards")

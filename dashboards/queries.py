@@ -1,12 +1,11 @@
 """Named PromQL queries for every dashboard panel, apart from layout; Grafana variables in ``$x``.
 
 Each function takes the shared MonitoringConfig (alerts/config.py) and returns PromQL using
-the series names of collectors/names.py and the recording rules of alerts/recording.py.
+the series names of collectors/names.py and the recorded series that alerts/promql.py names.
 """
 from __future__ import annotations
 
 from trimtab.alerts import promql as q
-from trimtab.alerts import recording as rec
 from trimtab.alerts.config import MonitoringConfig
 from trimtab.collectors import names as n
 
@@ -76,7 +75,7 @@ def error_budget_remaining(cfg: MonitoringConfig) -> str:
 
 def burn_rate(cfg: MonitoringConfig, window: str) -> str:
     """How many times faster than sustainable the budget burns over ``window``."""
-    return f"{model_filter(rec.slo_error_ratio_name(window))} / {cfg.error_budget:g}"
+    return f"{model_filter(q.slo_error_ratio_name(window))} / {cfg.error_budget:g}"
 
 
 def shed_rate(cfg: MonitoringConfig) -> str:
@@ -192,11 +191,11 @@ def gpu_gauge(cfg: MonitoringConfig, metric: str) -> str:
 
 
 def gpu_memory_ratio(cfg: MonitoringConfig) -> str:
-    return f"max by (pod, gpu) ({rec.GPU_MEMORY_RATIO}{{{NS}}})"
+    return f"max by (pod, gpu) ({q.GPU_MEMORY_RATIO}{{{NS}}})"
 
 
 def gpu_memory_ratio_max(cfg: MonitoringConfig) -> str:
-    return f"max by (namespace) ({rec.GPU_MEMORY_RATIO}{{{NS}}})"
+    return f"max by (namespace) ({q.GPU_MEMORY_RATIO}{{{NS}}})"
 
 
 def gpu_busy_mean(cfg: MonitoringConfig) -> str:
@@ -222,11 +221,11 @@ def collector_errors(cfg: MonitoringConfig) -> str:
 
 # --- fleet summaries (recording rules: cheap over many models) ---------------------------
 def fleet_request_rate(cfg: MonitoringConfig) -> str:
-    return model_filter(rec.REQUESTS_RATE)
+    return model_filter(q.REQUESTS_RATE)
 
 
 def fleet_p99(cfg: MonitoringConfig) -> str:
-    return model_filter(rec.LATENCY_P99)
+    return model_filter(q.LATENCY_P99)
 
 
 def targets_up(cfg: MonitoringConfig) -> str:

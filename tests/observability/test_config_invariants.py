@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from trimtab.alerts.alerting import all_alerts
 from trimtab.alerts.config import load_config
-from trimtab.alerts.promql import le_label
-from trimtab.alerts.recording import slo_windows
+from trimtab.alerts.promql import le_label, slo_windows
 from trimtab.alerts.rulefile import dump_yaml, rule_file
 from trimtab.alerts.runbook import render_runbook
 from trimtab.collectors.names import latency_buckets_s

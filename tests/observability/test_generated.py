@@ -12,7 +12,7 @@ from trimtab.alerts import build as alerts_build
 from trimtab.alerts.alerting import all_alerts
 from trimtab.alerts.config import DEFAULT_CONFIG, ConfigError, load_config
 from trimtab.alerts.promtool_tests import LONG_TEST_FILE, RULE_FILE, TEST_FILE
-from trimtab.alerts.recording import duration_s
+from trimtab.alerts.promql import duration_s
 from trimtab.collectors import names as n
 from trimtab.cli import app
 from trimtab.dashboards import build as dash_build

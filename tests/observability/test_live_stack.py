@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from trimtab.alerts import recording as rec
+from trimtab.alerts import promql as q
 from trimtab.alerts.alertmanager import alertmanager_config
 from trimtab.alerts.config import DEFAULT_CONFIG
 from trimtab.alerts.rulefile import dump_yaml, rule_file
@@ -182,7 +182,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.proxy_url = f"http://127.0.0.1:{proxy_port}"
         s.codes = _load(s.proxy_url, LOAD_REQUESTS, LOAD_DEADLINE_S)
         # Let a few scrapes and rule evaluations see the load.
-        s.prom.wait_for(f'{rec.REQUESTS_RATE}{{model="{MODEL}"}} > 0', 20, "recorded rate")
+        s.prom.wait_for(f'{q.REQUESTS_RATE}{{model="{MODEL}"}} > 0', 20, "recorded rate")
         yield s
     finally:
         s.close()

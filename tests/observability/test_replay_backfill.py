@@ -22,7 +22,7 @@ import pytest
 
 from trimtab.alerts.alerting import all_alerts
 from trimtab.alerts.config import DEFAULT_CONFIG
-from trimtab.alerts.recording import duration_s
+from trimtab.alerts.promql import duration_s
 from trimtab.alerts.rulefile import dump_yaml, rule_file
 from trimtab.dashboards import build as dash_build
 from trimtab.dashboards.boards import ALL_BOARDS
