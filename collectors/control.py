@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from trimtab.collectors import names
 from trimtab.collectors.admission import Admission
-from trimtab.collectors.settings import ControlSettings, first_error
+from trimtab.collectors.settings import ControlSettings
+from trimtab.common.errors import first_error
 
 log = logging.getLogger(__name__)
 CONTROL_RESULTS = ("ok", "unauthorized", "invalid", "error")
@@ -34,6 +35,8 @@ class ControlState:
         self.settings = initial
         self._models = models
         self._admission = admission
+        # What ``queue_timeout_s: null`` goes back to: the wait the proxy was started with.
+        self._started_wait_s = admission.queue_timeout_s if admission is not None else None
         self._batch_hook = batch_hook
         self._g_limit = Gauge(names.CONCURRENCY_LIMIT, names.BY_NAME[names.CONCURRENCY_LIMIT].help,
                               registry=registry)
@@ -84,10 +87,13 @@ class ControlState:
         return body
 
     def merged(self, change: dict) -> ControlSettings:
+        """The settings after ``change``; ``queue_timeout_s: null`` means the wait as started."""
+        if "queue_timeout_s" in change and change["queue_timeout_s"] is None:
+            change = {**change, "queue_timeout_s": self._started_wait_s}
         try:
             return ControlSettings(**{**self.settings.model_dump(), **change})
         except ValidationError as exc:
-            field, message = first_error(exc)
+            field, message = first_error(exc, top="body")
             raise InvalidSettings(field, message) from None
 
     async def update(self, body: object) -> ControlSettings:

@@ -91,6 +91,24 @@ def test_the_admission_wait_in_force_is_a_gauge():
     run(scenario())
 
 
+def test_a_null_queue_timeout_goes_back_to_the_wait_as_started():
+    """Issue 18 (5): null was reported in GET while the proxy and the gauge kept the last number."""
+    async def scenario():
+        async with admin() as (sc, s, url):
+            started_s = sc.config.limits.queue_timeout_s
+            async with s.put(url, json={"queue_timeout_s": 0.125}, headers=AUTH) as r:
+                assert r.status == 200
+            assert sc.admission.queue_timeout_s == 0.125
+            async with s.put(url, json={"queue_timeout_s": None}, headers=AUTH) as r:
+                assert r.status == 200
+                assert (await r.json())["queue_timeout_s"] == started_s
+            assert sc.admission.queue_timeout_s == started_s != 0.125
+            assert sc.registry.get_sample_value("trimtab_queue_timeout_seconds") == started_s
+            async with s.get(url, headers=AUTH) as r:
+                assert (await r.json())["queue_timeout_s"] == started_s
+    run(scenario())
+
+
 INVALID = {
     "zero-limit": ({"concurrency_limit": 0}, "concurrency_limit"),
     "float-limit": ({"concurrency_limit": 2.5}, "concurrency_limit"),
@@ -99,6 +117,8 @@ INVALID = {
     "negative-timeout": ({"batch_timeout_ms": -1}, "batch_timeout_ms"),
     "zero-queue-timeout": ({"queue_timeout_s": 0}, "queue_timeout_s"),
     "string-queue-timeout": ({"queue_timeout_s": "0.5"}, "queue_timeout_s"),
+    "string-limit": ({"concurrency_limit": "4"}, "concurrency_limit"),        # issue 18 (11)
+    "padded-string-batch": ({"max_batch_size": " 7 "}, "max_batch_size"),
     "unknown-field": ({"replicas": 3}, "replicas"),
     "empty": ({}, "body"),
     "list": ([1, 2], "body"),
