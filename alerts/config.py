@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trimtab.common import errors
+
 
 class ConfigError(ValueError):
     """Monitoring config that breaks a rule; the message names the key, the value and the rule."""
@@ -79,11 +81,7 @@ def load_config(data: dict | None = None) -> MonitoringConfig:
     try:
         return MonitoringConfig.model_validate(data or {})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<config>"
-            problems.append(f"{key} = {err.get('input')!r}: {err['msg']}")
-        raise ConfigError("monitoring config: " + "; ".join(problems)) from None
+        raise ConfigError(errors.message(exc, "monitoring config", top="<config>")) from None
 
 
 DEFAULT_CONFIG = MonitoringConfig()

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from trimtab.collectors import names
+from trimtab.common.errors import message
 from trimtab.collectors.health import CollectorHealth
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ def load_mapping(path: str) -> list[Rule]:
         mapping = Mapping(**(raw if isinstance(raw, dict) else {"rules": raw}))
     except (ValidationError, TypeError) as exc:
         if isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"{path}: {where} = {err.get('input')!r}: {err['msg']}") from None
+            raise ValueError(message(exc, path, first_only=True)) from None
         raise ValueError(f"{path}: top level must be a mapping with 'rules'") from None
     for i, rule in enumerate(mapping.rules):
         try:

@@ -87,7 +87,8 @@ def register(app: typer.Typer) -> None:
             return
         if upstream is None:
             raise typer.BadParameter("is required to run the sidecar", param_hint="--upstream")
-        from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig, first_error
+        from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig
+        from trimtab.common.errors import first_error
         from prometheus_client import disable_created_metrics
 
         from trimtab.collectors.sidecar import Sidecar
@@ -117,7 +118,7 @@ def register(app: typer.Typer) -> None:
                                    max_header_bytes=max_header_bytes,
                                    max_body_bytes=max_body_bytes))
         except ValidationError as exc:
-            field, message = first_error(exc)
+            field, message = first_error(exc, top="config")
             option = "--" + field.split(".")[-1].replace("_", "-")
             raise typer.BadParameter(message, param_hint=option) from None
         try:

@@ -43,8 +43,8 @@ def model_from_request(path: str, body: bytes, models: frozenset[str], default: 
     elif body[:1] == b"{" and b'"model"' in body:
         try:
             value = json.loads(body).get("model")
-        except (ValueError, AttributeError):
-            value = None
+        except (ValueError, AttributeError, RecursionError):
+            value = None        # not JSON, not an object, or nested past the parser's depth
         name = value if isinstance(value, str) else None
     if name is None:
         return default

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trimtab.collectors.names import latency_buckets_s
 
@@ -37,14 +37,6 @@ class ControlSettings(BaseModel):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("must be a number")
         return value
-
-
-def first_error(exc: ValidationError) -> tuple[str, str]:
-    """(field, message naming value and rule) for the first problem pydantic found."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "body"
-    value = err.get("input")
-    return field, f"{field} = {value!r}: {err.get('msg', 'invalid')}"
 
 
 class ProxyLimits(BaseModel):

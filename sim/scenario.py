@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from trimtab.common import errors
 from trimtab.controllers.core.types import FleetBounds
 from trimtab.sim.traces.config import TraceConfig
 
@@ -136,20 +137,6 @@ class Scenario(_Strict):
         return None if p is None else (self._base_dir / p).resolve()
 
 
-def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    typ = err["type"]
-    if typ == "extra_forbidden":
-        return f"{loc}: unknown key (value {err['input']!r}); check the spelling"
-    if typ == "missing":
-        return f"{loc}: required key is missing"
-    msg = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    if isinstance(value, dict):
-        return f"{loc}: {msg}"
-    return f"{loc} = {value!r}: {msg}"
-
-
 def scenario_from_dict(data: Any, source: str = "<scenario>", base_dir: Path | None = None
                        ) -> Scenario:
     if not isinstance(data, dict):
@@ -159,8 +146,7 @@ def scenario_from_dict(data: Any, source: str = "<scenario>", base_dir: Path | N
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
-        raise ScenarioError(f"{source}: " + "; ".join(lines)) from None
+        raise ScenarioError(errors.message(exc, source)) from None
     return sc.with_base_dir(base_dir or Path.cwd())
 
 

@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from trimtab.common import errors
 from trimtab.controllers.core.spec import SpecError
 from trimtab.controllers.core.types import Decision, FleetBounds, Snapshot
 
@@ -40,10 +41,7 @@ def build_config(config_cls: type[PolicyConfig], params: Mapping[str, Any], poli
     try:
         return config_cls(bounds=bounds, **merged)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        value = err.get("input")
-        raise SpecError(f"{policy}: {key} = {value!r}: {err.get('msg')}") from None
+        raise SpecError(errors.message(exc, policy, top="?", first_only=True)) from None
 
 
 DecideFn = Callable[[Snapshot, Any, Any, float], "tuple[Decision, Any]"]

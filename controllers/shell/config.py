@@ -7,6 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trimtab.common import errors
 from trimtab.controllers.core.spec import SpecError, parse_spec
 from trimtab.controllers.core.types import FleetBounds
 
@@ -152,22 +153,11 @@ class ControllerConfig(_Strict):
         return self
 
 
-def _describe(exc: ValidationError, where: str) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-        value = err.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        lines.append(f"{where}: {key} = {shown}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_config(data: object, where: str = "config") -> ControllerConfig:
     try:
         return ControllerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where)) from None
+        raise ConfigError("\n".join(f"{where}: {p}" for p in errors.problems(exc))) from None
 
 
 def load_config(path: str | Path) -> ControllerConfig:

@@ -72,8 +72,10 @@ def test_forwards_body_and_headers_and_counts():
     ("/v1/completions", b'{"prompt": "no model"}', "m1"),
     ("/v1/completions", b'{"model": ', "m1"),               # broken JSON: default, not a crash
     ("/echo", b"", "m1"),
+    # issue 18 (6): 200,000 nested brackets made json.loads raise RecursionError (a 500)
+    ("/v1/completions", b'{"model": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "m1"),
 ], ids=["triton-path", "triton-unknown", "openai", "openai-unknown", "no-model", "bad-json",
-        "plain"])
+        "plain", "deeply-nested"])
 def test_model_label_is_bounded(path, body, model):
     assert model_from_request(path, body, frozenset({"m1", "m2"}), "m1") == model
 

@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         """Start Ray Serve, the sidecar, Prometheus and the controller; drive a load ramp."""
         from pydantic import ValidationError
 
+        from trimtab.common.errors import message
+
         try:
             from trimtab.up.fleet import RayMissingError, require_ray
         except ImportError as exc:   # pragma: no cover - our own package
@@ -82,9 +84,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = LiveConfig(**params)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "config"
-            typer.echo(f"error: {field} = {err.get('input')!r}: {err['msg']}", err=True)
+            typer.echo(f"error: {message(exc, top='config', first_only=True)}", err=True)
             raise typer.Exit(2)
         logging.basicConfig(level=logging.WARNING)
         result = _run(cfg, out, view, run_live_with)
