@@ -23,8 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trimtab.common.errors import message
 
-from trimtab.common.errors import message
-
 log = logging.getLogger(__name__)
 
 # Re-exported so the fake is a drop-in for the real module.
