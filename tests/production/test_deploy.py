@@ -202,3 +202,21 @@ def test_dockerfile_runs_as_non_root_with_the_trimtab_entrypoint() -> None:
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (REPO_ROOT / src).exists(), src
+
+
+def _secret_names(node: object) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["secretName"]} if isinstance(node.get("secretName"), str) else set()
+        return found.union(*(_secret_names(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_secret_names(v) for v in node))
+    return set()
+
+
+def test_the_readme_says_how_to_create_every_secret_the_manifests_mount() -> None:
+    """Issue 18 (13): the kustomization pointed to a Secret "named in README.md" that was not."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    secrets = _secret_names(documents())
+    assert secrets, "the manifests mount the control token Secret"
+    for name in secrets:
+        assert f"create secret generic {name}" in readme, name
