@@ -22,6 +22,7 @@ from trimtab.controllers.core.types import (
 TICK_S = 2.0
 REASON_PANIC = "kpa_panic"                 # in panic: max(stable, panic), never decreasing
 REASON_NO_DATA = "kpa_no_data"
+REASON_SCALE_DOWN_DELAY = "kpa_scale_down_delay"   # held by the scale-down-delay window
 
 
 class KpaConfig(PolicyConfig):
@@ -34,6 +35,9 @@ class KpaConfig(PolicyConfig):
     panic_threshold_pct: float = Field(200.0, gt=100)
     max_scale_up_rate: float = Field(1000.0, gt=1)
     max_scale_down_rate: float = Field(2.0, gt=1)
+    # scale-down-delay (config-autoscaler, default 0s, at most 1h): the decision is the
+    # highest desired count of the last ``scale_down_delay_s``.
+    scale_down_delay_s: float = Field(0.0, ge=0, le=3600)
 
     def target_per_pod(self) -> float:
         soft = self.target or (self.container_concurrency or 100)
@@ -46,6 +50,7 @@ class KpaState:
     panic_since_s: float | None = None     # time of the last tick over the panic threshold
     max_panic_pods: int = 0
     started: bool = False
+    recent_wants: tuple[tuple[float, int], ...] = ()   # (time, desired) for scale-down-delay
 
 
 def initial_state(config: KpaConfig) -> KpaState:
@@ -64,16 +69,16 @@ def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
     b = config.bounds
     ready = snapshot.ready_replicas or 0
     panic_since_s, max_panic = state.panic_since_s, state.max_panic_pods
-    if not state.started and snapshot.current_replicas > 1:
-        # A new autoscaler with >1 pod starts in panic holding the current count, so lost
-        # history cannot cause a scale-down.
-        panic_since_s, max_panic = now_s, snapshot.current_replicas
+    if not state.started and ready > 1:
+        # A new autoscaler with >1 ready pod starts in panic holding that count, so lost
+        # history cannot cause a scale-down (autoscaler.go newAutoscaler reads ReadyCount).
+        panic_since_s, max_panic = now_s, ready
     samples = add_sample(state.samples, now_s, snapshot.window_s, observed_concurrency(snapshot),
                          keep_s=config.stable_window_s)
     stable = window_mean(samples, now_s, config.stable_window_s)
     panic = window_mean(samples, now_s, config.stable_window_s * config.panic_window_pct / 100)
     if stable is None or panic is None:
-        new = KpaState(samples, panic_since_s, max_panic, True)
+        new = KpaState(samples, panic_since_s, max_panic, True, state.recent_wants)
         return Decision(replicas=snapshot.current_replicas, reason=REASON_NO_DATA,
                         valid=False), new
     ready_pods = max(1, ready)
@@ -87,7 +92,9 @@ def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
     over = dppc / ready_pods >= config.panic_threshold_pct / 100
     if over:
         panic_since_s = now_s
-    elif panic_since_s is not None and now_s - panic_since_s >= config.stable_window_s:
+    elif panic_since_s is not None and now_s - panic_since_s > config.stable_window_s:
+        # Strictly more than a stable window (autoscaler.go: panicTime.Add(StableWindow)
+        # .Before(now)), so one tick later than ">=" would.
         panic_since_s, max_panic = None, 0
     current = snapshot.current_replicas
     if panic_since_s is not None:
@@ -98,7 +105,25 @@ def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
         want = stable_want
         reason = (REASON_SCALE_UP if want > current
                   else REASON_SCALE_DOWN if want < current else REASON_STEADY)
+    want, recent, delayed = delay_scale_down(want, state.recent_wants, now_s,
+                                             config.scale_down_delay_s)
+    if delayed:
+        reason = REASON_SCALE_DOWN_DELAY
     replicas, why = clamp(want, b.min_replicas, b.max_replicas)
     return (Decision(replicas=replicas, reason=why or reason,
                      details={"stable_concurrency": stable, "panic_concurrency": panic}),
-            KpaState(samples, panic_since_s, max_panic, True))
+            KpaState(samples, panic_since_s, max_panic, True, recent))
+
+
+def delay_scale_down(want: int, recent: tuple[tuple[float, int], ...], now_s: float,
+                     delay_s: float) -> tuple[int, tuple[tuple[float, int], ...], bool]:
+    """scale-down-delay: the highest desired count over the last ``delay_s`` seconds.
+
+    Example (autoscaler_test.go TestAutoscalerScaleDownDelay): delay 300 s, 4 wanted at
+    t=2 and 0 since: 4 at t=300 (2 > 300 - 300), 0 at t=302. A zero delay keeps no window.
+    """
+    if delay_s <= 0:
+        return want, (), False
+    kept = tuple(r for r in recent if r[0] > now_s - delay_s) + ((now_s, want),)
+    top = max(n for _, n in kept)
+    return top, kept, top > want

@@ -36,6 +36,8 @@ class RayConfig(PolicyConfig):
     metrics_interval_s: float = Field(10.0, gt=0)
     upscale_delay_s: float = Field(30.0, ge=0)
     downscale_delay_s: float = Field(600.0, ge=0)
+    # 1 -> 0 waits this long; None (Ray's default) uses downscale_delay_s.
+    downscale_to_zero_delay_s: float | None = Field(None, ge=0)
     smoothing_factor: float = Field(1.0, gt=0)
     upscaling_factor: float | None = Field(None, gt=0)
     downscaling_factor: float | None = Field(None, gt=0)
@@ -101,7 +103,10 @@ def decide(snapshot: Snapshot, config: RayConfig, state: RayState, now_s: float
 
     if running == 0:
         if total_now > 0 or total > 0:
-            return out(max(1, target), REASON_FROM_ZERO, 0, now_s)
+            # _get_cold_start_scale_up_replicas: max(ceil(1 * upscaling factor), target),
+            # at once (no delay), then the bounds.
+            factor = config.upscaling_factor or config.smoothing_factor
+            return out(max(math.ceil(factor), target), REASON_FROM_ZERO, 0, now_s)
         return out(target, REASON_STEADY, 0, now_s)
     desired = desired_replicas(total, running, config)
     if desired > target:
@@ -111,7 +116,14 @@ def decide(snapshot: Snapshot, config: RayConfig, state: RayState, now_s: float
         return out(target, REASON_DELAY_UP, 1, since_s)
     if desired < target:
         since_s = state.direction_since_s if state.direction == -1 else now_s
-        if now_s - since_s >= config.downscale_delay_s:
+        delay_s = config.downscale_delay_s
+        if target == 1:
+            # _apply_delay_logic: only 1 -> 0 scales to zero, after its own delay.
+            if config.downscale_to_zero_delay_s is not None:
+                delay_s = config.downscale_to_zero_delay_s
+        else:
+            desired = max(1, desired)     # N -> 0 goes N -> 1 first
+        if now_s - since_s >= delay_s:
             return out(desired, REASON_SCALE_DOWN, 0, now_s)
         return out(target, REASON_STABILIZING, -1, since_s)
     return out(target, REASON_STEADY, 0, now_s)
