@@ -41,7 +41,8 @@ def _m(name: str, kind: str, help: str, *labels: str) -> str:
 
 # --- Requests through the admission proxy (or adapted from the model server) ---------------
 REQUESTS = _m("trimtab_requests", "counter",
-              "Requests finished, by outcome (ok, error, shed, timeout, upstream_error).",
+              "Requests finished, by outcome (ok, error, shed, timeout, upstream_error, "
+              "client_closed).",
               "model", "outcome")
 REQUEST_DURATION = _m("trimtab_request_duration_seconds", "histogram",
                       "End-to-end request latency seen by the sidecar, queueing included.",

@@ -139,6 +139,20 @@ class AdmissionProxy:
                                 f"malformed request body: {exc}")
         model = model_from_request(request.path, body, self._models, self._default)
         ch = self._metrics.by_model[model]
+        try:
+            return await self._admit_and_forward(request, body, ch, t0)
+        except asyncio.CancelledError:
+            # The client closed the connection (aiohttp cancels the handler): waiting at the
+            # door, waiting on the upstream or mid-stream. Count it, then let it unwind.
+            self._client_closed(ch, t0)
+            raise
+
+    def _client_closed(self, ch: ModelChildren, t0: float) -> None:
+        ch.requests["client_closed"].inc()
+        ch.duration.observe(self._clock() - t0)
+
+    async def _admit_and_forward(self, request: web.BaseRequest, body: bytes,
+                                 ch: ModelChildren, t0: float) -> web.StreamResponse:
         admission = self._admission
         if not admission.try_acquire():
             ch.queue_depth.inc()
@@ -199,7 +213,7 @@ class AdmissionProxy:
             else:
                 response, counted = await self._stream(request, upstream, out_headers, ch, t0)
                 if counted:
-                    return response      # an upstream failure mid-stream, counted in _stream
+                    return response      # counted in _stream (upstream failure, client left)
         except UpstreamTimeout as exc:
             return self._upstream_failed(ch, t0, 504, str(exc))
         except UpstreamError as exc:
@@ -215,8 +229,9 @@ class AdmissionProxy:
                       t0: float) -> tuple[web.StreamResponse, bool]:
         """Pass chunks on as they arrive (server-sent events), timing the first one.
 
-        Returns (response, counted): ``counted`` is True when an upstream failure mid-stream
-        was already counted here. A client that leaves mid-stream is not the upstream's fault.
+        Returns (response, counted): ``counted`` is True when the request was already counted
+        here: an upstream failure mid-stream, or a client that left mid-stream (not the
+        upstream's fault: outcome client_closed).
         """
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
         for k, v in out_headers:
@@ -244,7 +259,8 @@ class AdmissionProxy:
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):
-                return response, False          # the client left; the upstream did its part
+                self._client_closed(ch, t0)     # the client left; the upstream did its part
+                return response, True
         if first:
             ch.ttfb.observe(self._clock() - t0)
         await response.write_eof()

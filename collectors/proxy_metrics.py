@@ -5,7 +5,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from trimtab.collectors import names
 
-OUTCOMES = ("ok", "error", "shed", "timeout", "upstream_error")
+# client_closed: the client left before the answer was complete (nginx's 499); counted so the
+# arrival rate the controller reads (the sum over outcomes) does not drop when clients give up.
+OUTCOMES = ("ok", "error", "shed", "timeout", "upstream_error", "client_closed")
 REJECT_REASONS = ("queue_full", "queue_timeout", "header_too_large", "body_too_large",
                   "bad_request", "body_timeout")
 OTHER_MODEL = "other"

@@ -262,3 +262,47 @@ def test_upstream_dying_mid_stream_cuts_the_client_and_counts():
             assert v(sc, "trimtab_requests_total", model="m1", outcome="ok") == 0
             assert sc.admission.in_flight == 0
     run(scenario())
+
+
+async def _leave(url: str, method: str, path: str, *, read_first_chunk: bool = False) -> None:
+    """A client that sends a request and leaves (closes its connection) before the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    await writer.drain()
+    if read_first_chunk:
+        await reader.readuntil(b"data: first")
+    else:
+        await asyncio.sleep(0.2)
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("where", ["upstream-slow", "waiting-at-the-door", "mid-stream"])
+def test_a_request_the_client_abandons_is_counted_as_client_closed(where):
+    """Issue 18 (3): abandoned requests were never counted, so the arrival rate read low."""
+    async def scenario():
+        state: dict = {}
+        async with proxied(state, initial={"concurrency_limit": 1},
+                           limits={"max_queue_length": 4, "queue_timeout_s": 10}) as (sc, url):
+            async with aiohttp.ClientSession() as s:
+                blocker = None
+                if where == "waiting-at-the-door":
+                    blocker = asyncio.create_task(s.post(url + "/hold"))
+                    await until(lambda: state["concurrent"] == 1)
+                    await _leave(url, "POST", "/hold")
+                elif where == "upstream-slow":
+                    await _leave(url, "POST", "/hold")
+                else:
+                    await _leave(url, "GET", "/sse", read_first_chunk=True)
+                await until(lambda: v(sc, "trimtab_requests_total", model="m1",
+                                      outcome="client_closed") == 1)
+                assert v(sc, "trimtab_request_duration_seconds_count", model="m1") == 1
+                if blocker is not None:
+                    state["release"].set()
+                    (await blocker).release()
+                await until(lambda: v(sc, "trimtab_in_flight_requests", model="m1") == 0)
+                assert v(sc, "trimtab_queue_depth", model="m1") == 0
+                total = sum(v(sc, "trimtab_requests_total", model="m1", outcome=o) or 0
+                            for o in ("ok", "error", "shed", "timeout", "upstream_error",
+                                      "client_closed"))
+                assert total == (2 if blocker is not None else 1)
+    run(scenario())
