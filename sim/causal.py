@@ -1,6 +1,8 @@
 """The cheapest causal schedule: what exact knowledge of the past (not the future) costs.
 
-An analysis beside the oracle, not a policy. Schedules of one family: at tick k hold
+An analysis beside the oracle, and the replay-only policy ``causal`` (``causal:window=8`` the
+cheapest of that window, bisected by simulation; ``causal:window=8,load_factor=1.3`` that
+schedule as is). Schedules of one family: at tick k hold
 ``need(f * the largest true arrival rate of the last W intervals)`` with the oracle's capacity
 model and the scenario's true service line (exact past rates: no forecast error, no sampling
 noise, but no future). For each window W the load factor f is bisected to the cheapest schedule
@@ -16,7 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from trimtab.sim.oracle import SchedulePolicy, interval_rates, make_oracle_policy, needs, true_fit
+from trimtab.controllers.core.registry import ReplayContext, make_policy, register_replay
+from trimtab.controllers.core.spec import SpecError
+from trimtab.controllers.core.types import FleetBounds
+from trimtab.sim.oracle import SchedulePolicy, interval_rates, needs, true_fit
 
 WINDOWS_TICKS = (4, 8, 16, 40)    # how much past the schedule holds the peak of
 
@@ -36,67 +41,101 @@ def causal_schedule(need: np.ndarray, window: int, initial: int, lo: int, hi: in
     return np.clip(out, lo, hi)
 
 
-def cheapest(scenario: Any, trace: Any, window: int, runs: int = 7,
-             inputs: tuple[np.ndarray, Any] | None = None) -> dict[str, Any]:
+def inputs(ctx: ReplayContext, interval_s: float) -> tuple[np.ndarray, Any]:
+    """The true arrival rate per interval and the true service line (a pilot run for a
+    profile service, so worth computing once for many schedules)."""
+    n_ticks = max(1, int(math.ceil(ctx.trace.duration_s / interval_s)))
+    return interval_rates(ctx.trace.arrival_s, interval_s, n_ticks), true_fit(ctx)
+
+
+def schedule_policy(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, window: int,
+                    load_factor: float, given: tuple[np.ndarray, Any]) -> SchedulePolicy:
+    """The schedule of ``window`` at ``load_factor`` from the inputs ``given``."""
+    sc = ctx.scenario
+    rates, fit = given
+    need = needs(rates, fit, bounds, sc.service.max_batch, sc.service.batch_timeout_ms / 1000.0,
+                 load_factor)
+    sched = causal_schedule(need, window, sc.replicas.initial, bounds.min_replicas,
+                            bounds.max_replicas)
+    return SchedulePolicy(tuple(int(x) for x in sched), interval_s, name="causal",
+                          params={"window": window, "load_factor": round(load_factor, 4)})
+
+
+def cheapest(ctx: ReplayContext, window: int, runs: int = 7,
+             given: tuple[np.ndarray, Any] | None = None) -> dict[str, Any]:
     """The cheapest schedule of window ``window`` meeting the SLO (bisecting the load factor);
-    ``inputs`` (``_inputs``) when several windows share them."""
-    from trimtab.sim.replay import simulate
+    ``given`` (``inputs``) when several windows share them. ``policy`` is the schedule found
+    (None when none met the SLO)."""
+    sc = ctx.scenario
+    b = sc.bounds()
+    interval_s = sc.controller.interval_s
+    given = given if given is not None else inputs(ctx, interval_s)
 
-    b = scenario.bounds()
-    interval_s = scenario.controller.interval_s
-    rates, fit = inputs if inputs is not None else _inputs(scenario, trace)
-    timeout_s = scenario.service.batch_timeout_ms / 1000.0
-
-    def run(f: float) -> dict[str, Any]:
-        need = needs(rates, fit, b, scenario.service.max_batch, timeout_s, f)
-        sched = causal_schedule(need, window, scenario.replicas.initial, b.min_replicas,
-                                b.max_replicas)
-        pol = SchedulePolicy(tuple(int(x) for x in sched), interval_s, name="causal")
-        return simulate(scenario, pol, trace).summary
+    def run(f: float) -> tuple[SchedulePolicy, dict[str, Any]]:
+        pol = schedule_policy(ctx, b, interval_s, window, f, given)
+        return pol, ctx.run(pol).summary
 
     lo, hi = 0.5, 1.0
-    r = run(hi)
+    pol, r = run(hi)
     while not r["meets_slo"] and hi < 8.0:
         lo, hi = hi, hi * 1.6
-        r = run(hi)
+        pol, r = run(hi)
     if not r["meets_slo"]:
         return {"window_ticks": window, "meets_slo": False, "load_factor": hi,
-                "slo_attainment": r["slo_attainment"]}
-    best = (hi, r)
+                "slo_attainment": r["slo_attainment"], "policy": None}
+    best = (hi, r, pol)
     for _ in range(runs - 2):
         mid = (lo + hi) / 2
-        r = run(mid)
+        pol, r = run(mid)
         if r["meets_slo"]:
             hi = mid
             if r["replica_hours"] < best[1]["replica_hours"]:
-                best = (mid, r)
+                best = (mid, r, pol)
         else:
             lo = mid
     return {"window_ticks": window, "meets_slo": True, "load_factor": round(best[0], 4),
             "replica_hours": best[1]["replica_hours"],
-            "slo_attainment": best[1]["slo_attainment"]}
+            "slo_attainment": best[1]["slo_attainment"], "policy": best[2]}
 
 
-def _inputs(scenario: Any, trace: Any) -> tuple[np.ndarray, Any]:
-    """The true arrival rate per interval and the true service line (a pilot run for a
-    profile service, so worth computing once)."""
-    interval_s = scenario.controller.interval_s
-    n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
-    return interval_rates(trace.arrival_s, interval_s, n_ticks), true_fit(scenario, trace)
+def make_causal_policy(params: dict[str, Any], bounds: FleetBounds, interval_s: float,
+                       ctx: ReplayContext) -> SchedulePolicy:
+    """The ``causal`` factory: ``window`` (ticks, default 8) and, optionally, ``load_factor``
+    (without it, the cheapest factor meeting the SLO, found by simulation)."""
+    unknown = set(params) - {"window", "load_factor"}
+    if unknown:
+        raise SpecError(f"causal: unknown parameter(s) {sorted(unknown)}; "
+                        "known: ['load_factor', 'window']")
+    window = params.get("window", 8)
+    if not isinstance(window, int) or window < 1:
+        raise SpecError(f"causal: window = {window!r} ticks, must be an integer >= 1")
+    given = inputs(ctx, interval_s)
+    if "load_factor" in params:
+        f = params["load_factor"]
+        if not isinstance(f, (int, float)) or not f > 0:
+            raise SpecError(f"causal: load_factor = {f!r}, must be a number > 0")
+        return schedule_policy(ctx, bounds, interval_s, window, float(f), given)
+    found = cheapest(ctx, window, given=given)
+    if found["policy"] is None:
+        raise SpecError(f"causal: window = {window}: no load factor up to "
+                        f"{found['load_factor']:.3g} meets the SLO")
+    return found["policy"]
 
 
-def compare(scenario: Any, trace: Any, windows: Sequence[int] = WINDOWS_TICKS
-            ) -> dict[str, Any]:
+def compare(ctx: ReplayContext, windows: Sequence[int] = WINDOWS_TICKS) -> dict[str, Any]:
     """The oracle's replica-hours beside the cheapest causal schedule of each window."""
-    from trimtab.sim.replay import simulate
-
-    oracle = simulate(scenario, make_oracle_policy(scenario, trace, scenario.bounds()),
-                      trace).summary
-    inputs = _inputs(scenario, trace)
-    rows = [cheapest(scenario, trace, w, inputs=inputs) for w in windows]
+    sc = ctx.scenario
+    interval_s = sc.controller.interval_s
+    oracle = ctx.run(make_policy("oracle", sc.bounds(), interval_s, context=ctx)).summary
+    given = inputs(ctx, interval_s)
+    rows = [{k: v for k, v in cheapest(ctx, w, given=given).items() if k != "policy"}
+            for w in windows]
     met = [r for r in rows if r["meets_slo"]]
     best = min(met, key=lambda r: r["replica_hours"]) if met else None
-    return {"scenario": scenario.name, "oracle_replica_hours": oracle["replica_hours"],
+    return {"scenario": sc.name, "oracle_replica_hours": oracle["replica_hours"],
             "causal": rows,
             "best_causal_vs_oracle": (round(best["replica_hours"] / oracle["replica_hours"], 3)
                                       if best else None)}
+
+
+register_replay("causal", make_causal_policy)

@@ -54,14 +54,12 @@ def _run_one(args: tuple[Any, str, Any]) -> Any:
     return spec, simulate(sc, spec, trace)
 
 
-def _has_module(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return False
-    return True
+def _has_replay_policy(name: str) -> bool:
+    """Whether trimtab.sim registered the replay-only policy ``name`` (the oracle)."""
+    import trimtab.sim.replay  # noqa: F401  (registers the replay-only policies)
+    from trimtab.controllers.core import registry
+
+    return name in registry.REPLAY_POLICIES
 
 
 def _sweeps() -> dict[str, list[str]]:
@@ -103,7 +101,7 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     if sweep:
         chosen = {parse_spec(s).name for s in specs}
         sweep_specs = {k: v for k, v in _sweeps().items() if k in chosen}
-    has_oracle = sweep and _has_module("trimtab.sim.oracle")
+    has_oracle = sweep and _has_replay_policy("oracle")
     jobs = specs + [s for v in sweep_specs.values() for s in v if s not in specs]
     if has_oracle:
         jobs.append("oracle")
@@ -209,12 +207,13 @@ def register(app: typer.Typer) -> None:
         import json
 
         from trimtab.sim.causal import compare
+        from trimtab.sim.replay import replay_context
         from trimtab.sim.scenario import ScenarioError, load_scenario
         from trimtab.sim.traces import TraceError, load_trace
 
         try:
             sc = load_scenario(scenario)
-            out = compare(sc, load_trace(sc.trace, sc.base_dir))
+            out = compare(replay_context(sc, load_trace(sc.trace, sc.base_dir)))
         except (ScenarioError, TraceError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

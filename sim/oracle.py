@@ -6,6 +6,10 @@ true service model) fits the SLO at that interval's load scaled by a factor f; (
 early: the count at tick t covers the need over [t, t + cold start + interval], since a replica
 asked for later would not be ready in time; (3) simulate and bisect f to the smallest that meets
 the SLO target; (4) bump intervals whose requests missed, and re-verify by simulation.
+
+Registered as the replay-only policy ``oracle`` (``oracle`` or ``oracle:max_runs=12``): the
+replay hands its factory a ReplayContext, whose ``run`` does the simulating, so this module
+never imports the replay.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from trimtab.controllers.core import capacity
+from trimtab.controllers.core.registry import ReplayContext, register_replay
+from trimtab.controllers.core.spec import SpecError
 from trimtab.controllers.core.types import Decision, FleetBounds, Snapshot
 
 REASON_ORACLE = "oracle"
@@ -62,35 +68,35 @@ def schedule_from_needs(need: np.ndarray, bounds: FleetBounds, interval_s: float
     return np.clip(out, bounds.min_replicas, bounds.max_replicas)
 
 
-def true_fit(scenario: Any, trace: Any) -> capacity.BatchFit:
+def true_fit(ctx: ReplayContext) -> capacity.BatchFit:
     """The scenario's real service model (affine), or one fitted on a pilot run (profile)."""
+    scenario = ctx.scenario
     s = scenario.service
     if s.model == "affine":
         return capacity.BatchFit(s.base_ms / 1000.0, s.per_item_ms / 1000.0, 0)
-    from trimtab.sim.replay import simulate
-
-    pilot = _PilotPolicy(scenario.replicas.max, scenario.controller.interval_s)
-    simulate(scenario, pilot, trace)
-    fit = capacity.fit(pilot.capacity)
+    pilot = PilotPolicy(scenario.replicas.max, scenario.controller.interval_s)
+    fit = capacity.fit(ctx.run(pilot).extra["policy_state"])
     if fit is None:
         raise ValueError(f"oracle: scenario {scenario.name!r}: the pilot run saw no batches")
     return fit
 
 
-@dataclass
-class _PilotPolicy:
+@dataclass(frozen=True)
+class PilotPolicy:
+    """Holds ``replicas`` and learns the batch line: the capacity statistics are its state."""
+
     replicas: int
     interval_s: float
     name: str = "oracle-pilot"
     params: Mapping[str, Any] = field(default_factory=dict)
-    capacity: capacity.CapacityState = capacity.CapacityState()
 
-    def initial_state(self) -> None:
-        return None
+    def initial_state(self) -> capacity.CapacityState:
+        return capacity.CapacityState()
 
-    def decide(self, snapshot: Snapshot, state: None, now_s: float) -> tuple[Decision, None]:
-        self.capacity = capacity.observe(self.capacity, snapshot.batch_samples)
-        return Decision(replicas=self.replicas, reason=REASON_ORACLE), None
+    def decide(self, snapshot: Snapshot, state: capacity.CapacityState, now_s: float
+               ) -> tuple[Decision, capacity.CapacityState]:
+        return (Decision(replicas=self.replicas, reason=REASON_ORACLE),
+                capacity.observe(state, snapshot.batch_samples))
 
 
 def _misses_by_interval(run: Any, slo_s: float, interval_s: float, n_ticks: int) -> np.ndarray:
@@ -103,15 +109,13 @@ def _misses_by_interval(run: Any, slo_s: float, interval_s: float, n_ticks: int)
     return np.bincount(idx, minlength=n_ticks)[:n_ticks]
 
 
-def plan(scenario: Any, trace: Any, bounds: FleetBounds, max_runs: int = 12
+def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: int = 12
          ) -> tuple[np.ndarray, dict[str, Any]]:
     """The cheapest verified schedule found, and how it was found."""
-    from trimtab.sim.replay import simulate
-
-    interval_s = scenario.controller.interval_s
+    scenario, trace = ctx.scenario, ctx.trace
     n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
     rates = interval_rates(trace.arrival_s, interval_s, n_ticks)
-    fit = true_fit(scenario, trace)
+    fit = true_fit(ctx)
     max_batch = scenario.service.max_batch
     timeout_s = scenario.service.batch_timeout_ms / 1000.0
     runs = 0
@@ -120,7 +124,7 @@ def plan(scenario: Any, trace: Any, bounds: FleetBounds, max_runs: int = 12
         nonlocal runs
         runs += 1
         pol = SchedulePolicy(tuple(int(x) for x in sched), interval_s)
-        return simulate(scenario, pol, trace, record_requests=True)
+        return ctx.run(pol, record_requests=True)
 
     def build(f: float) -> np.ndarray:
         return schedule_from_needs(needs(rates, fit, bounds, max_batch, timeout_s, f), bounds,
@@ -161,12 +165,18 @@ def plan(scenario: Any, trace: Any, bounds: FleetBounds, max_runs: int = 12
     return sched, {"runs": runs, "load_factor": hi, "a_s": fit.a_s, "c_s": fit.c_s}
 
 
-def make_oracle_policy(scenario: Any, trace: Any, bounds: FleetBounds) -> SchedulePolicy:
-    """The oracle as a Policy for ``simulate``; planning runs the simulator several times."""
-    if trace is None:
-        from trimtab.sim.traces import load_trace
-
-        trace = load_trace(scenario.trace, scenario.base_dir)
-    sched, info = plan(scenario, trace, bounds)
-    return SchedulePolicy(tuple(int(x) for x in sched), scenario.controller.interval_s,
+def make_oracle_policy(params: dict[str, Any], bounds: FleetBounds, interval_s: float,
+                       ctx: ReplayContext) -> SchedulePolicy:
+    """The ``oracle`` factory: plans (simulating several times) and replays the schedule."""
+    unknown = set(params) - {"max_runs"}
+    if unknown:
+        raise SpecError(f"oracle: unknown parameter(s) {sorted(unknown)}; known: ['max_runs']")
+    max_runs = params.get("max_runs", 12)
+    if not isinstance(max_runs, int) or max_runs < 3:
+        raise SpecError(f"oracle: max_runs = {max_runs!r}, must be an integer >= 3")
+    sched, info = plan(ctx, bounds, interval_s, max_runs)
+    return SchedulePolicy(tuple(int(x) for x in sched), interval_s,
                           params={k: round(float(v), 6) for k, v in info.items()})
+
+
+register_replay("oracle", make_oracle_policy)

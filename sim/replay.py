@@ -1,4 +1,4 @@
-"""Replay a scenario through a policy: the fleet on the engine, a policy tick every interval."""
+"""Replay a scenario through the production control loop: the fleet on the engine, simulated time."""
 from __future__ import annotations
 
 import math
@@ -7,22 +7,32 @@ from typing import Any, Callable
 
 import numpy as np
 
+from prometheus_client import CollectorRegistry
+
 from trimtab.collectors.names import BATCH_SIZE_BUCKETS, latency_buckets_s
-from trimtab.controllers.core.registry import load_builtin_policies, make_policy
-from trimtab.controllers.core.spec import parse_spec
+from trimtab.controllers.core.registry import ReplayContext, load_builtin_policies, make_policy
 from trimtab.controllers.core.types import Policy
-from trimtab.sim.actuator import SimActuator
-from trimtab.sim.clock import wall_perf_s
+from trimtab.controllers.shell.actuators.base import WorkloadRef
+from trimtab.controllers.shell.loop import DEFAULT_WARMUP_S, ControlLoop, Target, TickRecord
+from trimtab.controllers.shell.metrics import ControllerMetrics
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.sim import causal, oracle  # noqa: F401  (they register "causal" and "oracle")
+from trimtab.sim.actuator import SimActuator, SimActuatorConfig
+from trimtab.sim.clock import SimClock, wall_perf_s
 from trimtab.sim.engine import Engine
-from trimtab.sim.fleet.model import FAILED, SERVED, SHED, TIMED_OUT, Fleet, FleetConfig, MemoryModel
+from trimtab.sim.fleet.model import (FAILED, NO_LIMIT, SERVED, SHED, TIMED_OUT, Fleet,
+                                     FleetConfig, MemoryModel, WindowStats)
 from trimtab.sim.fleet.service import AffineService, ProfileService, load_profile
 from trimtab.sim.scenario import Scenario, cold_start_sampler
-from trimtab.sim.snapshot import build_snapshot
+from trimtab.sim.snapshot import latency_histogram, merge_windows
+from trimtab.sim.source import EPS_S, IDEAL, SimSource, SimSourceConfig
 
 # Load every registered policy now (baselines, trimtab: statsmodels and scipy, ~2 s), once per
 # process at import, rather than inside the first simulate() where it would be timed as
 # simulation work.
 load_builtin_policies()
+
+WORKLOAD = WorkloadRef("SimulatedFleet", "sim", "fleet")   # the one workload a replay steers
 
 TICK_COLUMNS = ("time_s", "arrival_rate_rps", "desired_replicas", "ready_replicas",
                 "starting_replicas", "queue_depth", "in_flight", "latency_p99_s",
@@ -72,69 +82,88 @@ def build_fleet(sc: Scenario, trace: Any, engine: Engine) -> Fleet:
     return Fleet(engine, cfg, trace.arrival_s)
 
 
+def replay_context(sc: Scenario, trace: Any) -> ReplayContext:
+    """What a replay-only policy is built from: this scenario, this trace, and a way to replay
+    them under another policy (the oracle plans by simulating)."""
+    def run(policy: str | Policy, record_requests: bool = False) -> RunResult:
+        return simulate(sc, policy, trace, record_requests=record_requests)
+
+    return ReplayContext(scenario=sc, trace=trace, run=run)
+
+
 def make_run_policy(sc: Scenario, policy: str | Policy, trace: Any) -> Policy:
-    """A spec string through the registry (``oracle`` through trimtab.sim.oracle), or a Policy as is."""
+    """A spec string through the registry (the replay-only ones, ``oracle`` and ``causal``,
+    with this replay's context), or a Policy as is."""
     if not isinstance(policy, str):
         return policy
-    bounds = sc.bounds()
-    if parse_spec(policy).name == "oracle":
-        from trimtab.sim.oracle import make_oracle_policy   # the decision-core engineer's module
-
-        return make_oracle_policy(sc, trace, bounds)
-    return make_policy(policy, bounds, sc.controller.interval_s)
+    return make_policy(policy, sc.bounds(), sc.controller.interval_s,
+                       context=replay_context(sc, trace))
 
 
 def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
              record_requests: bool = False,
-             progress: Callable[[float, float], None] | None = None) -> RunResult:
-    """Replay ``scenario`` under ``policy``; ``progress(now_s, end_s)`` is called every tick."""
+             progress: Callable[[float, float], None] | None = None,
+             source: SimSourceConfig = IDEAL,
+             actuation: SimActuatorConfig = SimActuatorConfig()) -> RunResult:
+    """Replay ``scenario`` under ``policy`` through the production ControlLoop.
+
+    The loop gets the SimSource (``source``: what the policy sees; the default is the
+    simulator's exact view), the SimActuator (``actuation``) and the simulated clock; it runs
+    the policy, the safety stages and the warm-up as live. ``progress(now_s, end_s)`` is
+    called every tick.
+    """
     wall0 = wall_perf_s()     # only to report how long the replay took
     if trace is None:
         from trimtab.sim.traces import load_trace
 
         trace = load_trace(scenario.trace, scenario.base_dir)
     pol = make_run_policy(scenario, policy, trace)
-    engine = Engine(seed=scenario.seed)
-    fleet = build_fleet(scenario, trace, engine)
-    actuator = SimActuator(fleet, scenario.bounds())
-    buckets = latency_buckets_s((scenario.slo.latency_s,))
     interval_s = float(pol.interval_s)
     if not interval_s > 0:
         raise ValueError(f"policy {pol.name}: interval_s = {interval_s}, must be > 0")
+    engine = Engine(seed=scenario.seed)
+    fleet = build_fleet(scenario, trace, engine)
+    bounds = scenario.bounds()
+    actuator = SimActuator(fleet, bounds, actuation)
+    buckets = latency_buckets_s((scenario.slo.latency_s,))
+    src = SimSource(fleet, actuator, source, buckets)
+    clock = SimClock(engine)
+    warmup_s = scenario.controller.warmup_s
+    target = Target(WORKLOAD, TargetSelector(WORKLOAD.key, {}), pol, model=scenario.name,
+                    bounds=bounds, warmup_s=DEFAULT_WARMUP_S if warmup_s is None else warmup_s)
+    # A private registry per run: runs in one process (or many) never share a metric.
+    loop = ControlLoop([target], src, [actuator], clock, ControllerMetrics(CollectorRegistry()),
+                       interval_s=interval_s, window_s=source.rate_window_s or interval_s,
+                       unix_time=clock.now_s, started_s=0.0)
+    scrape_s = source.scrape_interval_s
     horizon_s = float(trace.duration_s)
     stop_s = horizon_s + scenario.drain_s
     n = len(trace.arrival_s)
     rows: dict[str, list[Any]] = {c: [] for c in TICK_COLUMNS}
     reasons: dict[str, int] = {}
     om: dict[str, list[Any]] = {}
-    state = pol.initial_state()
+    scrapes = 1
     k = 1
     while True:
         t = k * interval_s
+        pieces = []
+        while scrape_s is not None and scrapes * scrape_s <= t + EPS_S:
+            engine.run(until_s=scrapes * scrape_s)
+            pieces.append(src.take(scraped=True))
+            scrapes += 1
         engine.run(until_s=t)
-        w = fleet.take_window()
-        snap = build_snapshot(w, bounds_s=buckets, concurrency_limit=actuator.concurrency_limit,
-                              max_batch_size=fleet.max_batch,
-                              batch_timeout_ms=fleet.batch_timeout_s * 1000.0,
-                              memory=fleet.cfg.memory)
-        decision, state = pol.decide(snap, state, t)
-        reasons[decision.reason] = reasons.get(decision.reason, 0) + 1
-        actuator.apply(decision)
-        lat = w.latencies_s
-        lim, wait_s = actuator.concurrency_limit, fleet.queue_timeout_s
-        for col, val in (("time_s", t), ("arrival_rate_rps", snap.arrival_rate_rps),
-                         ("desired_replicas", fleet.desired), ("ready_replicas", fleet.n_ready),
-                         ("starting_replicas", fleet.n_starting),
-                         ("queue_depth", snap.queue_depth), ("in_flight", snap.in_flight),
-                         ("latency_p99_s", float(np.quantile(lat, 0.99)) if len(lat) else math.nan),
-                         ("concurrency_limit", math.nan if lim is None else lim),
-                         ("queue_timeout_s", math.nan if wait_s is None else wait_s),
-                         ("max_batch_size", fleet.max_batch),
-                         ("forecast_rps", math.nan if decision.forecast_rps is None
-                          else decision.forecast_rps),
-                         ("reason", decision.reason)):
-            rows[col].append(val)
-        _om_row(om, w, snap, fleet)
+        if not pieces or pieces[-1].w.t1_s < t - EPS_S:
+            pieces.append(src.take(scraped=scrape_s is None))
+        records = loop.tick(t)
+        if not records:
+            raise RuntimeError(f"policy {pol.name}: the control loop's tick at {t:g} s failed "
+                               "(the traceback is in the log)")
+        (rec,) = records
+        w = merge_windows([p.w for p in pieces])
+        sizes = np.concatenate([p.sizes for p in pieces]) if len(pieces) > 1 else pieces[0].sizes
+        _tick_row(rows, t, rec, w, fleet)
+        reasons[rec.decision.reason] = reasons.get(rec.decision.reason, 0) + 1
+        _om_row(om, w, sizes, buckets, fleet)
         if progress is not None:
             progress(min(t, horizon_s), horizon_s)
         done = fleet.n_arrived == n and fleet.in_system == 0
@@ -145,6 +174,7 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
     result = _summarize(scenario, pol, fleet, actuator, reasons, ticks)
     result.extra["om"] = {k: np.asarray(v) for k, v in om.items()}
     result.extra["latency_buckets_s"] = buckets
+    result.extra["policy_state"] = loop.states[target.key].policy_state
     result.wall_s = wall_perf_s() - wall0
     result.events = engine.events
     if record_requests:
@@ -155,20 +185,46 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
     return result
 
 
-def _om_row(om: dict[str, list[Any]], w: Any, snap: Any, fleet: Fleet) -> None:
-    """Per-window raw counts for the OpenMetrics export (sidecar-style counters)."""
-    sizes = fleet.last_batch_sizes
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _tick_row(rows: dict[str, list[Any]], t: float, rec: TickRecord, w: WindowStats,
+              fleet: Fleet) -> None:
+    """One tick's columns: what the policy saw, what was decided, the fleet after it."""
+    snap, d = rec.seen, rec.decision
+    lat = w.latencies_s
+    lim, wait_s = fleet.limit, fleet.queue_timeout_s
+    for col, val in (("time_s", t),
+                     ("arrival_rate_rps", _nan(snap.arrival_rate_rps if snap else None)),
+                     ("desired_replicas", fleet.desired), ("ready_replicas", fleet.n_ready),
+                     ("starting_replicas", fleet.n_starting),
+                     ("queue_depth", _nan(snap.queue_depth if snap else None)),
+                     ("in_flight", _nan(snap.in_flight if snap else None)),
+                     ("latency_p99_s", float(np.quantile(lat, 0.99)) if len(lat) else math.nan),
+                     ("concurrency_limit", math.nan if lim >= NO_LIMIT else lim),
+                     ("queue_timeout_s", _nan(wait_s)),
+                     ("max_batch_size", fleet.max_batch),
+                     ("forecast_rps", _nan(d.forecast_rps)),
+                     ("reason", d.reason)):
+        rows[col].append(val)
+
+
+def _om_row(om: dict[str, list[Any]], w: WindowStats, sizes: np.ndarray,
+            buckets: tuple[float, ...], fleet: Fleet) -> None:
+    """Per-tick raw counts for the OpenMetrics export (sidecar-style counters), whatever view
+    the policy had."""
     idx = np.searchsorted(np.asarray(BATCH_SIZE_BUCKETS), sizes, side="left")
+    mem = fleet.cfg.memory
     for key, val in (
             ("served", w.completions), ("shed", w.shed), ("timed_out", w.timed_out),
-            ("failed", w.failed), ("latency_counts", snap.latency.counts),
+            ("failed", w.failed), ("latency_counts", latency_histogram(w.latencies_s,
+                                                                       buckets).counts),
             ("latency_sum_s", float(w.latencies_s.sum())),
             ("batch_counts", np.bincount(idx, minlength=len(BATCH_SIZE_BUCKETS) + 1)),
-            ("batch_sum", int(sizes.sum())), ("gpu_busy_ratio", np.nan
-                                             if snap.gpu_busy_ratio is None
-                                             else snap.gpu_busy_ratio),
-            ("gpu_memory_ratio", np.nan if snap.gpu_memory_used_ratio is None
-             else snap.gpu_memory_used_ratio),
+            ("batch_sum", int(sizes.sum())),
+            ("gpu_busy_ratio", w.busy_area / w.ready_area if w.ready_area > 0 else np.nan),
+            ("gpu_memory_ratio", np.nan if mem is None else mem.ratio(w.max_batch_seen)),
             ("queue_depth_now", w.queue_depth_now), ("in_flight_now", w.held_now)):
         om.setdefault(key, []).append(val)
 

@@ -96,6 +96,8 @@ class CostConfig(_Strict):
 
 class ControllerConfig(_Strict):
     interval_s: float = Field(15.0, gt=0)
+    # No scale-down until this long after the start (None: the loop's DEFAULT_WARMUP_S).
+    warmup_s: float | None = Field(None, ge=0)
 
 
 class Scenario(_Strict):

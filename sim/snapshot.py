@@ -1,10 +1,14 @@
 """Assemble the trimtab.controllers.core.types.Snapshot the collectors would export from one sim window."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from trimtab.controllers.core.types import FIELD_GPU, LatencyHistogram, Snapshot
 from trimtab.sim.fleet.model import MemoryModel, WindowStats
+
+MAX_BATCH_SAMPLES = 256     # as the fleet keeps per window: the newest batches
 
 
 def latency_histogram(latencies_s: np.ndarray, bounds_s: tuple[float, ...]) -> LatencyHistogram:
@@ -40,3 +44,27 @@ def build_snapshot(w: WindowStats, *, bounds_s: tuple[float, ...],
         shed_rps=w.shed / span, timed_out_rps=w.timed_out / span,
         concurrency_limit=concurrency_limit, max_batch_size=max_batch_size,
         batch_timeout_ms=batch_timeout_ms, missing=missing)
+
+
+def merge_windows(ws: Sequence[WindowStats]) -> WindowStats:
+    """Consecutive windows as one: counts and integrals add, the end state is the last one's.
+
+    E.g. two 5 s windows with 40 and 60 arrivals are one 10 s window with 100 (10 rps).
+    """
+    if not ws:
+        raise ValueError("merge_windows: no windows")
+    if len(ws) == 1:
+        return ws[0]
+    last = ws[-1]
+    samples = [s for w in ws for s in w.batch_samples][-MAX_BATCH_SAMPLES:]
+    return WindowStats(
+        t0_s=ws[0].t0_s, t1_s=last.t1_s, arrivals=sum(w.arrivals for w in ws),
+        completions=sum(w.completions for w in ws), shed=sum(w.shed for w in ws),
+        timed_out=sum(w.timed_out for w in ws), failed=sum(w.failed for w in ws),
+        queue_area=sum(w.queue_area for w in ws), held_area=sum(w.held_area for w in ws),
+        busy_area=sum(w.busy_area for w in ws), ready_area=sum(w.ready_area for w in ws),
+        latencies_s=np.concatenate([w.latencies_s for w in ws]), batch_samples=samples,
+        batches=sum(w.batches for w in ws), batch_items=sum(w.batch_items for w in ws),
+        max_batch_seen=max(w.max_batch_seen for w in ws), ready=last.ready,
+        starting=last.starting, desired=last.desired, queue_depth_now=last.queue_depth_now,
+        held_now=last.held_now)

@@ -1,6 +1,7 @@
 """Build a policy from its spec; one table of every policy name the CLI and configs accept."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from trimtab.controllers.core.spec import PolicySpec, SpecError, parse_spec
@@ -9,6 +10,23 @@ from trimtab.controllers.core.types import FleetBounds, Policy
 # name -> factory(params, bounds, interval_s) -> Policy. Factories import lazily so that a
 # CLI start does not pay for statsmodels unless the trimtab policy is used.
 Factory = Callable[[dict[str, Any], FleetBounds, float], Policy]
+
+
+@dataclass(frozen=True)
+class ReplayContext:
+    """What a replay gives the policies that plan from the whole run (the oracle, the past-only
+    schedule): the scenario, the trace and ``run(policy, record_requests=False)``, which replays
+    the same scenario and trace under another policy and returns its result. Opaque to the core:
+    the simulator fills it, so the core never imports the simulator."""
+
+    scenario: Any
+    trace: Any
+    run: Callable[..., Any]
+
+
+# name -> factory(params, bounds, interval_s, context) -> Policy: policies that exist only in
+# a replay, because they need the scenario and the trace (registered by trimtab.sim).
+ReplayFactory = Callable[[dict[str, Any], FleetBounds, float, ReplayContext], Policy]
 
 
 def _static(params: dict[str, Any], bounds: FleetBounds, interval_s: float) -> Policy:
@@ -24,24 +42,47 @@ def _static(params: dict[str, Any], bounds: FleetBounds, interval_s: float) -> P
 POLICIES: dict[str, Factory] = {
     "static": _static,
 }
+REPLAY_POLICIES: dict[str, ReplayFactory] = {}
 
 
 def register(name: str, factory: Factory) -> None:
     POLICIES[name] = factory
 
 
-def make_policy(spec: str | PolicySpec, bounds: FleetBounds, interval_s: float = 15.0) -> Policy:
-    """``make_policy("static:replicas=8", bounds)``; unknown names list the known ones."""
+def register_replay(name: str, factory: ReplayFactory) -> None:
+    """A policy built from a ReplayContext (``make_policy(..., context=...)``), replay only."""
+    REPLAY_POLICIES[name] = factory
+
+
+def known_policies() -> list[str]:
+    """Every registered name, live and replay-only."""
+    return sorted({*POLICIES, *REPLAY_POLICIES})
+
+
+def make_policy(spec: str | PolicySpec, bounds: FleetBounds, interval_s: float = 15.0,
+                context: ReplayContext | None = None) -> Policy:
+    """``make_policy("static:replicas=8", bounds)``; unknown names list the known ones.
+
+    A replay-only name (``oracle``, ``causal``) needs ``context``; without one (a live
+    controller) it is refused with the reason.
+    """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     load_builtin_policies()
     factory = POLICIES.get(parsed.name)
-    if factory is None:
-        raise SpecError(f"unknown policy {parsed.name!r}; known: {sorted(POLICIES)}")
-    return factory(dict(parsed.params), bounds, interval_s)
+    if factory is not None:
+        return factory(dict(parsed.params), bounds, interval_s)
+    replay = REPLAY_POLICIES.get(parsed.name)
+    if replay is None:
+        raise SpecError(f"unknown policy {parsed.name!r}; known: {known_policies()}")
+    if context is None:
+        raise SpecError(f"policy {parsed.name!r} plans from the whole trace: it runs only in a "
+                        "replay (trimtab replay), not in a live controller")
+    return replay(dict(parsed.params), bounds, interval_s, context)
 
 
 def load_builtin_policies() -> None:
-    """Import the modules that register the other policies (baselines, trimtab, oracle)."""
+    """Import the modules that register the live policies (baselines, trimtab); the replay-only
+    ones (oracle, causal) are registered by trimtab.sim when the simulator is imported."""
     import importlib
 
     for module in ("trimtab.controllers.core.baselines", "trimtab.controllers.core.policy"):

@@ -23,11 +23,6 @@ ALL_FIELDS = frozenset({"arrival_rate_rps", "queue_depth", "in_flight", "latency
                         "replicas", "gpu"})
 
 
-def sets_replicas(actuator: Actuator) -> bool:
-    """Replica actuators (Kubernetes, Ray Serve) versus pod-knob ones (sidecar)."""
-    return bool(getattr(actuator, "sets_replicas", actuator.name != "sidecar"))
-
-
 class Leadership(Protocol):
     def is_leader(self, now_s: float) -> bool: ...
 
@@ -57,7 +52,7 @@ class Target:
 class TargetState:
     policy_state: Any = None
     shadow_states: list[Any] = field(default_factory=list)
-    applied_replicas: int | None = None     # what the cluster was last asked for (known)
+    applied_replicas: int | None = None     # what this loop last asked for (exported)
     applied_knobs: dict[str, object] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)          # actuator -> in a row
     backoff_until_s: dict[str, float] = field(default_factory=dict)  # actuator -> loop time
@@ -77,6 +72,7 @@ class TickRecord:
     hold: str | None
     actuated: bool
     errors: tuple[str, ...] = ()
+    seen: Snapshot | None = None  # what the policy decided on (current replicas filled in)
 
 
 class ControlLoop:
@@ -84,13 +80,16 @@ class ControlLoop:
 
     Each target is isolated: an exception for one is logged and counted, the others go on.
     ``dry_run`` (or not being the leader) computes and exports everything and applies nothing.
+    ``started_s`` is when the controller started (the warm-up counts from it); by default the
+    first tick. The replay passes its fleet's start, 0.
     """
 
     def __init__(self, targets: Sequence[Target], source: Source, actuators: Sequence[Actuator],
                  clock: Clock, metrics: ControllerMetrics | None = None, *, dry_run: bool = False,
                  leader: Leadership | None = None, interval_s: float = 15.0,
                  window_s: float = 60.0, unix_time: Callable[[], float] = WallClock.unix_s,
-                 on_tick: Callable[[list[TickRecord]], None] | None = None) -> None:
+                 on_tick: Callable[[list[TickRecord]], None] | None = None,
+                 started_s: float | None = None) -> None:
         keys = [t.key for t in targets]
         if len(set(keys)) != len(keys):
             raise ValueError("ControlLoop: target keys must be unique")
@@ -105,7 +104,7 @@ class ControlLoop:
         self.window_s = window_s
         self.unix_time = unix_time
         self.on_tick = on_tick
-        self.started_s: float | None = None
+        self.started_s = started_s
         self.states = {t.key: TargetState(policy_state=t.policy.initial_state(),
                                           shadow_states=[p.initial_state() for p in t.shadows])
                        for t in self.targets}
@@ -125,7 +124,7 @@ class ControlLoop:
             self.metrics.source_errors.labels(self.source.name, source_error).inc()
             log.warning("source %s failed: %s; every target holds", self.source.name, exc)
             snapshots = {}
-        for error in getattr(self.source, "last_errors", ()) if source_error is None else ():
+        for error in self.source.last_errors if source_error is None else ():
             self.metrics.source_errors.labels(self.source.name, error).inc()
         leading = self.leader.is_leader(now_s) if self.leader is not None else True
         self.metrics.is_leader.set(1.0 if leading else 0.0)
@@ -148,19 +147,25 @@ class ControlLoop:
         return records
 
     def _current(self, target: Target, st: TargetState, snap: Snapshot) -> int | None:
-        if st.applied_replicas is not None:
-            return st.applied_replicas
+        """The replica count in force now, read every tick from the replica actuators (so a
+        workload scaled by hand is seen, and no-scale-down holds against the real count);
+        when none answers: the count the source reports, then the count last applied (a
+        knob-only setup), then ready plus starting."""
         for act in self.actuators:
+            if not act.sets_replicas:
+                continue
             try:
                 n = act.current_replicas(target.workload)
             except ActuationError as exc:
                 self.metrics.actuation_errors.labels(*target.labels, act.name, exc.error).inc()
                 continue
             if n is not None:
-                st.applied_replicas = n
                 return n
-        return snap.desired_replicas if snap.desired_replicas is not None else (
-            snap.ready_replicas)
+        if snap.desired_replicas is not None:
+            return snap.desired_replicas
+        if st.applied_replicas is not None:
+            return st.applied_replicas
+        return None if snap.ready_replicas is None else snap.current_replicas
 
     def _tick_target(self, target: Target, snap: Snapshot | None, now_s: float,
                      may_actuate: bool, source_error: str | None) -> TickRecord:
@@ -193,7 +198,7 @@ class ControlLoop:
         self._export(target, st, snap, wanted, decision, shadows, hold)
         self._log(target, st, current, wanted, decision, hold, actuated, errors)
         return TickRecord(target.key, decision, wanted, shadows, current,
-                          hold.metric if hold else None, actuated, tuple(errors))
+                          hold.metric if hold else None, actuated, tuple(errors), snap)
 
     def _actuate(self, target: Target, st: TargetState, decision: Decision, now_s: float,
                  errors: list[str]) -> tuple[bool, bool, list[str]]:
@@ -207,11 +212,12 @@ class ControlLoop:
             try:
                 if decision.valid:
                     applied = act.apply(target.workload, decision, decision.reason)
-                elif hasattr(act, "resync"):
-                    # Holding: apply nothing new, but pods that started late get what is in force.
-                    applied = act.resync(target.workload)
                 else:
-                    continue
+                    # Holding: apply nothing new, but pods that started late get what is in force.
+                    resynced = act.resync(target.workload)
+                    if resynced is None:
+                        continue
+                    applied = resynced
             except Exception as exc:   # an actuator failure is counted, never a crash
                 code = exc.error if isinstance(exc, ActuationError) else type(exc).__name__
                 errors.append(f"{act.name}:{code}")
@@ -224,16 +230,16 @@ class ControlLoop:
                 if n > 1:
                     st.backoff_until_s[act.name] = now_s + min(
                         self.interval_s * (2 ** (n - 1) - 0.5), MAX_BACKOFF_S)
-                if sets_replicas(act):
-                    st.applied_replicas = None   # unsure what landed: read the cluster again
+                if act.sets_replicas:
+                    st.applied_replicas = None   # unsure what landed
                 continue
             st.failures.pop(act.name, None)
             st.backoff_until_s.pop(act.name, None)
             paused = paused or applied.note == "paused"
-            if sets_replicas(act) and decision.valid:
-                # Paused: a person steers the workload; read its count afresh next tick.
+            if act.sets_replicas and decision.valid:
+                # Paused: a person steers the workload; nothing of ours is in force.
                 st.applied_replicas = None if applied.note == "paused" else decision.replicas
-        if not any(sets_replicas(a) for a in self.actuators) and decision.valid \
+        if not any(a.sets_replicas for a in self.actuators) and decision.valid \
                 and not errors and not waiting:
             st.applied_replicas = decision.replicas
         return decision.valid and not errors and not waiting, paused, waiting

@@ -11,7 +11,7 @@ from trimtab.controllers.shell.clock import ManualClock, WallClock
 from trimtab.controllers.shell.leader import LeaderElector
 from trimtab.controllers.shell.loop import ControlLoop, Target
 from trimtab.controllers.shell.metrics import ControllerMetrics
-from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.base import Source as SourceBase, TargetSelector
 from tests.production.conftest import BOUNDS, ScriptedPolicy, snapshot
 
 
@@ -76,7 +76,7 @@ def test_only_the_leader_actuates_and_followers_keep_deciding(standin, kube_api)
     standin.add_deployment("prod", "llama", replicas=2)
     clock = ManualClock(0.0)
 
-    class Source:
+    class Source(SourceBase):
         name = "fake"
 
         def read(self, targets, now_s, window_s):

@@ -7,17 +7,17 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from trimtab.controllers.shell.actuators.base import ActuationError, Applied, WorkloadRef
+from trimtab.controllers.shell.actuators.base import ActuationError, Actuator, Applied, WorkloadRef
 from trimtab.controllers.shell.clock import ManualClock
 from trimtab.controllers.shell.loop import ControlLoop, Target
 from trimtab.controllers.shell.metrics import ControllerMetrics
-from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.controllers.core.types import Decision, Snapshot
 from tests.production.conftest import BOUNDS, ScriptedPolicy, snapshot
 
 
 @dataclass
-class FakeSource:
+class FakeSource(Source):
     name: str = "fake"
     snaps: dict[str, Snapshot] = field(default_factory=dict)
     fail: Exception | None = None
@@ -30,7 +30,7 @@ class FakeSource:
 
 
 @dataclass
-class FakeActuator:
+class FakeActuator(Actuator):
     name: str = "kubernetes"
     replicas: dict[str, int] = field(default_factory=dict)
     applied: list[tuple[str, int]] = field(default_factory=list)
@@ -137,6 +137,52 @@ def test_warmup_blocks_scale_down_until_windows_fill() -> None:
     (rec,) = loop.tick(clock.now_s())          # t = 60 s
     assert (rec.decision.replicas, rec.hold) == (2, None)
     assert act.replicas["prod/llama"] == 2
+
+
+def test_a_workload_scaled_by_hand_is_seen_and_not_scaled_down_on_missing_data() -> None:
+    # The loop applied 2; a person then scaled the Deployment to 6, and in_flight went
+    # missing. Counterfactual: comparing with the count it last applied (2), the loop saw no
+    # scale-down and set the Deployment back to 2 on imputed data.
+    act = FakeActuator(replicas={"prod/llama": 4})
+    src = FakeSource(snaps={"prod/llama": snapshot()})
+    loop, clock = make_loop([make_target(policy=ScriptedPolicy(2))], src, [act])
+    (rec,) = loop.tick(clock.now_s())
+    assert act.replicas["prod/llama"] == 2 and rec.current_replicas == 4
+    act.replicas["prod/llama"] = 6                       # kubectl scale --replicas=6
+    src.snaps["prod/llama"] = snapshot(in_flight=None, missing=frozenset({"in_flight"}))
+    clock.advance(15)
+    (rec,) = loop.tick(clock.now_s())
+    assert rec.current_replicas == 6
+    assert (rec.decision.replicas, rec.hold) == (6, "missing")
+    assert act.replicas["prod/llama"] == 6
+    # With the data back, the policy's scale-down goes through from the real count.
+    src.snaps["prod/llama"] = snapshot()
+    clock.advance(15)
+    (rec,) = loop.tick(clock.now_s())
+    assert (rec.current_replicas, rec.decision.replicas, rec.hold) == (6, 2, None)
+    assert act.replicas["prod/llama"] == 2
+
+
+def test_capabilities_are_declared_by_every_actuator_and_source() -> None:
+    """The loop reads sets_replicas, resync and last_errors as attributes, never probes."""
+    from trimtab.controllers.shell.actuators.kubernetes import KubernetesActuator
+    from trimtab.controllers.shell.actuators.ray_serve import RayServeActuator
+    from trimtab.controllers.shell.actuators.sidecar import SidecarActuator
+    from trimtab.controllers.shell.sources.prometheus import PrometheusSource
+    from trimtab.controllers.shell.sources.sidecar import SidecarSource
+
+    assert [a.sets_replicas for a in (KubernetesActuator, RayServeActuator, SidecarActuator)] \
+        == [True, True, False]
+    assert FakeActuator().resync(WorkloadRef("Deployment", "prod", "x")) is None   # default
+    assert SidecarActuator.resync is not Actuator.resync
+    assert FakeSource().last_errors == ()
+    assert Source in PrometheusSource.__mro__ and Source in SidecarSource.__mro__
+    import inspect
+
+    from trimtab.controllers.shell import loop as loop_module
+
+    text = inspect.getsource(loop_module)
+    assert "getattr(" not in text and "hasattr(" not in text
 
 
 def test_one_target_failing_never_stops_the_others() -> None:

@@ -193,28 +193,30 @@ def test_openmetrics_is_accepted_by_promtool(tmp_path):
 
 
 def test_sweep_adds_the_cheapest_slo_meeting_setting_and_the_oracle(tmp_path, monkeypatch):
-    """With a sweep table and an oracle present, results gain the sweep's best and
-    cost_vs_oracle. Stand-ins for trimtab.controllers.core.sweep and trimtab.sim.oracle keep this test about the
-    replay's bookkeeping, not about those modules."""
+    """With a sweep table and an oracle registered, results gain the sweep's best and
+    cost_vs_oracle. A stand-in sweep table and a stand-in ``oracle`` in the registry keep this
+    test about the replay's bookkeeping, not about those modules."""
     import sys
     import types
 
+    from trimtab.controllers.core import registry
     from trimtab.controllers.core.static import StaticPolicy
 
     fake_sweep = types.ModuleType("trimtab.controllers.core.sweep")
     fake_sweep.SWEEPS = {"static": ["static:replicas=1", "static:replicas=3",
                                     "static:replicas=6"]}
-    fake_oracle = types.ModuleType("trimtab.sim.oracle")
-    fake_oracle.make_oracle_policy = lambda sc, trace, bounds: StaticPolicy(
-        replicas=2, bounds=bounds, interval_s=10.0, name="oracle")
     monkeypatch.setitem(sys.modules, "trimtab.controllers.core.sweep", fake_sweep)
-    monkeypatch.setitem(sys.modules, "trimtab.sim.oracle", fake_oracle)
+    monkeypatch.setitem(registry.REPLAY_POLICIES, "oracle",
+                        lambda params, bounds, interval_s, ctx: StaticPolicy(
+                            replicas=2, bounds=bounds, interval_s=10.0, name="oracle"))
     sc = tmp_path / "sc.yaml"
+    # No warm-up: with the loop's 300 s, static:replicas=1 would be held at the initial 6 for
+    # the whole 120 s and meet the SLO.
     sc.write_text(yaml.safe_dump({
         "name": "sweep", "trace": {"format": "poisson", "rate_rps": 100, "duration_s": 120},
         "service": {"base_ms": 50, "per_item_ms": 10, "max_batch": 4, "batch_timeout_ms": 5},
         "replicas": {"initial": 6, "min": 1, "max": 10, "cold_start_s": 10},
-        "slo": {"latency_s": 0.5, "target": 0.99}}))
+        "slo": {"latency_s": 0.5, "target": 0.99}, "controller": {"warmup_s": 0}}))
     res = cli("replay", "--scenario", str(sc), "--policy", "static:replicas=8", "--sweep",
               "--json", str(tmp_path / "r.json"), "--workers", "1")
     assert res.exit_code == 0, res.output

@@ -42,9 +42,19 @@ class ActuationError(Exception):
 
 
 class Actuator(Protocol):
-    """Applies the parts of a Decision it is responsible for; idempotent."""
+    """Applies the parts of a Decision it is responsible for; idempotent.
+
+    Every actuator subclasses this (or declares the same members), so the loop reads each
+    capability as an attribute instead of probing for it:
+
+    - ``sets_replicas``: True for replica actuators (Kubernetes, Ray Serve, the simulator),
+      False for pod-knob ones (the sidecar), whose ``current_replicas`` is always None;
+    - ``resync(workload)``: while the loop holds (apply nothing new), bring late-started pods
+      to what is in force; None (the default) when there is nothing to resync.
+    """
 
     name: str
+    sets_replicas: bool = True
 
     def apply(self, workload: WorkloadRef, decision: Decision, reason: str) -> Applied:
         """Make the workload match ``decision``; raise ActuationError on failure."""
@@ -53,3 +63,7 @@ class Actuator(Protocol):
     def current_replicas(self, workload: WorkloadRef) -> int | None:
         """The replica count the workload is asked for now (spec), or None if unknown."""
         ...
+
+    def resync(self, workload: WorkloadRef) -> Applied | None:
+        """Re-apply what is in force without a new decision; None: nothing to do."""
+        return None

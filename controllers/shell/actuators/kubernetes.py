@@ -8,7 +8,7 @@ from typing import Any, Callable
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from trimtab.controllers.shell.actuators.base import ActuationError, Applied, WorkloadRef
+from trimtab.controllers.shell.actuators.base import ActuationError, Actuator, Applied, WorkloadRef
 from trimtab.controllers.shell.clock import WallClock
 from trimtab.controllers.core.types import Decision
 
@@ -54,7 +54,7 @@ def error_of(exc: Exception) -> ActuationError:
     return ActuationError("unreachable", f"API server unreachable: {type(exc).__name__}: {exc}")
 
 
-class KubernetesActuator:
+class KubernetesActuator(Actuator):
     """Sets ``spec.replicas`` through ``/scale`` with optimistic concurrency.
 
     Each apply reads the workload (pause annotation, replicas, resourceVersion) and, when the

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from trimtab.collectors.names import (RAY_BATCH_WAIT_TIMEOUT_KEY, RAY_MAX_BATCH_SIZE_KEY,
                                       RAY_USER_CONFIG_KEY)
-from trimtab.controllers.shell.actuators.base import ActuationError, Applied, WorkloadRef
+from trimtab.controllers.shell.actuators.base import ActuationError, Actuator, Applied, WorkloadRef
 from trimtab.controllers.core.types import Decision
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def diff_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, t
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-class RayServeActuator:
+class RayServeActuator(Actuator):
     """Applies Decisions to Ray Serve deployments (WorkloadRef namespace = application name)."""
 
     name = "ray_serve"

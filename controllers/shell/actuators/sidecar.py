@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from trimtab.controllers.shell.actuators.base import ActuationError, Applied, WorkloadRef
+from trimtab.controllers.shell.actuators.base import ActuationError, Actuator, Applied, WorkloadRef
 from trimtab.controllers.shell.actuators.kubernetes import error_of
 from trimtab.controllers.core.types import Decision
 
@@ -50,7 +50,7 @@ def _admin_port(pod: Any, default: int) -> int:
     return default
 
 
-class SidecarActuator:
+class SidecarActuator(Actuator):
     """Pushes pod-level knobs to every ready pod; new pods get the workload's current settings.
 
     Pods are written in parallel with a short timeout, so one hung pod never blocks the rest;
@@ -58,6 +58,7 @@ class SidecarActuator:
     """
 
     name = "sidecar"
+    sets_replicas = False     # pod knobs only: the replica count is another actuator's
 
     def __init__(self, api_client: client.ApiClient, endpoints: dict[str, SidecarEndpoint],
                  max_workers: int = 16) -> None:

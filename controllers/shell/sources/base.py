@@ -19,10 +19,13 @@ class Source(Protocol):
     """Reads metrics for many targets at once (batched), never raising for one bad target.
 
     A target whose metrics could not be read gets a Snapshot with the fields set to None and
-    named in ``missing`` (or ``stale``), so the policy's guards can hold.
+    named in ``missing`` (or ``stale``), so the policy's guards can hold. ``last_errors`` names
+    the queries of the last ``read`` that failed without failing the read (counted by the loop
+    as source errors); every source subclasses this (or declares it), empty by default.
     """
 
     name: str
+    last_errors: Sequence[str] = ()
 
     def read(self, targets: Sequence[TargetSelector], now_s: float,
              window_s: float) -> dict[str, Snapshot]:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from trimtab.collectors import names as n
 from trimtab.controllers.shell.clock import WallClock
-from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.controllers.core.types import (FIELD_ARRIVAL_RATE, FIELD_IN_FLIGHT, FIELD_LATENCY,
                                FIELD_QUEUE_DEPTH, FIELD_REPLICAS, LatencyHistogram, Snapshot)
 
@@ -93,7 +93,7 @@ def queries_for(keys: tuple[str, ...], selector: str, window_s: float) -> list[Q
     ]
 
 
-class PrometheusSource:
+class PrometheusSource(Source):
     """``PrometheusSource(url, timeout_s, staleness_s)``: batched queries over all targets.
 
     Targets are grouped by their matcher label keys; each group costs ``len(queries_for())``

@@ -10,7 +10,7 @@ from typing import Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 from trimtab.collectors import names as n
-from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.controllers.core.types import (FIELD_ARRIVAL_RATE, FIELD_IN_FLIGHT, FIELD_LATENCY,
                                FIELD_QUEUE_DEPTH, FIELD_REPLICAS, LatencyHistogram, Snapshot)
 
@@ -57,7 +57,7 @@ def parse_page(text: str, model: str | None) -> Scrape:
     return out
 
 
-class SidecarSource:
+class SidecarSource(Source):
     """``SidecarSource({target key: [metrics URLs]})``; the first read of a pod gives no rates.
 
     Counter resets (a restarted sidecar) are treated like Prometheus does: the new value is
