@@ -8,7 +8,7 @@ queue-proxies and activator see: requests held by pods plus requests buffered in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import Field
 
@@ -61,26 +61,27 @@ def observed_concurrency(snapshot: Snapshot) -> float:
     return float(snapshot.in_flight or 0.0) + float(snapshot.queue_depth or 0.0)
 
 
-def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
-           ) -> tuple[Decision, KpaState]:
-    hold = hold_on_unreadable(snapshot, [FIELD_IN_FLIGHT])
-    if hold is not None:
-        return hold, state
-    b = config.bounds
-    ready = snapshot.ready_replicas or 0
+def begin(state: KpaState, ready: int, now_s: float) -> KpaState:
+    """A new autoscaler with more than one ready pod starts in panic holding that count.
+
+    autoscaler.go newAutoscaler reads ReadyCount, so lost history cannot cause a scale-down
+    (autoscaler_test.go TestStartInPanicMode: 0 or 1 pod no panic, 2 pods panic at 2).
+    """
+    if state.started:
+        return state
+    if ready > 1:
+        return replace(state, panic_since_s=now_s, max_panic_pods=ready, started=True)
+    return replace(state, started=True)
+
+
+def scale(stable: float, panic: float, ready: int, current: int, state: KpaState,
+          now_s: float, config: KpaConfig) -> tuple[int, str, KpaState]:
+    """autoscaler.go Scale from the stable and panic concurrency (before the bounds).
+
+    Example: target 10 per pod, 1 ready pod, stable 50 and panic 100: the panic want
+    ceil(100 / 10) = 10 is >= 2x of 1 pod, so panic starts and the count is max(5, 10) = 10.
+    """
     panic_since_s, max_panic = state.panic_since_s, state.max_panic_pods
-    if not state.started and ready > 1:
-        # A new autoscaler with >1 ready pod starts in panic holding that count, so lost
-        # history cannot cause a scale-down (autoscaler.go newAutoscaler reads ReadyCount).
-        panic_since_s, max_panic = now_s, ready
-    samples = add_sample(state.samples, now_s, snapshot.window_s, observed_concurrency(snapshot),
-                         keep_s=config.stable_window_s)
-    stable = window_mean(samples, now_s, config.stable_window_s)
-    panic = window_mean(samples, now_s, config.stable_window_s * config.panic_window_pct / 100)
-    if stable is None or panic is None:
-        new = KpaState(samples, panic_since_s, max_panic, True, state.recent_wants)
-        return Decision(replicas=snapshot.current_replicas, reason=REASON_NO_DATA,
-                        valid=False), new
     ready_pods = max(1, ready)
     max_up = math.ceil(config.max_scale_up_rate * ready_pods)
     max_down = math.floor(ready_pods / config.max_scale_down_rate)
@@ -96,7 +97,6 @@ def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
         # Strictly more than a stable window (autoscaler.go: panicTime.Add(StableWindow)
         # .Before(now)), so one tick later than ">=" would.
         panic_since_s, max_panic = None, 0
-    current = snapshot.current_replicas
     if panic_since_s is not None:
         want = max(stable_want, panic_want, max_panic)
         max_panic = want
@@ -109,10 +109,32 @@ def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
                                              config.scale_down_delay_s)
     if delayed:
         reason = REASON_SCALE_DOWN_DELAY
+    return want, reason, replace(state, panic_since_s=panic_since_s, max_panic_pods=max_panic,
+                                 recent_wants=recent)
+
+
+def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
+           ) -> tuple[Decision, KpaState]:
+    hold = hold_on_unreadable(snapshot, [FIELD_IN_FLIGHT])
+    if hold is not None:
+        return hold, state
+    b = config.bounds
+    ready = snapshot.ready_replicas or 0
+    state = begin(state, ready, now_s)
+    samples = add_sample(state.samples, now_s, snapshot.window_s, observed_concurrency(snapshot),
+                         keep_s=config.stable_window_s)
+    state = replace(state, samples=samples)
+    stable = window_mean(samples, now_s, config.stable_window_s)
+    panic = window_mean(samples, now_s, config.stable_window_s * config.panic_window_pct / 100)
+    if stable is None or panic is None:
+        return Decision(replicas=snapshot.current_replicas, reason=REASON_NO_DATA,
+                        valid=False), state
+    want, reason, state = scale(stable, panic, ready, snapshot.current_replicas, state, now_s,
+                                config)
     replicas, why = clamp(want, b.min_replicas, b.max_replicas)
     return (Decision(replicas=replicas, reason=why or reason,
                      details={"stable_concurrency": stable, "panic_concurrency": panic}),
-            KpaState(samples, panic_since_s, max_panic, True, recent))
+            state)
 
 
 def delay_scale_down(want: int, recent: tuple[tuple[float, int], ...], now_s: float,
