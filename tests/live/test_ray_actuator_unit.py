@@ -1,15 +1,25 @@
-"""The Ray Serve actuator's logic against a recorded Serve-details payload (no Ray needed)."""
+"""The Ray Serve actuator, source and gate against a recorded Serve-details payload (no Ray needed)."""
 from __future__ import annotations
 
 import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given, strategies as st
 
+from trimtab.controllers.core.types import FIELD_REPLICAS, Decision, Snapshot
 from trimtab.controllers.shell.actuators.base import ActuationError, WorkloadRef
-from trimtab.controllers.shell.actuators.ray_serve import (ERROR_CODES, RayServeActuator, desired_overrides,
-                                             diff_settings)
-from trimtab.controllers.core.types import Decision
+from trimtab.controllers.shell.actuators.gate import GateActuator, gate_limit
+from trimtab.controllers.shell.actuators.ray_serve import (ERROR_CODES, RayServeActuator,
+                                                           desired_overrides, diff_settings,
+                                                           replica_counts, serving_replicas,
+                                                           steered_settings)
+from trimtab.controllers.shell.actuators.sidecar import SidecarControlClient
+from trimtab.controllers.shell.sources.base import TargetSelector
+from trimtab.controllers.shell.sources.ray_serve import RayReplicaSource
+from trimtab.up.recording import RecordingActuator
 
 W = WorkloadRef("RayServeDeployment", "demo", "mlp")
 
@@ -168,3 +178,147 @@ def test_overrides_hold_the_decision_and_a_replica_can_always_fill_a_batch(
                                               section["max_batch_size"])
     # Applying the same decision again changes nothing (idempotent).
     assert diff_settings(out, desired_overrides(d, out)) == {}
+
+
+def test_replica_states_are_read_once_for_actuator_and_source():
+    dep = DETAILS["applications"]["demo"]["deployments"]["mlp"]
+    assert replica_counts(dep) == (1, 1)                 # a RUNNING, b STARTING
+    assert serving_replicas(dep) == {"a": "A1"}
+    updating = {"replicas": [{"replica_id": "c", "actor_id": "C1", "state": "UPDATING"},
+                             {"replica_id": "d", "actor_id": "D1", "state": "RECOVERING"}]}
+    assert replica_counts(updating) == (1, 1)            # reconfiguring still serves
+    assert steered_settings(dep["deployment_config"]) == {
+        "replicas": 2, "concurrency_limit": 16, "max_batch_size": 4,
+        "batch_wait_timeout_s": None}
+
+
+# --- the Ray Serve source ---------------------------------------------------------------------
+class StubSource:
+    """The inner source: a fixed Snapshot per target and one failed query."""
+
+    name = "stub"
+    last_errors = ("queue_depth",)
+
+    def read(self, targets, now_s, window_s):
+        return {t.key: Snapshot(time_s=now_s, window_s=window_s, arrival_rate_rps=5.0,
+                                ready_replicas=1, missing=frozenset({FIELD_REPLICAS}))
+                for t in targets}
+
+
+SELECTOR = TargetSelector("demo/mlp", {"model": "mlp"})
+
+
+def test_ray_source_takes_replicas_and_knobs_from_ray():
+    source = RayReplicaSource(StubSource(), make(FakeClient()), {"demo/mlp": W})
+    snap = source.read([SELECTOR], 30.0, 15.0)["demo/mlp"]
+    assert (snap.ready_replicas, snap.starting_replicas) == (1, 1)
+    assert (snap.concurrency_limit, snap.max_batch_size) == (16, 4)
+    assert snap.batch_timeout_ms is None and snap.arrival_rate_rps == 5.0
+    assert FIELD_REPLICAS not in snap.missing
+    assert source.last == {"demo/mlp": snap} and source.last_errors == ("queue_depth",)
+
+
+def test_ray_source_marks_replicas_missing_when_ray_does_not_answer():
+    source = RayReplicaSource(StubSource(), make(FakeClient(fail_with=RayActorError("gone"))),
+                              {"demo/mlp": W})
+    snap = source.read([SELECTOR], 30.0, 15.0)["demo/mlp"]
+    # Not the inner source's one-sidecar count: unknown, so the guards hold.
+    assert snap.ready_replicas is None and FIELD_REPLICAS in snap.missing
+
+
+# --- the gate actuator ------------------------------------------------------------------------
+@pytest.mark.parametrize("decision, in_force, limit", [
+    pytest.param(Decision(replicas=3, reason="x", concurrency_limit=4), None, 12,
+                 id="replicas-times-limit"),
+    pytest.param(Decision(replicas=3, reason="x", concurrency_limit=4, max_batch_size=8),
+                 None, 24, id="a-replica-holds-a-batch"),
+    pytest.param(Decision(replicas=2, reason="x"), 16, 32, id="limit-in-force"),
+    pytest.param(Decision(replicas=2, reason="x"), None, 2, id="nothing-known-one-each"),
+    pytest.param(Decision(replicas=0, reason="x", concurrency_limit=4), None, 4,
+                 id="zero-replicas-still-admits-one-replicas-worth"),
+])
+def test_gate_limit(decision, in_force, limit):
+    assert gate_limit(decision, in_force) == limit
+
+
+class SidecarStub(ThreadingHTTPServer):
+    """The sidecar's control endpoint: records each PUT body, answers ``status``."""
+
+    def __init__(self) -> None:
+        self.puts: list[dict] = []
+        self.status = 200
+        self.tokens: list[str] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.puts.append(body)
+                stub.tokens.append(self.headers["Authorization"])
+                self.send_response(stub.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def sidecar():
+    server = SidecarStub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def gate_for(url: str) -> GateActuator:
+    return GateActuator(SidecarControlClient(url, "s3cret", timeout_s=2.0), make(FakeClient()))
+
+
+def test_gate_sets_the_sidecar_limit_once_per_change(sidecar):
+    gate = gate_for(f"http://127.0.0.1:{sidecar.server_port}")
+    applied = gate.apply(W, Decision(replicas=3, reason="up", concurrency_limit=4), "up")
+    assert applied.changes == {"gate_concurrency_limit": (None, 12)}
+    assert sidecar.puts == [{"concurrency_limit": 12}] and sidecar.tokens == ["Bearer s3cret"]
+    assert gate.apply(W, Decision(replicas=3, reason="x", concurrency_limit=4), "x").changes == {}
+    # No limit in the decision: the per-replica limit in force in Ray (16) counts.
+    gate.apply(W, Decision(replicas=2, reason="down"), "down")
+    assert sidecar.puts[-1] == {"concurrency_limit": 32}
+    assert gate.sets_replicas is False and gate.current_replicas(W) is None
+
+
+@pytest.mark.parametrize("status, code, retryable", [
+    (422, "invalid", False), (503, "error", True)], ids=["rejected", "sidecar-error"])
+def test_gate_maps_sidecar_answers_to_bounded_errors(sidecar, status, code, retryable):
+    sidecar.status = status
+    gate = gate_for(f"http://127.0.0.1:{sidecar.server_port}")
+    with pytest.raises(ActuationError, match=f"HTTP {status}") as info:
+        gate.apply(W, Decision(replicas=3, reason="up", concurrency_limit=4), "up")
+    assert (info.value.error, info.value.retryable) == (code, retryable)
+    assert gate.limit is None          # not applied: the next tick tries again
+
+
+def test_gate_without_a_sidecar_is_unavailable_and_retried(port):
+    with pytest.raises(ActuationError) as info:
+        gate_for(f"http://127.0.0.1:{port}").apply(
+            W, Decision(replicas=1, reason="x", concurrency_limit=2), "x")
+    assert info.value.error == "unavailable" and info.value.retryable
+
+
+# --- the demo's recording wrapper -------------------------------------------------------------
+def test_recording_actuator_keeps_the_timeline_of_changes_and_errors():
+    pytest.importorskip("ray.serve")          # applying validates the Serve config with Ray
+    clock = iter([1.0, 2.0])
+    rec = RecordingActuator(make(FakeClient()), lambda: next(clock))
+    rec.apply(W, Decision(replicas=2, reason="steady", max_batch_size=4), "steady")  # no change
+    rec.apply(W, Decision(replicas=3, reason="up", max_batch_size=8), "up")
+    assert [(r.at_s, r.reason) for r in rec.history] == [(1.0, "up")]
+    assert rec.batch_size_changes() == 1 and rec.sets_replicas and rec.name == "ray_serve"
+    with pytest.raises(ActuationError):
+        rec.apply(W, Decision(replicas=-1, reason="bad"), "bad")
+    assert rec.errors == [(2.0, "invalid")]

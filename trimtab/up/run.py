@@ -27,19 +27,22 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trimtab.up import wall_clock
 from trimtab.collectors import names
 from trimtab.controllers.shell.actuators.base import ActuationError
-from trimtab.controllers.shell.actuators.ray_serve import RayServeActuator
+from trimtab.controllers.shell.actuators.gate import GateActuator
+from trimtab.controllers.shell.actuators.ray_serve import (RayServeActuator, replica_counts,
+                                                           serving_replicas)
+from trimtab.controllers.shell.actuators.sidecar import SidecarControlClient
 from trimtab.controllers.shell.clock import WallClock
 from trimtab.controllers.shell.loop import ControlLoop, Target, TickRecord
 from trimtab.controllers.shell.metrics import ControllerMetrics
 from trimtab.controllers.core.registry import make_policy
 from trimtab.controllers.shell.sources.base import TargetSelector
 from trimtab.controllers.shell.sources.prometheus import PrometheusSource
+from trimtab.controllers.shell.sources.ray_serve import RayReplicaSource
 from trimtab.controllers.core.types import FleetBounds
 from trimtab.up.fleet import DEPLOYMENT_NAME, FleetConfig, RayFleet, require_ray
 from trimtab.up.load import LoadGenerator, RampProfile, arrivals
 from trimtab.up.prom import PrometheusProcess, find_prometheus, prometheus_config, stop_process
-from trimtab.up.source import (GateActuator, RayReplicaSource, RecordingActuator,
-                             replica_counts, running_actor_ids)
+from trimtab.up.recording import RecordingActuator
 
 log = logging.getLogger("trimtab.live")
 FLEET_MAX_ONGOING = 16       # max_ongoing_requests per replica until the policy sets it
@@ -111,7 +114,7 @@ class LiveRun:
     load_end_unix_s: float
     arrival_s: object                       # numpy array, offsets from the load start
     request_log: object                     # load.RequestLog
-    applied: list = field(default_factory=list)   # source.AppliedRecord
+    applied: list = field(default_factory=list)   # recording.AppliedRecord
     actuation_errors: list = field(default_factory=list)
     ticks: list[tuple[float, TickRecord]] = field(default_factory=list)
     batch_size_changes: int = 0
@@ -253,10 +256,12 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         bounds = cfg.bounds()
         policy = make_policy(cfg.policy, bounds, cfg.interval_s)
         ticks: list[tuple[float, TickRecord]] = []
+        gate = GateActuator(SidecarControlClient(sidecar.metrics_url, sidecar.token),
+                            actuator.inner)
         loop = ControlLoop(
             [Target(fleet.workload, TargetSelector("demo/mlp", {"model": DEPLOYMENT_NAME}),
                     policy, model=DEPLOYMENT_NAME, bounds=bounds, warmup_s=cfg.window_s)],
-            source, [actuator, GateActuator(sidecar.metrics_url, sidecar.token, actuator.inner)],
+            source, [actuator, gate],
             WallClock(), metrics, interval_s=cfg.interval_s,
             window_s=cfg.window_s,
             on_tick=lambda recs: ticks.extend((wall_clock.now_s() - t0, r) for r in recs))
@@ -288,7 +293,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
                 live_replicas.labels("running").set(running)
                 live_replicas.labels("starting").set(starting)
                 replica_samples.append((load.elapsed_s(), running, starting))
-                actor_ids.append((load.elapsed_s(), running_actor_ids(details)))
+                actor_ids.append((load.elapsed_s(), serving_replicas(details)))
             _progress(on_progress, stage="load", elapsed_s=load.elapsed_s(), load=load,
                       snapshot=source.last.get("demo/mlp"), ticks=ticks, actuator=actuator,
                       config=cfg, profile=cfg.profile(), replicas=replica_samples[-1:])

@@ -98,16 +98,45 @@ def desired_overrides(decision: Decision, current: Mapping[str, Any]) -> dict[st
     return out
 
 
+def steered_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings trimtab steers, from a deployment's overrides or Ray's ``deployment_config``
+    (both have ``num_replicas``, ``max_ongoing_requests`` and ``user_config``); None if unset."""
+    section = (config.get("user_config") or {}).get(RAY_USER_CONFIG_KEY) or {}
+    return {"replicas": config.get("num_replicas"),
+            "concurrency_limit": config.get("max_ongoing_requests"),
+            "max_batch_size": section.get(RAY_MAX_BATCH_SIZE_KEY),
+            "batch_wait_timeout_s": section.get(RAY_BATCH_WAIT_TIMEOUT_KEY)}
+
+
 def diff_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
     """field -> (old, new) for the settings trimtab steers that differ."""
-    def flat(d: Mapping[str, Any]) -> dict[str, Any]:
-        section = (d.get("user_config") or {}).get(RAY_USER_CONFIG_KEY) or {}
-        return {"replicas": d.get("num_replicas"),
-                "concurrency_limit": d.get("max_ongoing_requests"),
-                "max_batch_size": section.get(RAY_MAX_BATCH_SIZE_KEY),
-                "batch_wait_timeout_s": section.get(RAY_BATCH_WAIT_TIMEOUT_KEY)}
-    a, b = flat(old), flat(new)
+    a, b = steered_settings(old), steered_settings(new)
     return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+# Replica states in Ray's deployment details. UPDATING is a running replica being
+# reconfigured (a user_config change): it keeps serving.
+SERVING_STATES = frozenset({"RUNNING", "UPDATING"})
+STARTING_STATES = frozenset({"STARTING", "RECOVERING", "PENDING_MIGRATION"})
+
+
+def replica_state(replica: Mapping[str, Any]) -> str:
+    """A replica's state name (Ray's details hold an enum in-process, a string over REST)."""
+    state = replica.get("state")
+    return str(getattr(state, "value", state))
+
+
+def replica_counts(details: Mapping[str, Any]) -> tuple[int, int]:
+    """(serving, starting) replicas of one deployment, from Ray's deployment details."""
+    states = [replica_state(r) for r in details.get("replicas") or []]
+    return (sum(s in SERVING_STATES for s in states),
+            sum(s in STARTING_STATES for s in states))
+
+
+def serving_replicas(details: Mapping[str, Any]) -> dict[str, str]:
+    """replica id -> Ray actor id of the serving replicas (a restart changes both)."""
+    return {r["replica_id"]: r["actor_id"] for r in details.get("replicas") or []
+            if replica_state(r) in SERVING_STATES}
 
 
 class RayServeActuator(Actuator):
@@ -154,12 +183,8 @@ class RayServeActuator(Actuator):
         return None if target is None else int(target)
 
     def running_replicas(self, workload: WorkloadRef) -> dict[str, str]:
-        """replica id -> Ray actor id of serving replicas (RUNNING, or UPDATING: running and
-        being reconfigured)."""
-        dep = self.deployment_details(workload)
-        return {r["replica_id"]: r["actor_id"] for r in dep.get("replicas") or []
-                if str(getattr(r.get("state"), "value", r.get("state"))) in ("RUNNING",
-                                                                             "UPDATING")}
+        """replica id -> Ray actor id of the serving replicas (RUNNING or UPDATING)."""
+        return serving_replicas(self.deployment_details(workload))
 
     # -- writing ---------------------------------------------------------------------------
     def apply(self, workload: WorkloadRef, decision: Decision, reason: str) -> Applied:

@@ -1,4 +1,8 @@
-"""Sidecar actuator: finds a workload's pods through the Kubernetes API and PUTs settings to each sidecar."""
+"""Sidecar actuator: finds a workload's pods through the Kubernetes API and PUTs settings to each sidecar.
+
+``SidecarControlClient`` is the sidecar's control API on its own (read and change the knobs);
+the gate actuator of the live demo uses it too.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +12,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from kubernetes import client
 
@@ -21,6 +25,51 @@ log = logging.getLogger("trimtab.controller.sidecar")
 ADMIN_PORT_NAME = "trimtab-admin"
 SETTINGS_PATH = "/control/v1/settings"
 KNOBS = ("concurrency_limit", "max_batch_size", "batch_timeout_ms", "queue_timeout_s")
+
+
+class SidecarControlError(Exception):
+    """A control call that failed: ``code`` is ``http_<status>`` or ``unreachable``."""
+
+    def __init__(self, code: str, detail: str, status: int | None = None) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.status = status       # the HTTP status the sidecar answered, None if it did not
+
+
+@dataclass(frozen=True)
+class SidecarControlClient:
+    """One sidecar's control API: ``GET``/``PUT`` of ``/control/v1/settings``, bearer token.
+
+    A ``PUT`` is a partial change: the sidecar validates it and keeps every other knob.
+    """
+
+    base_url: str             # e.g. http://10.0.0.7:9400
+    token: str
+    timeout_s: float = 2.0
+
+    def settings(self) -> dict[str, object]:
+        """The knobs trimtab steers, as the sidecar holds them now."""
+        body = self._call("GET")
+        return {k: v for k, v in body.items() if k in KNOBS}
+
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Change the knobs in ``changes``, leave the others."""
+        self._call("PUT", dict(changes))
+
+    def _call(self, method: str, body: dict | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url.rstrip("/") + SETTINGS_PATH, data=data,
+                                     method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.load(resp) if method == "GET" else {}
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode(errors="replace")
+            raise SidecarControlError(f"http_{exc.code}", detail, exc.code) from exc
+        except (OSError, ValueError) as exc:
+            raise SidecarControlError("unreachable", str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -124,24 +173,17 @@ class SidecarActuator(Actuator):
     def _put(self, pod: Any, endpoint: SidecarEndpoint, token: str,
              settings: dict[str, object]) -> tuple[str, str]:
         name = pod.metadata.name
-        url = f"http://{pod.status.pod_ip}:{_admin_port(pod, endpoint.admin_port)}{SETTINGS_PATH}"
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        sidecar = SidecarControlClient(
+            f"http://{pod.status.pod_ip}:{_admin_port(pod, endpoint.admin_port)}", token,
+            endpoint.timeout_s)
         try:
             # The sidecar keeps all knobs at once: read them, change only what we steer.
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                        timeout=endpoint.timeout_s) as resp:
-                body = {k: v for k, v in json.load(resp).items() if k in KNOBS}
-            body.update(settings)
-            req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
-                                         headers=headers)
-            with urllib.request.urlopen(req, timeout=endpoint.timeout_s):
-                pass
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:200].decode(errors="replace")
-            log.warning("pod %s: sidecar answered %s: %s", name, exc.code, detail)
-            return name, f"http_{exc.code}"
-        except (OSError, ValueError) as exc:
-            log.warning("pod %s: sidecar unreachable: %s", name, exc)
-            return name, "unreachable"
+            sidecar.update({**sidecar.settings(), **settings})
+        except SidecarControlError as exc:
+            if exc.status is not None:
+                log.warning("pod %s: sidecar answered %s: %s", name, exc.status, exc.detail)
+            else:
+                log.warning("pod %s: sidecar unreachable: %s", name, exc.detail)
+            return name, exc.code
         self.confirmed[pod.metadata.uid] = dict(settings)
         return name, ""
