@@ -72,25 +72,53 @@ def initial_state(config: HpaBehavior) -> HpaState:
 
 
 def per_pod_replicas(metric_sum: float, ready: int, unready: int, current: int, target: float,
-                     tolerance: float) -> tuple[int, str]:
+                     tolerance: float, missing: int = 0) -> tuple[int, str]:
     """replica_calculator.go calcPlainMetricReplicas for a metric summed over ready pods.
+
+    ``ready`` pods report the metric (for a custom metric a Running pod that is not Ready
+    but reports counts here); ``unready`` are Pending; ``missing`` are Running without a
+    sample. Scaling up, unready and missing pods are counted back at 0; scaling down,
+    missing pods at the target and unready pods not at all. If that flips the direction or
+    lands within tolerance, the count stays.
 
     Example: 4 ready pods summing 48 in flight, 2 starting, target 8: ratio 1.5 would give
     ceil(1.5 * 4) = 6; counting the 2 starting pods at 0 the ratio is 48 / 6 / 8 = 1.0,
     within tolerance, so the count stays at ``current``.
     """
     usage_ratio = metric_sum / ready / target
-    if not (unready > 0 and usage_ratio > 1.0):
+    scale_up_with_unready = unready > 0 and usage_ratio > 1.0
+    if not scale_up_with_unready and missing == 0:
         if abs(1.0 - usage_ratio) <= tolerance:
             return current, REASON_WITHIN_TOLERANCE
         desired = math.ceil(usage_ratio * ready - 1e-9)
         return desired, _direction(desired, current)
-    new_ratio = metric_sum / (ready + unready) / target
-    if abs(1.0 - new_ratio) <= tolerance or new_ratio < 1.0:
+    total, counted = metric_sum, ready
+    if missing and usage_ratio < 1.0:
+        total, counted = total + missing * target, counted + missing
+    elif missing and usage_ratio > 1.0:
+        counted += missing
+    if scale_up_with_unready:
+        counted += unready
+    new_ratio = total / counted / target
+    if (abs(1.0 - new_ratio) <= tolerance or (usage_ratio < 1.0 < new_ratio)
+            or (usage_ratio > 1.0 > new_ratio)):
         return current, REASON_WITHIN_TOLERANCE
-    desired = math.ceil(new_ratio * (ready + unready) - 1e-9)
-    if desired < current:          # the imputed zeros must not flip the direction
-        return current, REASON_STEADY
+    desired = math.ceil(new_ratio * counted - 1e-9)
+    if (new_ratio < 1.0 and desired > current) or (new_ratio > 1.0 and desired < current):
+        return current, REASON_STEADY    # the imputed pods must not flip the direction
+    return desired, _direction(desired, current)
+
+
+def external_per_pod_replicas(value: float, per_pod_target: float, status_replicas: int,
+                              current: int, tolerance: float) -> tuple[int, str]:
+    """replica_calculator.go GetExternalPerPodMetricReplicas (an AverageValue target).
+
+    Example: value 8600, 2150 per pod, 3 replicas: ratio 8600 / 6450 = 1.33, so 4.
+    """
+    ratio = value / (per_pod_target * status_replicas)
+    if abs(1.0 - ratio) <= tolerance:
+        return status_replicas, REASON_WITHIN_TOLERANCE
+    desired = math.ceil(value / per_pod_target - 1e-9)
     return desired, _direction(desired, current)
 
 

@@ -17,13 +17,11 @@ from pydantic import Field
 
 from trimtab.controllers.core.baselines.hpa import (
     SYNC_PERIOD_S, HpaBehavior, HpaState, apply_behavior, clamp_to_bounds,
+    external_per_pod_replicas,
 )
 from trimtab.controllers.core.baselines.window import Sample, add_sample, window_mean
 from trimtab.controllers.core.guards import hold_on_unreadable
-from trimtab.controllers.core.types import (
-    REASON_SCALE_DOWN, REASON_SCALE_UP, REASON_STEADY, REASON_WITHIN_TOLERANCE, Decision,
-    Snapshot,
-)
+from trimtab.controllers.core.types import Decision, Snapshot
 
 REASON_ACTIVATE = "keda_activate"
 REASON_COOLDOWN = "keda_cooldown_to_zero"
@@ -117,13 +115,8 @@ def decide(snapshot: Snapshot, config: KedaConfig, state: KedaState, now_s: floa
         decision, hpa = clamped
         return decision, KedaState(hpa, samples, last_poll_s, last_active_s)
     status = (snapshot.ready_replicas or 0) + (snapshot.starting_replicas or 0) or current
-    ratio = value / (config.threshold * status)
-    if abs(1.0 - ratio) <= config.tolerance:
-        desired, reason = status, REASON_WITHIN_TOLERANCE
-    else:
-        desired = math.ceil(value / config.threshold - 1e-9)
-        reason = (REASON_SCALE_UP if desired > current
-                  else REASON_SCALE_DOWN if desired < current else REASON_STEADY)
+    desired, reason = external_per_pod_replicas(value, config.threshold, status, current,
+                                                config.tolerance)
     replicas, reason, hpa = apply_behavior(current, desired, reason, state.hpa, now_s, config,
                                            min_r, b.max_replicas)
     return (Decision(replicas=replicas, reason=reason, details={"query_value": value}),
