@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from trimtab.controllers.core.registry import make_policy
+from trimtab.controllers.core.spec import SpecError
 from trimtab.controllers.core.sweep import SWEEPS
 from trimtab.sim import oracle
+from trimtab.sim.replay import replay_context
 from tests.controllers.builders import bounds, step_scenario
 
 
@@ -32,6 +34,53 @@ def test_interval_rates():
     assert rates.tolist() == [3 / 15, 2 / 15]
 
 
+@pytest.mark.parametrize("spec, in_replay, needle", [
+    ("oracle", False, "runs only in a replay"), ("causal:window=4", False, "runs only in a replay"),
+    ("oracle:depth=2", True, "oracle: unknown parameter(s) ['depth']"),
+    ("oracle:max_runs=1", True, "max_runs = 1, must be an integer >= 3"),
+    ("causal:window=0", True, "window = 0 ticks, must be an integer >= 1"),
+    ("causal:window=4,load_factor=-1", True, "load_factor = -1, must be a number > 0"),
+], ids=["oracle-live", "causal-live", "oracle-unknown", "oracle-runs", "causal-window",
+        "causal-factor"])
+def test_replay_only_policies_are_refused_with_the_rule(spec, in_replay, needle):
+    from trimtab.sim.traces import trace_from_arrays
+
+    sc = step_scenario()
+    ctx = replay_context(sc, trace_from_arrays([1.0, 2.0])) if in_replay else None
+    with pytest.raises(SpecError) as err:
+        make_policy(spec, sc.bounds(), 15.0, context=ctx)
+    assert needle in str(err.value)
+
+
+def test_the_oracle_is_a_registered_replay_policy_and_its_module_imports_no_replay():
+    import subprocess
+    import sys
+
+    from trimtab.controllers.core import registry
+
+    assert {"oracle", "causal"} <= set(registry.REPLAY_POLICIES)
+    assert "oracle" in registry.known_policies()
+    # The cycle sim.oracle <-> sim.replay is gone: importing the oracle loads no replay.
+    code = ("import sys, trimtab.sim.oracle, trimtab.sim.causal; "
+            "print('trimtab.sim.replay' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_the_pilot_is_pure_its_statistics_are_its_state():
+    from trimtab.controllers.core import capacity
+    from trimtab.controllers.core.types import Snapshot
+
+    pilot = oracle.PilotPolicy(replicas=4, interval_s=15.0)
+    snap = Snapshot(time_s=15.0, window_s=15.0, batch_samples=((2.0, 0.07), (4.0, 0.09)))
+    s0 = pilot.initial_state()
+    d1, s1 = pilot.decide(snap, s0, 15.0)
+    d2, s2 = pilot.decide(snap, s0, 15.0)
+    assert (d1, s1) == (d2, s2) and s0 == capacity.CapacityState()
+    assert s1 != s0 and d1.replicas == 4
+
+
 @pytest.mark.slow
 def test_oracle_meets_the_slo_and_is_no_dearer_than_static_peak():
     from trimtab.sim.replay import simulate
@@ -39,8 +88,11 @@ def test_oracle_meets_the_slo_and_is_no_dearer_than_static_peak():
 
     sc = step_scenario()
     trace = load_trace(sc.trace, sc.base_dir)
-    pol = oracle.make_oracle_policy(sc, trace, sc.bounds())
+    pol = make_policy("oracle", sc.bounds(), sc.controller.interval_s,
+                      context=replay_context(sc, trace))
     run = simulate(sc, pol, trace)
+    assert run.summary["policy"] == "oracle" and simulate(sc, "oracle", trace).summary == \
+        run.summary
     assert run.summary["meets_slo"], run.summary
     peak = max(pol.schedule)
     static = simulate(sc, f"static:replicas={peak}", trace).summary

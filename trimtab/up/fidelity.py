@@ -4,10 +4,12 @@ The model is fitted from the live run's own metrics (``trimtab.up.fit``): the ba
 the replicas' batch metrics, what a saturated replica really held and served (Ray's router),
 the hop outside the replica, the cold start from how long Ray took to bring scaled-up
 replicas to RUNNING. The same policy spec, bounds, interval and arrivals go into
-``trimtab.sim.replay.simulate``, the policy wrapped to see what the live controller saw
-(``trimtab.sim.live_view``). Errors follow simulator papers: relative error of p50/p99 latency
-and of replica-seconds, the absolute difference of SLO attainment, and the mean and 90th
-percentile of the absolute difference in replica count over time.
+``trimtab.sim.replay.simulate``, which runs the production control loop (its safety stages
+and the live run's warm-up included) with the simulated source set to show what the live
+controller saw and the simulated actuator set to apply what the live actuators apply
+(``LiveModel.source`` and ``LiveModel.actuation``). Errors follow simulator papers: relative
+error of p50/p99 latency and of replica-seconds, the absolute difference of SLO attainment, and
+the mean and 90th percentile of the absolute difference in replica count over time.
 """
 from __future__ import annotations
 
@@ -17,19 +19,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from trimtab.sim.actuator import SimActuatorConfig
 from trimtab.sim.fleet.types import SERVED
+from trimtab.sim.replay import RunResult, simulate
+from trimtab.sim.scenario import scenario_from_dict
+from trimtab.sim.source import SimSourceConfig
+from trimtab.sim.traces import trace_from_arrays
 from trimtab.up.fit import (DEFAULT_COLD_START_S, ReplicaWindow, Saturation, ServiceFit,
                           cold_start_s, effective_service, fit_hop_s, fit_saturation,
                           fit_service, lag_windows)
-from trimtab.sim.live_view import LiveView, LiveViewPolicy
 from trimtab.up.run import FLEET_MAX_ONGOING
-from trimtab.sim.replay import RunResult, make_run_policy, simulate
-from trimtab.sim.scenario import scenario_from_dict
-from trimtab.sim.traces import trace_from_arrays
 
-__all__ = ["DEFAULT_COLD_START_S", "LiveModel", "ScriptedPolicy", "ServiceFit", "cold_start_s",
-           "compare", "evaluate", "fit_model", "fit_service", "on_load_clock", "replay",
-           "replay_decisions", "scenario_for"]
+__all__ = ["DEFAULT_COLD_START_S", "LIVE_UNAPPLIED", "LiveModel", "ScriptedPolicy", "ServiceFit",
+           "cold_start_s", "compare", "evaluate", "fit_model", "fit_service", "on_load_clock",
+           "replay", "replay_decisions", "scenario_for"]
+
+# Decision fields the live run's actuators leave alone: the Ray Serve actuator and the sidecar
+# gate set replicas, the concurrency limit and the batch settings, not the admission timeout.
+LIVE_UNAPPLIED = ("queue_timeout_s",)
 
 
 @dataclass(frozen=True)
@@ -41,13 +48,26 @@ class LiveModel:
     saturation: Saturation
     hop_s: float
     cold_start_s: float
-    lag: int                           # simulator windows in the live controller's view
+    lag: int                           # controller intervals in the live controller's view
 
-    def view(self) -> LiveView:
-        return LiveView(lag=self.lag, gate_per_replica=FLEET_MAX_ONGOING,
-                        concurrency=self.saturation.concurrency,
-                        measured_line_ms=(self.measured.base_ms, self.measured.per_item_ms),
-                        effective_line_ms=(self.service.base_ms, self.service.per_item_ms))
+    def source(self, interval_s: float) -> SimSourceConfig:
+        """What the live controller read, from Prometheus through the sidecar: arrivals
+        counted when they finish, over ``lag`` intervals (its rate window plus the scrape
+        lag), queue and in flight split at the sidecar's gate, batch times as the replicas'
+        batch metrics time them (the batch alone, not the effective line simulated)."""
+        return SimSourceConfig(
+            rate_window_s=self.lag * interval_s, counted_at_completion=True,
+            gate_per_replica=FLEET_MAX_ONGOING,
+            measured_line_ms=(self.measured.base_ms, self.measured.per_item_ms),
+            effective_line_ms=(self.service.base_ms, self.service.per_item_ms))
+
+    def actuation(self) -> SimActuatorConfig:
+        """What the live actuators applied: no admission timeout; the fleet runs at the fitted
+        effective concurrency (what Ray's router lets a saturated replica hold), never above
+        the policy's, which reads back its own limit (Ray's 16 until it sets one)."""
+        return SimActuatorConfig(unapplied=LIVE_UNAPPLIED,
+                                 concurrency_cap=self.saturation.concurrency,
+                                 initial_limit=FLEET_MAX_ONGOING)
 
     def summary(self) -> dict[str, Any]:
         """The fitted terms, for the JSON and the report."""
@@ -94,7 +114,8 @@ def scenario_for(cfg: Any, fit: ServiceFit, cold_s: float, concurrency: int | No
                      "max": cfg.max_replicas, "cold_start_s": round(cold_s, 3),
                      "concurrency_limit": concurrency},
         "slo": {"latency_s": cfg.slo_latency_s, "target": cfg.slo_target},
-        "controller": {"interval_s": cfg.interval_s},
+        # The live loop's warm-up is its rate window (trimtab.up.run): the same here.
+        "controller": {"interval_s": cfg.interval_s, "warmup_s": cfg.window_s},
         "seed": cfg.seed, "drain_s": 60.0,
     }, source="live run")
 
@@ -107,8 +128,8 @@ def replay(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: float,
     if model is None:
         return simulate(scenario_for(cfg, fit, cold_s), cfg.policy, trace, record_requests=True)
     sc = scenario_for(cfg, model.service, model.cold_start_s, model.saturation.concurrency)
-    policy = LiveViewPolicy(make_run_policy(sc, cfg.policy, trace), model.view())
-    return simulate(sc, policy, trace, record_requests=True)
+    return simulate(sc, cfg.policy, trace, record_requests=True,
+                    source=model.source(cfg.interval_s), actuation=model.actuation())
 
 
 @dataclass
@@ -158,10 +179,11 @@ def replay_decisions(cfg: Any, arrival_s: np.ndarray, fit: ServiceFit, cold_s: f
     sc = scenario_for(cfg, fit, cold_s, concurrency)
     sc = sc.model_copy(update={"service": sc.service.model_copy(
         update={"max_batch": cfg.initial_max_batch_size})})
-    policy: Any = ScriptedPolicy(sorted(applied, key=lambda a: a.at_s), cfg.min_replicas)
-    if concurrency is not None:    # the same cap on the fleet, no change to what it sees
-        policy = LiveViewPolicy(policy, LiveView(concurrency=concurrency))
-    return simulate(sc, policy, trace_from_arrays(np.asarray(arrival_s)), record_requests=True)
+    policy = ScriptedPolicy(sorted(applied, key=lambda a: a.at_s), cfg.min_replicas)
+    # The same cap on the fleet as the closed loop's, no change to what the policy sees.
+    actuation = SimActuatorConfig(unapplied=LIVE_UNAPPLIED, concurrency_cap=concurrency)
+    return simulate(sc, policy, trace_from_arrays(np.asarray(arrival_s)), record_requests=True,
+                    actuation=actuation)
 
 
 def _rel(sim: float | None, live: float | None) -> float | None:
