@@ -1,16 +1,26 @@
 """KEDA's Prometheus scaler: activation and cooldown for 0 <-> 1, the HPA for 1 <-> N.
 
 KEDA exposes the query result to the HPA as an External metric with an AverageValue target,
-so ``desired = ceil(value / threshold)`` under the HPA's tolerance and behavior
+so ``desired = ceil(value / threshold)`` under the HPA's tolerance, bounds and behavior
 (replica_calculator.go GetExternalPerPodMetricReplicas). The operator polls every 30 s; a
-trigger is active when ``value > activation_threshold``; going 1 -> 0 waits ``cooldown_s``
-(300 s) from the last active poll. A null or NaN query result counts as 0; an unreadable
-source (the query failed) holds, as the HPA does on a metrics error.
+trigger is active when ``value > activation_threshold``; going to zero waits until
+``cooldown_s`` (300 s) after the last active poll has strictly passed; below
+``minReplicaCount`` it goes to the minimum at once. A null, +Inf, -Inf or NaN result is 0
+with ``ignoreNullValues`` (the default) and a scaler error otherwise; a field the source
+could not read is a failed query, also an error. An error holds (the HPA's metric fails)
+unless ``fallback`` is set: after more than ``fallback_failure_threshold`` consecutive
+errors the HPA is fed ``fallback_replicas * threshold`` (fallback.go, behavior "static").
+
+Not modelled: idleReplicaCount, the fallback behaviours other than "static", pausing
+annotations, scalingModifiers and several triggers, initialCooldownPeriod (default 0, as
+here), the metrics adapter's cache (useCachedMetrics, off by default), and the source's
+own distinction of "no series" (0) from "query failed" (an error): the baseline reads a
+None value not named in ``missing`` as an empty result and a missing field as a failure.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import Field
@@ -21,12 +31,13 @@ from trimtab.controllers.core.baselines.hpa import (
 )
 from trimtab.controllers.core.baselines.window import Sample, add_sample, window_mean
 from trimtab.controllers.core.guards import hold_on_unreadable
-from trimtab.controllers.core.types import Decision, Snapshot
+from trimtab.controllers.core.types import REASON_AT_MIN, REASON_HOLD_MISSING, Decision, Snapshot
 
 REASON_ACTIVATE = "keda_activate"
 REASON_COOLDOWN = "keda_cooldown_to_zero"
 REASON_IDLE = "keda_idle_at_zero"
-REASON_SCALER_ERROR = "keda_scaler_error"   # ignoreNullValues false and a null/non-finite result
+REASON_SCALER_ERROR = "keda_scaler_error"   # the query failed, or a null/non-finite result
+REASON_FALLBACK = "keda_fallback"           # too many errors: the HPA sees fallback replicas
 
 _FIELDS = {"arrival_rate": "arrival_rate_rps", "queue_depth": "queue_depth",
            "in_flight": "in_flight"}
@@ -40,6 +51,9 @@ class KedaConfig(HpaBehavior):
     cooldown_s: float = Field(300.0, ge=0)
     query_window_s: float = Field(60.0, gt=0)   # the range of rate(...[1m]) in the query
     ignore_null_values: bool = True              # prometheus_scaler.go ignoreNullValues
+    # spec.fallback: off by default; KEDA requires both fields when it is set.
+    fallback_replicas: int | None = Field(None, ge=0)
+    fallback_failure_threshold: int = Field(3, ge=0)
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class KedaState:
     samples: tuple[Sample, ...] = ()
     last_poll_s: float | None = None
     last_active_s: float | None = None
+    failures: int = 0           # consecutive scaler errors (fallback.go NumberOfFailures)
 
 
 def initial_state(config: KedaConfig) -> KedaState:
@@ -77,50 +92,69 @@ def _poll(state: KedaState, now_s: float, value: float | None, config: KedaConfi
     return last_poll_s, last_active_s
 
 
+def _read(snapshot: Snapshot, state: KedaState, now_s: float, config: KedaConfig
+          ) -> tuple[float | None, tuple[Sample, ...]]:
+    """This sync's query result (None: a scaler error) and the samples behind its range."""
+    field_name = _FIELDS[config.metric]
+    if field_name in snapshot.missing:
+        return None, state.samples          # the query itself failed
+    observed = getattr(snapshot, field_name)
+    if observed is None or not math.isfinite(observed):
+        # A null or non-finite result is the whole answer, whatever the range in the query.
+        return query_value(snapshot, config), state.samples
+    samples = add_sample(state.samples, now_s, snapshot.window_s, float(observed),
+                         keep_s=config.query_window_s)
+    return window_mean(samples, now_s, config.query_window_s) or 0.0, samples
+
+
 def decide(snapshot: Snapshot, config: KedaConfig, state: KedaState, now_s: float
            ) -> tuple[Decision, KedaState]:
-    hold = hold_on_unreadable(snapshot, [])
-    if hold is not None or _FIELDS[config.metric] in snapshot.missing:
-        return hold or Decision(replicas=snapshot.current_replicas, reason="hold_missing_metrics",
-                                valid=False), state
+    hold = hold_on_unreadable(snapshot, [])      # the replica count itself
+    if hold is not None:
+        return hold, state
     b = config.bounds
     current = snapshot.current_replicas
-    observed = getattr(snapshot, _FIELDS[config.metric])
-    raw = query_value(snapshot, config)
-    if observed is not None and math.isfinite(observed):
-        samples = add_sample(state.samples, now_s, snapshot.window_s, raw,
-                             keep_s=config.query_window_s)
-        value: float | None = window_mean(samples, now_s, config.query_window_s) or 0.0
-    else:
-        # A null or non-finite query result is the whole answer (0 or an error), whatever
-        # the range inside the query.
-        samples, value = state.samples, raw
+    value, samples = _read(snapshot, state, now_s, config)
     last_poll_s, last_active_s = _poll(state, now_s, value, config)
-    base = KedaState(state.hpa, samples, last_poll_s, last_active_s)
+    failures = 0 if value is not None else state.failures + 1
+    base = KedaState(state.hpa, samples, last_poll_s, last_active_s, failures)
+    polled = last_poll_s == now_s
     if value is None:
-        # Inactive with an error: the executor does nothing, the HPA's metric fails.
-        return Decision(replicas=current, reason=REASON_SCALER_ERROR, valid=False), base
+        fallback = config.fallback_replicas
+        if fallback is None or failures <= config.fallback_failure_threshold or current == 0:
+            # The executor does nothing on an inactive error; the HPA's metric fails.
+            failed = _FIELDS[config.metric] in snapshot.missing
+            return Decision(replicas=current, valid=False,
+                            reason=REASON_HOLD_MISSING if failed else REASON_SCALER_ERROR), base
+        value, reason_hint = fallback * config.threshold, REASON_FALLBACK
+    else:
+        reason_hint = None
     if current == 0:
         if last_active_s is not None and last_active_s == now_s:
+            # scaleFromZeroOrIdle: minReplicaCount if above 0, else 1.
             return Decision(replicas=max(1, b.min_replicas), reason=REASON_ACTIVATE), base
+        if polled and b.min_replicas > 0:
+            # Inactive below minReplicaCount: the executor sets the minimum.
+            return Decision(replicas=b.min_replicas, reason=REASON_AT_MIN), base
         return Decision(replicas=0, reason=REASON_IDLE), base
     inactive_since_s = last_active_s if last_active_s is not None else -math.inf
     # scale_scaledobjects.go scaleToZeroOrIdle: lastActiveTime + cooldown strictly before now.
-    if (b.min_replicas == 0 and last_poll_s == now_s and value <= config.activation_threshold
+    if (reason_hint is None and b.min_replicas == 0 and polled
+            and value <= config.activation_threshold
             and now_s - inactive_since_s > config.cooldown_s):
         return Decision(replicas=0, reason=REASON_COOLDOWN), base
     min_r = max(1, b.min_replicas)
     clamped = clamp_to_bounds(current, state.hpa, now_s, config, min_r, b.max_replicas)
     if clamped is not None:
         decision, hpa = clamped
-        return decision, KedaState(hpa, samples, last_poll_s, last_active_s)
+        return decision, replace(base, hpa=hpa)
     status = (snapshot.ready_replicas or 0) + (snapshot.starting_replicas or 0) or current
     desired, reason = external_per_pod_replicas(value, config.threshold, status, current,
                                                 config.tolerance)
     replicas, reason, hpa = apply_behavior(current, desired, reason, state.hpa, now_s, config,
                                            min_r, b.max_replicas)
-    return (Decision(replicas=replicas, reason=reason, details={"query_value": value}),
-            KedaState(hpa, samples, last_poll_s, last_active_s))
+    return (Decision(replicas=replicas, reason=reason_hint or reason,
+                     details={"query_value": value}), replace(base, hpa=hpa))
 
 
 INTERVAL_S = SYNC_PERIOD_S
