@@ -76,6 +76,12 @@ PROXY_REJECTED = _m("trimtab_proxy_rejected_requests", "counter",
                     "Requests rejected before admission, by reason (queue_full,"
                     " queue_timeout, header_too_large, body_too_large, bad_request).",
                     "model", "reason")
+PROXY_CONNECTIONS_CLOSED = _m("trimtab_proxy_connections_closed", "counter",
+                              "Client connections the proxy cut, by reason (header_timeout: no"
+                              " complete request head in time; connection_limit: over the"
+                              " cap).", "reason")
+PROXY_OPEN_CONNECTIONS = _m("trimtab_proxy_open_connections", "gauge",
+                            "Client connections open on the proxy's listener.")
 
 # --- Pod-level knobs in force --------------------------------------------------------------
 CONCURRENCY_LIMIT = _m("trimtab_concurrency_limit", "gauge",

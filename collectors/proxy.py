@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from trimtab.collectors.admission import Admission, QueueFull, QueueTimeout
+from trimtab.collectors.connguard import ConnectionGuard, GuardedServer
 from trimtab.collectors.proxy_metrics import OTHER_MODEL, ModelChildren, ProxyMetrics
 from trimtab.collectors.settings import ProxyLimits
 from trimtab.collectors.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
@@ -79,12 +80,14 @@ class AdmissionProxy:
         if self._pool is not None:
             await self._pool.close()
 
-    def server(self) -> web.Server:
+    def server(self, guard: ConnectionGuard) -> web.Server:
         # Header limits are enforced by the handler (431, counted); aiohttp's own parser limits
-        # sit above ours so it only catches the grossly oversized.
+        # sit above ours so it only catches the grossly oversized. The guard bounds how long a
+        # head may take, how long a connection may idle and how many may be open.
         cap = 2 * self._limits.max_header_bytes
-        return web.Server(self.handle, handler_cancellation=True, access_log=None,
-                          max_line_size=cap, max_field_size=cap, auto_decompress=False)
+        return GuardedServer(self.handle, guard, handler_cancellation=True, access_log=None,
+                             max_line_size=cap, max_field_size=cap, auto_decompress=False,
+                             keepalive_timeout=self._limits.keepalive_idle_s)
 
     # --- request path ---------------------------------------------------------------------
     def _reject(self, ch: ModelChildren, reason: str, status: int, message: str,

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from trimtab.collectors.admin import AdminServer, UpstreamProbe
 from trimtab.collectors.admission import Admission
+from trimtab.collectors.connguard import ConnectionGuard
 from trimtab.collectors.control import ControlState
 from trimtab.collectors.gpu import GpuCollector, load_nvml
 from trimtab.collectors.health import CollectorHealth
@@ -78,7 +79,11 @@ class Sidecar:
         if self.proxy is not None:
             await self.proxy.start()
             loop = asyncio.get_running_loop()
-            self._proxy_lowlevel = self.proxy.server()
+            limits = cfg.limits
+            self.connections = ConnectionGuard(self.registry,
+                                               header_timeout_s=limits.header_timeout_s,
+                                               max_connections=limits.max_connections)
+            self._proxy_lowlevel = self.proxy.server(self.connections)
             self._proxy_server = await loop.create_server(
                 self._proxy_lowlevel, cfg.listen_host, cfg.listen_port, backlog=1024)
             self.proxy_port = self._proxy_server.sockets[0].getsockname()[1]

@@ -306,3 +306,73 @@ def test_a_request_the_client_abandons_is_counted_as_client_closed(where):
                                       "client_closed"))
                 assert total == (2 if blocker is not None else 1)
     run(scenario())
+
+
+async def _closed_within(reader: asyncio.StreamReader, timeout_s: float) -> bool:
+    """True when the proxy closed the connection (EOF) within ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while await reader.read(4096):
+                pass
+        return True
+    except (TimeoutError, ConnectionError):
+        return False
+
+
+GUARD = {"header_timeout_s": 0.4, "keepalive_idle_s": 0.6, "max_connections": 3}
+
+
+def test_a_slow_request_head_is_cut_at_the_header_deadline_and_counted():
+    """Issue 18 (2): headers at one byte a second held a connection for 75 s and more."""
+    async def scenario():
+        async with proxied(limits=GUARD) as (sc, url):
+            reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy_port)
+            for byte in b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ":
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.02)      # 0.8 s in all: past the 0.4 s deadline
+                if writer.transport.is_closing() or reader.at_eof():
+                    break
+            assert await _closed_within(reader, 5.0), "the slow head was not cut"
+            cut = v(sc, "trimtab_proxy_connections_closed_total", reason="header_timeout")
+            assert cut == 1, cut
+            writer.close()
+    run(scenario())
+
+
+def test_a_silent_connection_is_cut_and_an_idle_keepalive_one_closed():
+    async def scenario():
+        async with proxied(limits=GUARD) as (sc, url):
+            silent_r, silent_w = await asyncio.open_connection("127.0.0.1", sc.proxy_port)
+            assert await _closed_within(silent_r, 2.0)
+            assert v(sc, "trimtab_proxy_connections_closed_total", reason="header_timeout") == 1
+            reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy_port)
+            for _ in range(2):                 # a second request on the same connection works
+                writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await asyncio.sleep(0.3)       # idle, but under the keep-alive limit
+            assert await _closed_within(reader, 2.0)   # idle past 0.6 s: closed
+            # idle keep-alive closes are aiohttp's own timer, not a header timeout
+            assert v(sc, "trimtab_proxy_connections_closed_total", reason="header_timeout") == 1
+            writer.close()
+            silent_w.close()
+    run(scenario())
+
+
+def test_connections_past_the_cap_are_closed_at_once_and_counted():
+    async def scenario():
+        async with proxied(limits={**GUARD, "header_timeout_s": 30}) as (sc, url):
+            held = [await asyncio.open_connection("127.0.0.1", sc.proxy_port) for _ in range(3)]
+            await until(lambda: v(sc, "trimtab_proxy_open_connections") == 3)
+            reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy_port)
+            assert await _closed_within(reader, 2.0)
+            assert v(sc, "trimtab_proxy_connections_closed_total",
+                     reason="connection_limit") == 1
+            for _, w in held:
+                w.close()
+            await until(lambda: v(sc, "trimtab_proxy_open_connections") == 0)
+            async with aiohttp.ClientSession() as s, s.get(url + "/echo") as r:
+                assert r.status == 200         # room again once they closed
+    run(scenario())
