@@ -26,6 +26,7 @@ from trimtab.controllers.core.types import (
 TICK_S = 1.0
 REASON_DELAY_UP = "ray_upscale_delay"
 REASON_FROM_ZERO = "ray_scale_from_zero"
+_DELAY_EPS_S = 1e-6     # autoscaling_policy.py _DELAY_ELAPSED_EPS_S: float slack on elapsed time
 
 
 class RayConfig(PolicyConfig):
@@ -95,27 +96,39 @@ def decide(snapshot: Snapshot, config: RayConfig, state: RayState, now_s: float
         else snapshot.current_replicas
     limit = config.max_ongoing_requests
 
-    def out(replicas: int, reason: str, direction: int, since_s: float) -> tuple[Decision, RayState]:
-        n, why = clamp(replicas, config.bounds.min_replicas, config.bounds.max_replicas)
-        return (Decision(replicas=n, reason=why or reason, concurrency_limit=limit,
-                         details={"total_ongoing": total}),
-                RayState(samples, reported, last_report_s, n, direction, since_s))
+    replicas, reason, direction, since_s = step(
+        total, total_now > 0 or total > 0, running, target, state.direction,
+        state.direction_since_s, now_s, config)
+    n, why = clamp(replicas, config.bounds.min_replicas, config.bounds.max_replicas)
+    return (Decision(replicas=n, reason=why or reason, concurrency_limit=limit,
+                     details={"total_ongoing": total}),
+            RayState(samples, reported, last_report_s, n, direction, since_s))
 
+
+def step(total: float, has_requests: bool, running: int, target: int, direction: int,
+         direction_since_s: float, now_s: float, config: RayConfig
+         ) -> tuple[int, str, int, float]:
+    """One policy call before the bounds: (replicas, reason, direction, direction since).
+
+    autoscaling_policy.py: the cold-start fast path, then the scaling factors
+    (``desired_replicas``), then _apply_delay_logic. ``target`` is Ray's
+    curr_target_num_replicas, ``running`` its current_num_replicas.
+    """
     if running == 0:
-        if total_now > 0 or total > 0:
+        if has_requests:
             # _get_cold_start_scale_up_replicas: max(ceil(1 * upscaling factor), target),
-            # at once (no delay), then the bounds.
+            # at once (no delay).
             factor = config.upscaling_factor or config.smoothing_factor
-            return out(max(math.ceil(factor), target), REASON_FROM_ZERO, 0, now_s)
-        return out(target, REASON_STEADY, 0, now_s)
+            return max(math.ceil(factor), target), REASON_FROM_ZERO, 0, now_s
+        return target, REASON_STEADY, 0, now_s
     desired = desired_replicas(total, running, config)
     if desired > target:
-        since_s = state.direction_since_s if state.direction == 1 else now_s
-        if now_s - since_s >= config.upscale_delay_s:
-            return out(desired, REASON_SCALE_UP, 0, now_s)
-        return out(target, REASON_DELAY_UP, 1, since_s)
+        since_s = direction_since_s if direction == 1 else now_s
+        if now_s - since_s + _DELAY_EPS_S >= config.upscale_delay_s:
+            return desired, REASON_SCALE_UP, 0, now_s
+        return target, REASON_DELAY_UP, 1, since_s
     if desired < target:
-        since_s = state.direction_since_s if state.direction == -1 else now_s
+        since_s = direction_since_s if direction == -1 else now_s
         delay_s = config.downscale_delay_s
         if target == 1:
             # _apply_delay_logic: only 1 -> 0 scales to zero, after its own delay.
@@ -123,7 +136,7 @@ def decide(snapshot: Snapshot, config: RayConfig, state: RayState, now_s: float
                 delay_s = config.downscale_to_zero_delay_s
         else:
             desired = max(1, desired)     # N -> 0 goes N -> 1 first
-        if now_s - since_s >= delay_s:
-            return out(desired, REASON_SCALE_DOWN, 0, now_s)
-        return out(target, REASON_STABILIZING, -1, since_s)
-    return out(target, REASON_STEADY, 0, now_s)
+        if now_s - since_s + _DELAY_EPS_S >= delay_s:
+            return desired, REASON_SCALE_DOWN, 0, now_s
+        return target, REASON_STABILIZING, -1, since_s
+    return target, REASON_STEADY, 0, now_s
