@@ -149,26 +149,84 @@ def test_prometheusrule_is_generated_from_alerts_without_drift(tmp_path) -> None
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# Every Kubernetes client call the controller makes, and the permission it needs. A new call
+# in controllers/shell that is not in this table fails the test below, so RBAC follows the code.
+CLIENT_CALLS = {
+    "read_namespaced_deployment": ("apps", "deployments", "get"),
+    "read_namespaced_stateful_set": ("apps", "statefulsets", "get"),
+    "read_namespaced_deployment_scale": ("apps", "deployments/scale", "get"),
+    "read_namespaced_stateful_set_scale": ("apps", "statefulsets/scale", "get"),
+    "replace_namespaced_deployment_scale": ("apps", "deployments/scale", "update"),
+    "replace_namespaced_stateful_set_scale": ("apps", "statefulsets/scale", "update"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "create_namespaced_event": ("", "events", "create"),
+    "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
+    "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
+    "replace_namespaced_lease": ("coordination.k8s.io", "leases", "update"),
+}
+LEASE = "coordination.k8s.io"
+
+
+def _granted(role: dict) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in role["rules"]:
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert "*" not in (g, r, v), f"wildcard in {role['metadata']['name']}"
+                    out.add((g, r, v))
+    return out
+
+
 def test_rbac_grants_only_the_verbs_the_controller_uses() -> None:
-    roles = {(d["kind"], d["metadata"]["name"]): d for d in documents()
-             if d["kind"] in ("ClusterRole", "Role")}
-    granted = set()
+    """Issue 18: namespace-scoped Roles, the verbs the code calls, nothing else."""
+    import re
+
+    code = "\n".join(p.read_text() for p in (REPO_ROOT / "controllers").rglob("*.py"))
+    called = set(re.findall(r"\.((?:read|list|create|replace|patch|delete|watch)_namespaced_\w+)",
+                            code))
+    assert called, "the controller calls the Kubernetes API"
+    assert called <= CLIENT_CALLS.keys(), f"calls missing from the table: {called - CLIENT_CALLS.keys()}"
+    needed = {CLIENT_CALLS[c] for c in called}
+    docs = documents()
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs
+             if d["kind"] == "Role"}
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    cfg = load_config(DEPLOY / "controller-config.yaml")
+    target_namespaces = {t.workload.namespace for t in cfg.targets}
+    workload_needed = {p for p in needed if p[0] != LEASE}
+    granted_all = set()
+    for ns in target_namespaces:
+        role = roles[(ns, "trimtab-controller")]
+        assert _granted(role) == workload_needed, ns
+        assert any(b["metadata"]["namespace"] == ns and b["roleRef"]["name"] == "trimtab-controller"
+                   and {"kind": "ServiceAccount", "name": "trimtab-controller",
+                        "namespace": "trimtab"} in b["subjects"] for b in bindings), ns
     for role in roles.values():
-        for rule in role["rules"]:
-            for g in rule["apiGroups"]:
-                for r in rule["resources"]:
-                    for v in rule["verbs"]:
-                        assert "*" not in (g, r, v), f"wildcard in {role['metadata']['name']}"
-                        granted.add((g, r, v))
-    expected = {("apps", r, v) for r in ("deployments", "statefulsets")
-                for v in ("get", "list", "watch")}
-    expected |= {("apps", f"{r}/scale", v) for r in ("deployments", "statefulsets")
-                 for v in ("get", "update", "patch")}
-    expected |= {("", "pods", v) for v in ("get", "list", "watch")} | {("", "events", "create")}
-    expected |= {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
-    assert granted == expected
-    lease_role = roles[("Role", "trimtab-controller-leader")]
-    assert lease_role["metadata"]["namespace"] == "trimtab"   # leases only in its namespace
+        granted_all |= _granted(role)
+    assert granted_all == needed
+    lease_role = roles[(cfg.leader_election.namespace, "trimtab-controller-leader")]
+    assert _granted(lease_role) == {p for p in needed if p[0] == LEASE}
+    # no Role anywhere but the controller's namespace and the targets' namespaces
+    assert {ns for ns, _ in roles} == target_namespaces | {cfg.leader_election.namespace}
+
+
+def test_network_policies_keep_the_admin_ports_to_the_controller_and_prometheus() -> None:
+    docs = documents()
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    admin = policies["trimtab-sidecar-admin"]["spec"]
+    model = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llama")
+    labels = model["spec"]["template"]["metadata"]["labels"]
+    assert admin["podSelector"]["matchLabels"].items() <= labels.items()
+    cfg = load_config(DEPLOY / "controller-config.yaml")
+    admin_port = cfg.targets[0].sidecar.admin_port
+    rule = next(r for r in admin["ingress"] if {"port": admin_port, "protocol": "TCP"} in r["ports"])
+    sources = {f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+               for f in rule["from"]}
+    assert sources == {"trimtab", "monitoring"}
+    ctl = policies["trimtab-controller-metrics"]["spec"]
+    assert ctl["ingress"][0]["ports"] == [{"port": cfg.metrics_port, "protocol": "TCP"}]
 
 
 def test_manifests_agree_with_each_other() -> None:
