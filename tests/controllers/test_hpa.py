@@ -128,3 +128,27 @@ def test_bounds_clamp_at_once(min_r, max_r, current, load, expected):
     pol = make_policy("hpa", bounds(min_replicas=min_r, max_replicas=max_r), 15.0)
     d, _ = pol.decide(snap(ready=current, **load), pol.initial_state(), 15.0)
     assert d.valid and d.replicas == expected
+
+
+# horizontal.go computeReplicasForMetrics: with several metrics the largest desired count
+# wins; an unreadable metric beside a valid scale-up still scales up
+# (horizontal_test.go TestScaleUpOneMetricInvalid); "if all metrics are invalid or some are
+# invalid and we would scale down", it is an error and nothing changes.
+@pytest.mark.parametrize("load,expected,valid", [
+    (dict(in_flight=4 * 8.0, queue_depth=4 * 4.0 * 1.5), 6, True),  # queue wants 6, in-flight 4
+    (dict(in_flight=4 * 8.0 * 1.5, queue_depth=0.0), 6, True),       # in-flight 6, queue 0
+    (dict(in_flight=4 * 8.0 * 1.5, queue_depth=None,
+          missing=frozenset({"queue_depth"})), 6, True),              # one invalid, scale-up
+    (dict(in_flight=4 * 8.0 / 2, queue_depth=None,
+          missing=frozenset({"queue_depth"})), 4, False),             # one invalid, would go down
+], ids=["largest-wins-queue", "largest-wins-in-flight", "TestScaleUpOneMetricInvalid",
+        "invalid-and-down-holds"])
+def test_several_metrics(load, expected, valid):
+    pol = make_policy("hpa:also=queue_depth:4,down_window_s=0", bounds(), 15.0)
+    d, _ = pol.decide(snap(ready=4, **load), pol.initial_state(), 15.0)
+    assert (d.replicas, d.valid) == (expected, valid)
+
+
+def test_also_names_the_rule_on_bad_input():
+    with pytest.raises(SpecError, match="also item 'latency:3' must be metric:target"):
+        make_policy("hpa:also=latency:3", bounds())

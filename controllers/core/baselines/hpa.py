@@ -1,8 +1,17 @@
 """Kubernetes HPA (autoscaling/v2) on one per-pod metric, with its real defaults.
 
-Follows replica_calculator.go (tolerance, not-ready pods counted at 0 % on scale-up, no
-direction flips) and horizontal.go (behavior: stabilisation windows and rate policies, bounds).
-The metric is in-flight requests, queue depth or GPU busy fraction per ready pod.
+Follows horizontal.go (a count outside [min, max] goes to the bound at once, before any
+metric is read; otherwise behavior: stabilisation windows, then rate policies and bounds)
+and replica_calculator.go calcPlainMetricReplicas (tolerance; unready and missing pods
+counted back at 0 scaling up, missing pods at the target scaling down; no direction flips).
+The metric is in-flight requests, queue depth or GPU busy fraction per ready pod; ``also``
+adds more metrics, and the largest desired count wins (computeReplicasForMetrics, with its
+rule that an unreadable metric blocks a scale-down but not a scale-up).
+
+Not modelled: the CPU resource path (utilisation of requests, the CPU
+initialisation period); per-pod missing samples, because the snapshot holds fleet totals
+(``decide`` passes no missing pods and treats starting pods as Pending, which report no
+metric); selectPolicy Min or Disabled; scale to zero (the HPAScaleToZero alpha gate).
 """
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trimtab.controllers.core.binding import PolicyConfig
 from trimtab.controllers.core.guards import (
@@ -56,6 +65,34 @@ class HpaBehavior(PolicyConfig):
 class HpaConfig(HpaBehavior):
     metric: Literal["in_flight", "queue_depth", "gpu_busy"] = "in_flight"
     target: float = Field(DEFAULT_TARGETS["in_flight"], gt=0)
+    # More metrics, "name:target" joined by '+' (e.g. "queue_depth:4+gpu_busy:0.7"): the HPA
+    # computes a count for each and takes the largest. Empty: one metric, as by default.
+    also: str = ""
+
+    @field_validator("also")
+    @classmethod
+    def _parse_also(cls, value: str) -> str:
+        _metric_targets(value)
+        return value
+
+    def metric_targets(self) -> tuple[tuple[str, float], ...]:
+        """(metric, per-pod target) for every metric, the main one first."""
+        return ((self.metric, self.target),) + _metric_targets(self.also)
+
+
+def _metric_targets(text: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in filter(None, (part.strip() for part in text.split("+"))):
+        name, _, target = item.partition(":")
+        try:
+            value = float(target)
+        except ValueError:
+            value = -1.0
+        if name not in _METRIC_FIELD or not value > 0:
+            raise ValueError(f"also item {item!r} must be metric:target with metric one of "
+                             f"{sorted(_METRIC_FIELD)} and target > 0")
+        out.append((name, value))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -177,6 +214,11 @@ def clamp_to_bounds(current: int, state: HpaState, now_s: float, config: HpaBeha
             HpaState(recs, events, True))
 
 
+def _field(metric: str) -> str:
+    """The snapshot attribute a metric reads."""
+    return "gpu_busy_ratio" if metric == "gpu_busy" else _METRIC_FIELD[metric]
+
+
 def decide(snapshot: Snapshot, config: HpaConfig, state: HpaState, now_s: float
            ) -> tuple[Decision, HpaState]:
     """One HPA sync: bounds first, then metric -> raw desired count -> behavior."""
@@ -191,17 +233,24 @@ def decide(snapshot: Snapshot, config: HpaConfig, state: HpaState, now_s: float
     clamped = clamp_to_bounds(current, state, now_s, config, min_r, b.max_replicas)
     if clamped is not None:
         return clamped
-    field_name = "gpu_busy_ratio" if config.metric == "gpu_busy" else _METRIC_FIELD[config.metric]
-    hold = hold_on_unreadable(snapshot, [field_name])
-    if hold is not None:
-        return hold, state
     ready = snapshot.ready_replicas or 0
     unready = snapshot.starting_replicas or 0
     if ready == 0:
         return Decision(replicas=current, reason=REASON_NO_READY_PODS, valid=False), state
-    total = metric_sum(snapshot, config.metric, ready)
-    desired, reason = per_pod_replicas(total, ready, unready, current, config.target,
-                                       config.tolerance)
+    desired, reason, holds = -1, REASON_STEADY, []
+    for metric, target in config.metric_targets():
+        hold = hold_on_unreadable(snapshot, [_field(metric)])
+        if hold is not None:
+            holds.append(hold)
+            continue
+        n, why = per_pod_replicas(metric_sum(snapshot, metric, ready), ready, unready, current,
+                                  target, config.tolerance)
+        if n > desired:
+            desired, reason = n, why
+    # computeReplicasForMetrics: every metric invalid, or some invalid while the valid ones
+    # would scale down -> an error, and the count stays.
+    if holds and (desired < 0 or desired < current):
+        return holds[0], state
     replicas, reason, new_state = apply_behavior(current, desired, reason, state, now_s,
                                                  config, min_r, b.max_replicas)
     return Decision(replicas=replicas, reason=reason,

@@ -2,8 +2,19 @@
 
 Follows knative.dev/serving pkg/autoscaler/scaling/autoscaler.go with the shipped defaults:
 2 s tick, stable window 60 s, panic window 10 % of it (6 s), target utilisation 70 %, panic
-threshold 200 %, max scale-up rate 1000, max scale-down rate 2. Concurrency is what the
-queue-proxies and activator see: requests held by pods plus requests buffered in front.
+threshold 200 %, max scale-up rate 1000, max scale-down rate 2, scale-down-delay 0 s.
+Panic starts when the panic want is at least 200 % of the ready pods, holds the highest
+count, and ends once strictly more than a stable window has passed since the last tick
+over the threshold; a new autoscaler with more than one ready pod starts in panic.
+Concurrency is what the queue-proxies and activator see: requests held by pods plus
+requests buffered in front (the router queue).
+
+Not modelled: the activator as its own data path (its concurrency reports, the
+target-burst-capacity 211 and excess-burst-capacity switch; the buffered requests are
+counted through the router queue instead); the KPA reconciler's scale-to-zero grace period
+(30 s) and pod retention period; activation-scale (1) and initial-scale; the RPS metric;
+the metric collector's 1 s buckets and pod sampling (the windows average the snapshots);
+an unreachable revision (max scale-down unlimited).
 """
 from __future__ import annotations
 

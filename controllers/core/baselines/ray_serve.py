@@ -4,9 +4,16 @@ Total ongoing requests (running at replicas plus queued at handles) averaged ove
 ``look_back_period_s`` (30 s) of reports that replicas push every 10 s; desired =
 total / target_ongoing_requests (default 2) smoothed by the up/down factors; a change is made
 only after the same direction has been decided continuously for ``upscale_delay_s`` (30 s) or
-``downscale_delay_s`` (600 s). From 0 running replicas any request scales up at once. Ray's
-controller loop runs every 0.1 s and counts the delays in loop ticks; here they are in seconds
-and the policy ticks every second (the metric only changes every 10 s, so nothing is lost).
+``downscale_delay_s`` (600 s), measured in elapsed seconds as current Ray does. Scaling to
+zero takes two steps: N -> 1 after ``downscale_delay_s``, then 1 -> 0 after
+``downscale_to_zero_delay_s`` (unset by default: ``downscale_delay_s``). From 0 running
+replicas any request scales up at once to ``ceil(upscaling_factor)`` (1 by default), then
+the bounds. Ray's controller loop runs every 0.1 s; here the policy ticks every second (the
+metric only changes every 10 s, so nothing is lost).
+
+Not modelled: aggregation functions other than mean; target_capacity (capacity-adjusted
+bounds); the deprecated upscale/downscale_smoothing_factor aliases; custom and
+application-level policies; handle-side and replica-side metrics are one total here.
 """
 from __future__ import annotations
 
