@@ -24,14 +24,14 @@ def _split_hostport(value: str, option: str) -> tuple[str, int]:
 def _read_token(path: Optional[Path]) -> str | None:
     if path is None:
         return os.environ.get(TOKEN_ENV) or None
+    from trimtab.common.tokens import TokenFileError, read_token_file
+
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}",
-                                 param_hint="--control-token-file") from None
-    if not token:
-        raise typer.BadParameter(f"{path} is empty; the token must be non-empty",
-                                 param_hint="--control-token-file")
+        token, warnings = read_token_file(path)
+    except TokenFileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--control-token-file") from None
+    for warning in warnings:
+        logging.getLogger("trimtab.sidecar").warning("%s", warning)
     return token
 
 
