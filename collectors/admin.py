@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from trimtab.collectors.control import ControlState, InvalidSettings
+from trimtab.collectors.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 SETTINGS_PATH = "/control/v1/settings"
@@ -65,6 +66,7 @@ class AdminServer:
         self._control = control
         self._token = token.encode() if token else None
         self._readiness = readiness
+        self._auth_log = RateLimitedLog(log)
         self.app = web.Application(client_max_size=MAX_CONTROL_BODY_BYTES)
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
@@ -103,6 +105,9 @@ class AdminServer:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
                                                                  self._token):
             self._control.requests.labels("unauthorized").inc()
+            self._auth_log.warn("auth", f"control API: failed authentication from "
+                                        f"{request.remote} ({request.method} {request.path}: "
+                                        f"{'wrong' if given else 'no'} bearer token)")
             return web.json_response(
                 {"error": "missing or wrong bearer token", "field": "Authorization"},
                 status=401, headers={"WWW-Authenticate": 'Bearer realm="trimtab-sidecar"'})

@@ -5,19 +5,23 @@ sends nothing, or opens more connections than the proxy can serve, must not hold
 each connection must deliver a complete request head within ``header_timeout_s`` of its first
 byte (or of opening), an idle keep-alive connection is closed after ``keepalive_idle_s``
 (aiohttp's own keep-alive timer), and connections past ``max_connections`` are closed at once.
-Every cut is counted in ``trimtab_proxy_connections_closed_total{reason}``.
+Every cut is counted in ``trimtab_proxy_connections_closed_total{reason}``, and a malformed
+request (aiohttp answers 400 and closes) is one rate-limited log line, not a traceback.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from trimtab.collectors import names
+from trimtab.collectors.ratelog import RateLimitedLog
 
-CLOSE_REASONS = ("header_timeout", "connection_limit")
+CLOSE_REASONS = ("header_timeout", "connection_limit", "malformed_request")
+log = logging.getLogger("trimtab.collectors.proxy")
 
 
 class ConnectionGuard:
@@ -35,6 +39,7 @@ class ConnectionGuard:
         self._open = Gauge(names.PROXY_OPEN_CONNECTIONS,
                            names.BY_NAME[names.PROXY_OPEN_CONNECTIONS].help, registry=registry)
         self._open.set_function(lambda: self.open)
+        self.log = RateLimitedLog(log)
 
 
 class GuardedServer(web.Server):
@@ -95,6 +100,17 @@ class GuardedHandler(web.RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's "Error handling request" (a malformed request): one line, rate-limited,
+        counted, no traceback (it used to be ten ERROR lines per request)."""
+        exc = kwargs.get("exc_info")
+        why = (f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException)
+               else (args[0] % args[1:] if args else "error"))
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        self._guard.closed["malformed_request"].inc()
+        self._guard.log.warn(f"malformed:{type(exc).__name__}",
+                             f"proxy: malformed request from {peer[0] if peer else '?'}: {why}")
 
     def _head_expired(self) -> None:
         self._head_timer = None

@@ -79,7 +79,7 @@ PROXY_REJECTED = _m("trimtab_proxy_rejected_requests", "counter",
 PROXY_CONNECTIONS_CLOSED = _m("trimtab_proxy_connections_closed", "counter",
                               "Client connections the proxy cut, by reason (header_timeout: no"
                               " complete request head in time; connection_limit: over the"
-                              " cap).", "reason")
+                              " cap; malformed_request: not HTTP, answered 400).", "reason")
 PROXY_OPEN_CONNECTIONS = _m("trimtab_proxy_open_connections", "gauge",
                             "Client connections open on the proxy's listener.")
 

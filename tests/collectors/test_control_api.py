@@ -41,7 +41,7 @@ def count(sc, result):
                                      {"Authorization": "Basic s3cret"},
                                      {"Authorization": "Bearer s3cret-and-more"}],
                          ids=["none", "wrong", "basic", "prefix"])
-def test_unauthorised_requests_get_401_and_change_nothing(headers):
+def test_unauthorised_requests_get_401_and_change_nothing(headers, caplog):
     async def scenario():
         async with admin() as (sc, s, url):
             async with s.put(url, json={"concurrency_limit": 99}, headers=headers) as r:
@@ -52,7 +52,11 @@ def test_unauthorised_requests_get_401_and_change_nothing(headers):
                 assert r.status == 401
             assert sc.control.settings.concurrency_limit == 4
             assert count(sc, "unauthorized") == 2
-    run(scenario())
+    with caplog.at_level("WARNING"):
+        run(scenario())
+    # Issue 18: failed authentication was counted but never logged; now one line per 10 s.
+    failed = [r.getMessage() for r in caplog.records if "failed authentication" in r.getMessage()]
+    assert len(failed) == 1 and "127.0.0.1" in failed[0] and "s3cret" not in failed[0]
 
 
 def test_put_applies_to_the_proxy_at_once_and_returns_full_settings():

@@ -376,3 +376,24 @@ def test_connections_past_the_cap_are_closed_at_once_and_counted():
             async with aiohttp.ClientSession() as s, s.get(url + "/echo") as r:
                 assert r.status == 200         # room again once they closed
     run(scenario())
+
+
+def test_malformed_requests_are_one_rate_limited_line_each_and_counted(caplog):
+    """Issue 18: each malformed request logged about ten ERROR lines with a traceback."""
+    async def scenario():
+        async with proxied() as (sc, url):
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy_port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+                assert (await reader.read(100)).startswith(b"HTTP/1.0 400")
+                writer.close()
+            await until(lambda: v(sc, "trimtab_proxy_connections_closed_total",
+                                  reason="malformed_request") == 3)
+    with caplog.at_level("DEBUG"):
+        run(scenario())
+    proxy_lines = [r for r in caplog.records
+                   if r.name in ("aiohttp.server", "trimtab.collectors.proxy")]
+    assert len(proxy_lines) == 1                       # three alike: one line in 10 s
+    line = proxy_lines[0]
+    assert line.levelname == "WARNING" and line.exc_info is None
+    assert "\n" not in line.getMessage() and "Content-Length" in line.getMessage()
