@@ -120,6 +120,15 @@ class AdmissionProxy:
             return self._reject(self._metrics.by_model[path_model], "header_too_large", 431,
                                 f"request headers are {header_bytes} bytes; the limit is "
                                 f"{limits.max_header_bytes}")
+        codings = [c.strip().lower() for c in request.headers.get("Transfer-Encoding", "").split(",")
+                   if c.strip()]
+        if any(c != "chunked" for c in codings):
+            # The hop to the model server sends the body whole with a Content-Length, so a
+            # coding other than chunked (gzip, deflate) would be silently dropped: refuse it
+            # (RFC 9112 6.1: 501 for a transfer coding the server does not implement).
+            return self._reject(self._metrics.by_model[path_model], "bad_request", 501,
+                                f"Transfer-Encoding {', '.join(codings)} is not supported; send "
+                                "the body as is or chunked (Content-Encoding passes through)")
         length = request.content_length
         if length is not None and length > limits.max_body_bytes:
             return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,

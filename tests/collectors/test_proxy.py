@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 import aiohttp
 import pytest
 
 from trimtab.collectors.proxy import model_from_request
 from trimtab.collectors.sidecar import Sidecar
+from trimtab.common.ports import free_port
 from tests.collectors.support import make_config, serve, upstream_app
 
 
@@ -193,17 +193,11 @@ def test_oversized_requests_rejected_and_counted(kind, status, reason):
     run(scenario())
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("case,status", [("down", 502), ("hang", 504), ("reset", 502),
                                          ("status500", 500)], ids=str)
 def test_upstream_failures_answered_and_counted(case, status):
     async def scenario():
-        upstream = f"http://127.0.0.1:{_closed_port()}" if case == "down" else None
+        upstream = f"http://127.0.0.1:{free_port()}" if case == "down" else None
         async with proxied(upstream=upstream, limits={"upstream_timeout_s": 0.3}) as (sc, url):
             path = {"down": "/echo", "hang": "/hang", "reset": "/reset", "status500": "/fail"}[case]
             async with aiohttp.ClientSession() as s:
@@ -397,3 +391,22 @@ def test_malformed_requests_are_one_rate_limited_line_each_and_counted(caplog):
     line = proxy_lines[0]
     assert line.levelname == "WARNING" and line.exc_info is None
     assert "\n" not in line.getMessage() and "Content-Length" in line.getMessage()
+
+
+@pytest.mark.parametrize("coding,status", [("gzip, chunked", 501), ("deflate, chunked", 501),
+                                           ("chunked", 200)])
+def test_a_transfer_coding_the_hop_cannot_keep_is_refused_not_dropped(coding, status):
+    """Issue 18: Transfer-Encoding: gzip, chunked was forwarded with the gzip coding dropped."""
+    async def scenario():
+        async with proxied() as (sc, url):
+            reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy_port)
+            writer.write(f"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n"
+                         "Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n".encode())
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:200]
+            if status == 501:
+                assert b"not supported" in answer
+                assert v(sc, "trimtab_proxy_rejected_requests_total", model="m1",
+                         reason="bad_request") == 1
+    run(scenario())
