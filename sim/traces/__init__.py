@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,10 +63,35 @@ def trace_from_arrays(arrival_s: np.ndarray, prompt_tokens: np.ndarray | None = 
     return Trace(arrival_s[order], pick(prompt_tokens), pick(output_tokens), source, [])
 
 
+# What a replay can hold: the fleet keeps about this many bytes of per-request arrays for each
+# arrival (times, outcome, replica, tokens), so 50 million arrivals are about 3 GiB.
+BYTES_PER_ARRIVAL = 64
+MAX_ARRIVALS = 50_000_000
+MAX_RATE_PIECES = 10_000_000     # a generator's piecewise envelope (diurnal: 48 per period)
+
+
+def _check_size(expected: float, source: str, what: str) -> None:
+    """Refuse, before allocating, a trace too large to replay, saying how large it would be."""
+    if not (math.isfinite(expected) and expected <= MAX_ARRIVALS):
+        size = (f"about {expected:.3g} arrivals, {expected * BYTES_PER_ARRIVAL / 2**30:.3g} GiB"
+                if math.isfinite(expected) else "an unbounded number of arrivals")
+        raise TraceError(f"{source}: {what} would give {size} of per-request arrays; the "
+                         f"limit is {MAX_ARRIVALS:,} arrivals: lower rate_scale, shorten the "
+                         f"window (start_s/end_s, duration_s) or raise time_scale")
+
+
 def load_trace(cfg: TraceConfig, base_dir: Path) -> Trace:
-    """Read or generate the trace ``cfg`` describes; ``cfg.path`` is relative to ``base_dir``."""
+    """Read or generate the trace ``cfg`` describes; ``cfg.path`` is relative to ``base_dir``.
+
+    A trace too large to replay (over MAX_ARRIVALS) is refused before it is sampled."""
     rng = np.random.default_rng(cfg.seed)
     if cfg.is_generator:
+        if cfg.format == "diurnal":
+            pieces = 48 * float(cfg.duration_s) / float(cfg.period_s)  # type: ignore[arg-type]
+            if not pieces <= MAX_RATE_PIECES:
+                raise TraceError(f"diurnal generator: duration_s / period_s = "
+                                 f"{pieces / 48:.3g} periods, over the limit of "
+                                 f"{MAX_RATE_PIECES // 48:,}: shorten duration_s")
         return _from_curve(cfg, _generator(cfg), rng, f"{cfg.format} generator", [])
     path = Path(cfg.path)  # type: ignore[arg-type]
     if not path.is_absolute():
@@ -126,6 +152,7 @@ def _from_curve(cfg: TraceConfig, curve: RateCurve, rng: np.random.Generator, so
     curve = curve.clipped(lo_s, hi_s).shifted(lo_s)
     if cfg.rate_scale != 1.0:
         curve = curve.scaled_rate(cfg.rate_scale)
+    _check_size(curve.expected_count(), source, "this rate curve")
     arrival_s = curve.sample(rng)
     if cfg.jitter_s > 0:
         arrival_s = _jitter(arrival_s, cfg.jitter_s, hi_s - lo_s, rng)
@@ -159,6 +186,8 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
     prompt = None if prompt is None else prompt[sl]
     output = None if output is None else output[sl]
     if cfg.rate_scale != 1.0:
+        _check_size(len(time_s) * cfg.rate_scale, source,
+                    f"{len(time_s)} rows at rate_scale {cfg.rate_scale:g}")
         copies = _copies(len(time_s), cfg.rate_scale, rng)
         time_s = np.repeat(time_s, copies)
         prompt = None if prompt is None else np.repeat(prompt, copies)

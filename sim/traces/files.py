@@ -34,11 +34,25 @@ class Events:
     origin_s: float | None = None     # the trace's start; None: its earliest arrival
 
 
-def _read_text(path: Path) -> str:
+UTF8_BOM = b"\xef\xbb\xbf"     # Excel and others start a UTF-8 CSV with one: accepted
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes without a UTF-8 byte-order mark; a directory or unreadable file is said."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().removeprefix(UTF8_BOM)
     except FileNotFoundError:
         raise TraceError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise TraceError(f"{path}: is a directory, expected a trace file") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _read_text(path: Path) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TraceError(f"{path}: byte {exc.start} is not UTF-8 ({exc.reason})") from None
 
@@ -126,10 +140,7 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 def read_azure(path: Path) -> Events:
     """Azure LLM inference trace CSV: one request per row (vectorised, with a careful fallback)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise TraceError(f"{path}: file not found") from None
+    data = _read_bytes(path)
     if not data.strip():
         raise TraceError(f"{path}: empty file, expected a CSV header")
     first_line = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
