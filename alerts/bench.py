@@ -8,14 +8,10 @@ measured in the same run, because the machines are shared and noisy.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ from trimtab.alerts import promql as q
 from trimtab.alerts.config import DEFAULT_CONFIG
 from trimtab.alerts.recording import recording_groups
 from trimtab.collectors import names as n
+from trimtab.common.prometheus import PromClient, PrometheusServer, require_binary
 
 OUTCOMES = ("ok", "error", "shed", "timeout")
 
@@ -55,43 +52,11 @@ def synthetic_openmetrics(models: int, days: float, step_s: int, end_s: int) -> 
     return "\n".join(lines) + "\n"
 
 
-def _query_s(base: str, expr: str, at: int) -> float:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": at})
+def _query_s(client: PromClient, expr: str, at: int) -> float:
+    """Seconds one instant query takes (QueryFailed if Prometheus refuses it)."""
     start = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=120) as resp:
-        body = json.load(resp)
-    elapsed = time.perf_counter() - start
-    if body.get("status") != "success":
-        raise RuntimeError(f"query failed: {expr}: {body}")
-    return elapsed
-
-
-def _wait_ready(base: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/-/ready", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("prometheus did not become ready")
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
-                                  else None)
-    if not path:
-        raise RuntimeError(f"{name} not found: install the Debian package prometheus")
-    return path
+    client.instant(expr, at)
+    return time.perf_counter() - start
 
 
 def run_bench(models: int = 20, days: float = 3.0, step_s: int = 300,
@@ -106,36 +71,24 @@ def run_bench(models: int = 20, days: float = 3.0, step_s: int = 300,
         om.write_text(synthetic_openmetrics(models, days, step_s, end_s))
         data = work / "data"
         t0 = time.perf_counter()
-        subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
+        subprocess.run([require_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
                         str(om), str(data)], check=True, capture_output=True)
         backfill_s = time.perf_counter() - t0
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        (work / "prometheus.yml").write_text("global: {scrape_interval: 15s}\n")
-        with open(work / "prometheus.log", "wb") as log:
-            proc = subprocess.Popen([_binary("prometheus"),
-                                     f"--config.file={work / 'prometheus.yml'}",
-                                     f"--storage.tsdb.path={data}",
-                                     "--storage.tsdb.retention.time=3650d",
-                                     f"--web.listen-address=127.0.0.1:{port}"],
-                                    stdout=log, stderr=subprocess.STDOUT)
-            try:
-                _wait_ready(base, proc)
-                for r in rules:                      # warm the page cache once
-                    _query_s(base, r.expr, end_s)
-                cycles, base_cycles = [], []
-                per_rule: dict[str, list[float]] = {r.record: [] for r in rules}
-                for _ in range(repeats):
-                    total = 0.0
-                    for r in rules:
-                        dt = _query_s(base, r.expr, end_s)
-                        per_rule[r.record].append(dt)
-                        total += dt
-                    cycles.append(total)
-                    base_cycles.append(sum(_query_s(base, baseline, end_s) for _ in rules))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+        with PrometheusServer(work, "global: {scrape_interval: 15s}\n", data_dir=data,
+                              extra_args=("--storage.tsdb.retention.time=3650d",)) as prom:
+            client = prom.client(timeout_s=120)
+            for r in rules:                      # warm the page cache once
+                _query_s(client, r.expr, end_s)
+            cycles, base_cycles = [], []
+            per_rule: dict[str, list[float]] = {r.record: [] for r in rules}
+            for _ in range(repeats):
+                total = 0.0
+                for r in rules:
+                    dt = _query_s(client, r.expr, end_s)
+                    per_rule[r.record].append(dt)
+                    total += dt
+                cycles.append(total)
+                base_cycles.append(sum(_query_s(client, baseline, end_s) for _ in rules))
     cycle_s, base_s = statistics.median(cycles), statistics.median(base_cycles)
     slowest = sorted(((statistics.median(v), k) for k, v in per_rule.items()), reverse=True)
     return {

@@ -16,6 +16,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from trimtab.common.ports import free_port
+
 console = Console(stderr=True)
 RATE_PER_S = 500.0
 ROUNDS = 5       # latency rounds; the reported p99 is the median of the rounds' p99
@@ -43,12 +45,6 @@ http {{
   }}
 }}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, deadline_s: float = 20.0) -> None:
@@ -142,7 +138,7 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
     phase_s = 2.0 if quick else 8.0
     sc_core, gen_cores = _cores()
     tmp = Path(tempfile.mkdtemp(prefix="trimtab-bench-"))
-    up_port, ngx_port, sc_port, admin_port = (_free_port() for _ in range(4))
+    up_port, ngx_port, sc_port, admin_port = (free_port() for _ in range(4))
     (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, upstream=up_port, proxy=ngx_port))
     gpu_file = tmp / "gpus.yaml"
     gpu_file.write_text("count: 8\nutilization_ratio: 0.6\n")
@@ -196,7 +192,7 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
         core_share = busy_s / (time.monotonic() - w0)   # < 1: other processes took the core
         cpu_us_per_request = busy_s / max(1.0, max_rps["rps"] * sat_s) * 1e6
         gen_rps = _loadgen(up_port, gen_cores, mode="closed", conns=64, duration_s=sat_s)
-        bare_port = _free_port()
+        bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "trimtab.collectors.loadgen", "--mode", "serve",
                                  "--port", str(bare_port)],
                                 preexec_fn=_pinned(sc_core))

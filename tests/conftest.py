@@ -1,29 +1,26 @@
 """Fixtures shared by every test area: free loopback ports and the Debian binaries."""
 from __future__ import annotations
 
-import shutil
-import socket
 from pathlib import Path
 
 import pytest
+
+from trimtab.common.ports import free_port
+from trimtab.common.prometheus import find_binary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACES_DIR = REPO_ROOT / "sim/data/traces"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["REPO_ROOT", "TRACES_DIR", "free_port", "require_binary"]   # free_port: re-exported
 
 
 def require_binary(name: str) -> str:
     """Path of a Debian-packaged binary; `make test` installs them, so absence is an error."""
-    for candidate in (shutil.which(name), f"/usr/bin/{name}", f"/usr/sbin/{name}"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.fail(f"{name} not found: run `make test`, which installs the Debian packages")
+    path = find_binary(name)
+    if path is None:
+        pytest.fail(f"{name} not found: run `make test`, which installs the Debian packages")
+    return path
 
 
 @pytest.fixture

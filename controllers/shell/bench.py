@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import resource
-import shutil
-import socket
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from trimtab.collectors import names as n
+from trimtab.common.prometheus import PrometheusServer, require_binary
 from trimtab.controllers.shell.actuators.base import WorkloadRef
 from trimtab.controllers.shell.clock import WallClock
 from trimtab.controllers.shell.loop import ControlLoop, Target
@@ -22,13 +20,6 @@ from trimtab.controllers.core.types import FleetBounds
 
 STEP_S = 15
 HISTORY_S = 600        # ten minutes of history at the 15 s interval
-
-
-def _binary(name: str) -> str:
-    for c in (shutil.which(name), f"/usr/bin/{name}"):
-        if c and Path(c).exists():
-            return c
-    raise RuntimeError(f"{name} not found: install the Debian package 'prometheus'")
 
 
 def write_openmetrics(path: Path, targets: int, end_s: int, namespace: str = "bench") -> int:
@@ -86,50 +77,24 @@ class BackfilledPrometheus:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
+        self.server = PrometheusServer(
+            workdir, "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+            data_dir=workdir / "data", extra_args=("--storage.tsdb.retention.time=30d",))
         self.url = ""
 
     def backfill(self, openmetrics: Path) -> None:
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
-        subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
+        subprocess.run([require_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
                         "--max-block-duration=24h", str(openmetrics), str(data)],
                        check=True, capture_output=True, timeout=600)
 
     def start(self, timeout_s: float = 60.0) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cfg = self.workdir / "prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-        self.proc = subprocess.Popen(
-            [_binary("prometheus"), f"--config.file={cfg}",
-             f"--storage.tsdb.path={self.workdir / 'data'}", "--storage.tsdb.retention.time=30d",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=(self.workdir / "prometheus.log").open("w"))
-        self.url = f"http://127.0.0.1:{port}"
-        clock = WallClock()
-        deadline = clock.now_s() + timeout_s
-        while clock.now_s() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self.url
-            except OSError:
-                pass
-            clock.sleep_until(clock.now_s() + 0.2)
-        raise RuntimeError("prometheus did not become ready")
+        self.url = self.server.start(timeout_s).url
+        return self.url
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.server.stop()
 
 
 def _cpu_s() -> float:

@@ -10,6 +10,7 @@ import pytest
 from trimtab.collectors.proxy import model_from_request
 from trimtab.collectors.sidecar import Sidecar
 from trimtab.common.ports import free_port
+from trimtab.common.ports import free_port
 from tests.collectors.support import make_config, serve, upstream_app
 
 

@@ -176,16 +176,17 @@ def test_replica_windows_from_a_recorded_prometheus_answer(monkeypatch):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from trimtab.up import prom, results
+    from trimtab.common.prometheus import PromClient
+    from trimtab.up import results
 
     rec = json.loads((Path(__file__).parent / "data" / "ray_batch_windows.json").read_text())
     asked = []
 
-    def query_range(url, promql, start_s, end_s, step_s, timeout_s=20.0):
+    def query_range(client, promql, start_s, end_s, step_s, timeout_s=None):
         asked.append((promql, step_s))
         return rec["queries"][promql]
 
-    monkeypatch.setattr(prom, "query_range", query_range)
+    monkeypatch.setattr(PromClient, "range", query_range)
     run = SimpleNamespace(prom_url="http://127.0.0.1:1", load_start_unix_s=rec["start_unix_s"],
                           load_end_unix_s=rec["end_unix_s"], config=SimpleNamespace(settle_s=0))
     windows = results.replica_windows(run)

@@ -7,9 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +15,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, free_port, require_binary
+from trimtab.common.process import stop_process, wait_http_ok
+from trimtab.common.prometheus import PromClient, PrometheusServer, instant_params, range_params
 
 # The CLI through this interpreter, so the tests need no console script on PATH.
 TRIMTAB = [sys.executable, "-m", "trimtab.cli"]
@@ -37,69 +36,42 @@ class Proc:
         return "\n".join(lines[-n:])
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        stop_process(self.popen)
         self._log.close()
 
 
 def wait_http(url: str, proc: Proc, timeout_s: float = 30.0) -> None:
     """Poll ``url`` until it answers 200; fail with the process log if it exits or times out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            pytest.fail(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{proc.name} did not answer {url} within {timeout_s} s:\n{proc.log_tail()}")
+    try:
+        wait_http_ok(url, proc.popen, timeout_s, proc.log_path, proc.name, poll_s=0.1)
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(str(exc))
 
 
 def start_prometheus(start: Callable[..., Proc], work: Path, config: dict[str, Any],
                      data_dir: Path | None = None, extra: tuple[str, ...] = ()) -> "PromAPI":
-    port = free_port()
-    cfg_path = work / "prometheus.yml"
-    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    data = data_dir or work / "prom-data"
-    proc = start("prometheus", [require_binary("prometheus"), f"--config.file={cfg_path}",
-                                f"--storage.tsdb.path={data}",
-                                f"--web.listen-address=127.0.0.1:{port}", *extra],
-                 work / "prometheus.log")
-    wait_http(f"http://127.0.0.1:{port}/-/ready", proc)
-    return PromAPI(f"http://127.0.0.1:{port}", proc)
+    server = PrometheusServer(work, config, data_dir=data_dir or work / "prom-data",
+                              extra_args=extra, binary=require_binary("prometheus"))
+    proc = start("prometheus", server.command(), server.log_path)
+    wait_http(f"{server.url}/-/ready", proc)
+    return PromAPI(server.url, proc)
 
 
 class PromAPI:
-    """A thin client of Prometheus' HTTP API (GET /api/v1/...)."""
+    """Prometheus' HTTP API as whole JSON bodies, errors too (the tests look at both)."""
 
     def __init__(self, base: str, proc: Proc) -> None:
         self.base, self.proc = base, proc
+        self.client = PromClient(base, timeout_s=30)
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
-        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return json.load(exc)
+        return self.client.body(path, params)
 
     def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"query": expr}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        return self.get("/api/v1/query", **params)
+        return self.get("/api/v1/query", **instant_params(expr, at))
 
     def query_range(self, expr: str, start: float, end: float, step_s: float) -> dict[str, Any]:
-        return self.get("/api/v1/query_range", query=expr, start=f"{start:.3f}",
-                        end=f"{end:.3f}", step=f"{step_s:g}")
+        return self.get("/api/v1/query_range", **range_params(expr, start, end, step_s))
 
     def wait_for(self, expr: str, timeout_s: float, what: str) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout_s

@@ -1,18 +1,16 @@
 """Fixtures for the production controller tests: the Kubernetes stand-in, a real Prometheus, exporters."""
 from __future__ import annotations
 
-import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from trimtab.collectors import names as n
+from trimtab.common.prometheus import PromClient, PrometheusServer
 from tests.support.kube_standin import KubeStandIn
 from trimtab.controllers.core.types import Decision, FleetBounds, Snapshot
 from tests.conftest import free_port, require_binary
@@ -69,7 +67,7 @@ class Prometheus:
     workdir: Path
     targets: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     port: int = 0
-    proc: subprocess.Popen | None = None
+    server: PrometheusServer | None = None
 
     @property
     def url(self) -> str:
@@ -82,40 +80,20 @@ class Prometheus:
                                    "scrape_timeout": "900ms", "static_configs": [
                                        {"targets": [f"127.0.0.1:{p}"], "labels": labels}
                                        for p, labels in self.targets]}]}
-        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-        self.proc = subprocess.Popen(
-            [require_binary("prometheus"), f"--config.file={self.workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=(self.workdir / "prom.log").open("w"))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("prometheus not ready: " + (self.workdir / "prom.log").read_text())
+        self.server = PrometheusServer(self.workdir, cfg, port=self.port,
+                                       binary=require_binary("prometheus")).start(timeout_s=30)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.server is not None:
+            self.server.stop()
 
     def wait_for(self, promql: str, timeout_s: float = 20.0) -> None:
-        import json
-        import urllib.parse
-
+        client = PromClient(self.url, timeout_s=2)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            q = urllib.parse.urlencode({"query": promql})
-            with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=2) as r:
-                if json.load(r)["data"]["result"]:
-                    return
+            if client.instant(promql):
+                return
             time.sleep(0.3)
         raise AssertionError(f"no result for {promql} within {timeout_s} s")
 

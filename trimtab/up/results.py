@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from trimtab.collectors import names as n
+from trimtab.common.prometheus import PromClient
 from trimtab.up import prom
 from trimtab.up.fit import ReplicaWindow
 from trimtab.up.run import LiveRun
@@ -20,7 +21,7 @@ STEP_S = 1.0
 
 
 def _scalar(url: str, promql: str, at_s: float) -> float | None:
-    result = prom.query(url, promql, at_s)
+    result = PromClient(url).instant(promql, at_s)
     if not result:
         return None
     v = float(result[0]["value"][1])
@@ -29,7 +30,8 @@ def _scalar(url: str, promql: str, at_s: float) -> float | None:
 
 def _column(url: str, promql: str, run: LiveRun, end_s: float) -> tuple[np.ndarray, np.ndarray]:
     """(seconds since the load started, values) of a range query, NaN where absent."""
-    ts, vs = prom.series(prom.query_range(url, promql, run.load_start_unix_s, end_s, STEP_S))
+    ts, vs = prom.series(PromClient(url, timeout_s=20.0).range(promql, run.load_start_unix_s,
+                                                                end_s, STEP_S))
     return np.asarray(ts) - run.load_start_unix_s, np.asarray(vs)
 
 
@@ -109,8 +111,8 @@ def _per_pod_increase(run: LiveRun, window_s: float) -> dict[str, dict[tuple[str
     parts = {}
     for key, metric in (("count", n.BATCH_SIZE + "_count"), ("items", n.BATCH_SIZE + "_sum"),
                         ("secs", n.BATCH_DURATION + "_sum")):
-        res = prom.query_range(url, f"sum by (pod) (increase({metric}{w}))",
-                               run.load_start_unix_s, end_s, window_s)
+        res = PromClient(url, timeout_s=20.0).range(f"sum by (pod) (increase({metric}{w}))",
+                                                    run.load_start_unix_s, end_s, window_s)
         parts[key] = {(r["metric"].get("pod", ""), float(t)): float(v)
                       for r in res for t, v in r["values"]}
     return parts

@@ -41,19 +41,14 @@ from trimtab.controllers.shell.sources.ray_serve import RayReplicaSource
 from trimtab.controllers.core.types import FleetBounds
 from trimtab.up.fleet import DEPLOYMENT_NAME, FleetConfig, RayFleet, require_ray
 from trimtab.up.load import LoadGenerator, RampProfile, arrivals
-from trimtab.up.prom import PrometheusProcess, find_prometheus, prometheus_config, stop_process
+from trimtab.up.prom import live_prometheus
+from trimtab.common.ports import free_port
+from trimtab.common.process import stop_process, wait_http_ok
+from trimtab.common.prometheus import find_binary
 from trimtab.up.recording import RecordingActuator
 
 log = logging.getLogger("trimtab.live")
 FLEET_MAX_ONGOING = 16       # max_ongoing_requests per replica until the policy sets it
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveConfig(BaseModel):
@@ -149,17 +144,8 @@ class Sidecar:
     def start(self, timeout_s: float = 30.0) -> "Sidecar":
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT)
-        deadline_s = wall_clock.now_s() + timeout_s
-        while wall_clock.now_s() < deadline_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited ({self.proc.returncode}): "
-                                   f"{self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.metrics_url + "/healthz", timeout=1):
-                    return self
-            except (urllib.error.URLError, OSError):
-                wall_clock.sleep_s(0.2)
-        raise TimeoutError(f"sidecar not healthy after {timeout_s} s; see {self.log_path}")
+        wait_http_ok(self.metrics_url + "/healthz", self.proc, timeout_s, self.log_path, "sidecar")
+        return self
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -199,8 +185,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
     """Start everything, drive the load, call ``finish(run)`` while Prometheus still runs,
     then stop everything (also on error and Ctrl-C); returns what ``finish`` returned."""
     require_ray()
-    prom_bin = find_prometheus()
-    if prom_bin is None:
+    if find_binary("prometheus") is None:
         raise RuntimeError("prometheus not found: install the Debian package 'prometheus'"
                            " (make live-demo does)")
     old_handlers = {}
@@ -214,7 +199,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trimtab-up-")))
         work_dir.mkdir(parents=True, exist_ok=True)
-        ports = {k: _free_port() for k in ("ray_http", "ray_metrics", "sidecar", "sidecar_admin",
+        ports = {k: free_port() for k in ("ray_http", "ray_metrics", "sidecar", "sidecar_admin",
                                            "controller", "prometheus")}
         _progress(on_progress, stage="starting Ray Serve")
         fleet = RayFleet(FleetConfig(
@@ -243,11 +228,10 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
         _progress(on_progress, stage="starting Prometheus")
-        prom = PrometheusProcess(prom_bin, work_dir / "prometheus", ports["prometheus"],
-                                 prometheus_config(ports["sidecar_admin"], ports["controller"],
-                                                   ports["ray_metrics"]))
+        prom = live_prometheus(work_dir / "prometheus", ports["prometheus"],
+                               ports["sidecar_admin"], ports["controller"], ports["ray_metrics"])
         stack.callback(prom.stop)
-        prom.start()
+        prom.start(timeout_s=30.0)
 
         t0 = wall_clock.now_s()
         actuator = RecordingActuator(RayServeActuator(), lambda: wall_clock.now_s() - t0)

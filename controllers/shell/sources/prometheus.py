@@ -1,17 +1,14 @@
 """Prometheus HTTP API source: a fixed handful of batched instant queries per tick, for any number of targets."""
 from __future__ import annotations
 
-import json
 import math
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from trimtab.collectors import names as n
+from trimtab.common.prometheus import PromClient
 from trimtab.controllers.shell.clock import WallClock
 from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.controllers.core.types import (FIELD_ARRIVAL_RATE, FIELD_IN_FLIGHT, FIELD_LATENCY,
@@ -114,24 +111,12 @@ class PrometheusSource(Source):
         self.parallel = parallel
         self.last_errors: list[str] = []
         self.requests_made = 0
+        self._client = PromClient(self.url, timeout_s)
 
     def _query(self, promql: str, at_s: float) -> list[dict]:
-        data = urllib.parse.urlencode({"query": promql, "time": f"{at_s:.3f}"}).encode()
-        req = urllib.request.Request(f"{self.url}/api/v1/query", data=data, headers={
-            "Content-Type": "application/x-www-form-urlencoded"})
+        """One instant query: [] is no series; QueryFailed (a ValueError) or OSError if not."""
         self.requests_made += 1
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            try:
-                msg = json.load(exc).get("error", "")
-            except ValueError:
-                msg = ""
-            raise ValueError(f"query failed ({exc.code}): {msg}") from None
-        if body.get("status") != "success":
-            raise ValueError(f"query failed: {body.get('error')}")
-        return body["data"]["result"]
+        return self._client.instant(promql, at_s, timeout_s=self.timeout_s)
 
     def read(self, targets: Sequence[TargetSelector], now_s: float,
              window_s: float) -> dict[str, Snapshot]:
