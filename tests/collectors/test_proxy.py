@@ -10,7 +10,6 @@ import pytest
 from trimtab.collectors.proxy import model_from_request
 from trimtab.collectors.sidecar import Sidecar
 from trimtab.common.ports import free_port
-from trimtab.common.ports import free_port
 from tests.collectors.support import make_config, serve, upstream_app
 
 
