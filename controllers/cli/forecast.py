@@ -1,17 +1,16 @@
 """``trimtab forecast eval``: the forecaster's MASE at a horizon against seasonal naive."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import typer
 
+from trimtab.common.series import SeriesError, read_series
 from trimtab.controllers.core import forecast
 
 
@@ -21,41 +20,14 @@ class ForecastInputError(ValueError):
 
 def read_counts(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``timestamp,value`` rows -> (seconds since the first row, values)."""
-    times: list[float] = []
-    values: list[float] = []
     try:
-        handle = path.open(newline="")
-    except OSError as exc:
-        raise ForecastInputError(f"{path}: cannot read: {exc.strerror}") from None
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
-            raise ForecastInputError(f"{path}: line 1: header must be 'timestamp,value', "
-                                     f"got {header!r}")
-        for line_no, row in enumerate(reader, start=2):
-            if len(row) < 2:
-                raise ForecastInputError(f"{path}: line {line_no}: need 2 columns, got {row!r}")
-            try:
-                t = datetime.fromisoformat(row[0].strip()).timestamp()
-            except ValueError:
-                raise ForecastInputError(f"{path}: line {line_no}, column timestamp: "
-                                         f"{row[0]!r} is not an ISO date-time") from None
-            try:
-                v = float(row[1])
-            except ValueError:
-                raise ForecastInputError(f"{path}: line {line_no}, column value: {row[1]!r} "
-                                         "is not a number") from None
-            if not math.isfinite(v) or v < 0:
-                raise ForecastInputError(f"{path}: line {line_no}, column value: {v!r} must "
-                                         "be a finite number >= 0")
-            times.append(t)
-            values.append(v)
+        t_arr, values = read_series(path)
+    except SeriesError as exc:
+        raise ForecastInputError(str(exc)) from None
     if len(values) < 3:
         raise ForecastInputError(f"{path}: {len(values)} rows; need at least 3")
-    t_arr = np.asarray(times)
     order = np.argsort(t_arr, kind="stable")
-    return t_arr[order] - t_arr[order][0], np.asarray(values)[order]
+    return t_arr[order] - t_arr[order][0], values[order]
 
 
 def evaluate(values: np.ndarray, step_s: float, horizon_s: float, season_s: float = 86400.0,

@@ -6,16 +6,23 @@ request) or a ``RateCurve`` (a rate to sample from). Errors name the file, line,
 from __future__ import annotations
 
 import csv
-import io
+import functools
 import json
-import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Callable, TypeVar
 
 import numpy as np
 
+from trimtab.common.series import SeriesError
+from trimtab.common.series import csv_rows as _rows
+from trimtab.common.series import header_columns as _header
+from trimtab.common.series import nonneg_float as _nonneg_float
+from trimtab.common.series import read_bytes as _read_bytes
+from trimtab.common.series import read_series
+from trimtab.common.series import read_text as _read_text
+from trimtab.common.series import timestamp_parts as _timestamp_parts
+from trimtab.common.series import where as _where
 from trimtab.sim.traces import csvfast
 from trimtab.sim.traces.config import TraceError
 from trimtab.sim.traces.rates import RateCurve, constant_pieces
@@ -34,60 +41,18 @@ class Events:
     origin_s: float | None = None     # the trace's start; None: its earliest arrival
 
 
-UTF8_BOM = b"\xef\xbb\xbf"     # Excel and others start a UTF-8 CSV with one: accepted
+_F = TypeVar("_F", bound=Callable)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes without a UTF-8 byte-order mark; a directory or unreadable file is said."""
-    try:
-        return path.read_bytes().removeprefix(UTF8_BOM)
-    except FileNotFoundError:
-        raise TraceError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise TraceError(f"{path}: is a directory, expected a trace file") from None
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _read_text(path: Path) -> str:
-    data = _read_bytes(path)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TraceError(f"{path}: byte {exc.start} is not UTF-8 ({exc.reason})") from None
-
-
-def _where(path: Path, line: int, col: int, name: str) -> str:
-    return f"{path} line {line}, column {col} ({name})"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _timestamp_parts(text: str, where: str) -> tuple[int, float]:
-    """An ISO date-time (naive ones are UTC) or a number of seconds, as Unix seconds split into
-    whole seconds and a fraction (a float64 of ~1.7e9 s would only keep ~0.2 us)."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
+def _trace_errors(reader: _F) -> _F:
+    """The shared CSV pieces raise SeriesError; a trace reader says TraceError (same text)."""
+    @functools.wraps(reader)
+    def wrapped(*args, **kwargs):
         try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise TraceError(f"{where}: {text!r} is not a timestamp (ISO date-time like "
-                             "'2023-11-16 18:15:46.6805900' or seconds)") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        delta = dt - _EPOCH
-        return delta.days * 86400 + delta.seconds, delta.microseconds / 1e6
-    if not math.isfinite(value) or value < 0:
-        raise TraceError(f"{where}: {text!r} must be a finite, non-negative number of seconds")
-    return int(value), value - int(value)
-
-
-def _timestamp_s(text: str, where: str) -> float:
-    whole_s, frac_s = _timestamp_parts(text, where)
-    return whole_s + frac_s
+            return reader(*args, **kwargs)
+        except SeriesError as exc:
+            raise TraceError(str(exc)) from None
+    return wrapped  # type: ignore[return-value]
 
 
 def _count(text: str, where: str) -> int:
@@ -100,44 +65,10 @@ def _count(text: str, where: str) -> int:
     return value
 
 
-def _nonneg_float(text: Any, where: str) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise TraceError(f"{where}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise TraceError(f"{where}: {text!r} must be a finite number >= 0")
-    return value
-
-
-def _header(path: Path, header: list[str], required: tuple[str, ...]) -> dict[str, int]:
-    index = {name.strip().lower(): i for i, name in enumerate(header)}
-    missing = [r for r in required if r.lower() not in index]
-    if missing:
-        raise TraceError(f"{path} line 1: header {header} lacks column(s) {missing}; "
-                         f"expected {list(required)}")
-    return {r: index[r.lower()] for r in required}
-
-
-def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    reader = csv.reader(io.StringIO(text))
-    rows = [(reader.line_num, row) for row in reader]
-    if not rows:
-        raise TraceError(f"{path}: empty file, expected a CSV header")
-    header = rows[0][1]
-    body = [(n, r) for n, r in rows[1:] if r]      # a blank line is not a row
-    if not body:
-        raise TraceError(f"{path}: header but no rows")
-    for line, row in body:
-        if len(row) != len(header):
-            raise TraceError(f"{path} line {line}: {len(row)} fields, the header has "
-                             f"{len(header)} ({','.join(header)})")
-    return header, body
-
-
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
+@_trace_errors
 def read_azure(path: Path) -> Events:
     """Azure LLM inference trace CSV: one request per row (vectorised, with a careful fallback)."""
     data = _read_bytes(path)
@@ -169,6 +100,7 @@ def _azure_fast(data: bytes, ncols: int, cols: dict[str, int]) -> Events | None:
     return Events(time_s, prompt.astype(np.int32), output.astype(np.int32))
 
 
+@_trace_errors
 def _azure_slow(path: Path) -> Events:
     header, body = _rows(path, _read_text(path))
     cols = _header(path, header, AZURE_COLUMNS)
@@ -185,6 +117,7 @@ def _azure_slow(path: Path) -> Events:
     return Events((whole_s - whole_s.min()).astype(np.float64) + frac_s, prompt, output)
 
 
+@_trace_errors
 def read_mooncake(path: Path, bucket_s: float | None, rng: np.random.Generator) -> Events:
     """Mooncake JSONL; timestamps (ms) are quantised, so arrivals are spread uniformly inside
     each bucket ``[t, t + bucket_s)``; the bucket is the smallest gap between distinct
@@ -235,20 +168,14 @@ def read_mooncake(path: Path, bucket_s: float | None, rng: np.random.Generator) 
                   np.asarray(output, np.int32)[order], warnings, origin_s)
 
 
+@_trace_errors
 def read_counts(path: Path, interval_s: float | None) -> tuple[RateCurve, list[str]]:
     """``timestamp,value`` counts per fixed interval -> piecewise-constant rate value/interval.
 
     Each row covers ``[t, t + interval)``; the interval is ``interval_s`` if given, else the
     median gap between rows. Missing rows are gaps with rate zero (reported as a warning).
     """
-    header, body = _rows(path, _read_text(path))
-    cols = _header(path, header, ("timestamp", "value"))
-    c_ts, c_val = cols["timestamp"], cols["value"]
-    stamps = np.empty(len(body))
-    values = np.empty(len(body))
-    for i, (line, row) in enumerate(body):
-        stamps[i] = _timestamp_s(row[c_ts], _where(path, line, c_ts + 1, header[c_ts]))
-        values[i] = _nonneg_float(row[c_val], _where(path, line, c_val + 1, header[c_val]))
+    stamps, values = read_series(path)
     warnings: list[str] = []
     if (np.diff(stamps) < 0).any():
         warnings.append(f"{path}: {int(np.sum(np.diff(stamps) < 0))} row(s) out of time "
@@ -269,6 +196,7 @@ def read_counts(path: Path, interval_s: float | None) -> tuple[RateCurve, list[s
     return curve, warnings
 
 
+@_trace_errors
 def read_prometheus(path: Path, interval_s: float | None) -> tuple[RateCurve, list[str]]:
     """A Prometheus ``query_range`` response of a request-rate query (per second). Series are
     summed; each sample's rate holds until the next sample (the last for one step)."""

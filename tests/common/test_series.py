@@ -44,9 +44,20 @@ def test_bad_input_names_file_line_column_and_rule(tmp_path, text, fragment):
     assert isinstance(info.value, ValueError)
 
 
-def test_missing_file_is_named(tmp_path):
-    with pytest.raises(SeriesError, match=r"nope\.csv: file not found"):
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: None, "nope.csv: file not found"),
+    (lambda p: p.mkdir(), "nope.csv: is a directory"),
+], ids=["missing", "directory"])
+def test_a_file_that_is_not_there_is_named(tmp_path, make, fragment):
+    make(tmp_path / "nope.csv")
+    with pytest.raises(SeriesError, match=fragment):
         read_series(tmp_path / "nope.csv")
+
+
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbftimestamp,value\n60,1\n")
+    assert [a.tolist() for a in read_series(path)] == [[60.0], [1.0]]
 
 
 def test_not_utf8_is_named(tmp_path):

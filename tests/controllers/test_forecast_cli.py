@@ -52,9 +52,10 @@ def test_eval_writes_the_json_shape(tmp_path):
 
 @pytest.mark.parametrize("content,needle", [
     ("time,val\n2024-01-01 00:00:00,1\n", "line 1: header"),
-    ("timestamp,value\n2024-01-01 00:00:00,1\nyesterday,2\n", "line 3, column timestamp"),
-    ("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,-4\n", "line 3, column value"),
-    ("timestamp,value\n2024-01-01 00:00:00,abc\n", "line 2, column value"),
+    ("timestamp,value\n2024-01-01 00:00:00,1\nyesterday,2\n", "line 3, column 1 (timestamp)"),
+    ("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,-4\n",
+     "line 3, column 2 (value)"),
+    ("timestamp,value\n2024-01-01 00:00:00,abc\n", "line 2, column 2 (value)"),
 ], ids=["header", "timestamp", "negative", "not-a-number"])
 def test_bad_input_names_file_line_and_column(tmp_path, content, needle):
     bad = tmp_path / "bad.csv"
