@@ -16,7 +16,7 @@ def latency_histogram(latencies_s: np.ndarray, bounds_s: tuple[float, ...]) -> L
     (Prometheus ``le``)."""
     idx = np.searchsorted(np.asarray(bounds_s), latencies_s, side="left")
     counts = np.bincount(idx, minlength=len(bounds_s) + 1)
-    return LatencyHistogram(bounds_s=tuple(bounds_s), counts=tuple(int(c) for c in counts))
+    return LatencyHistogram(bounds_s=tuple(bounds_s), counts=tuple(counts.tolist()))
 
 
 def build_snapshot(w: WindowStats, *, bounds_s: tuple[float, ...],

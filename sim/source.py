@@ -131,7 +131,7 @@ def view_snapshot(cfg: SimSourceConfig, pieces: Sequence[Piece], now_s: float,
     snap = build_snapshot(w, bounds_s=latency_bounds_s, concurrency_limit=concurrency_limit,
                           max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
                           memory=memory)
-    changes: dict[str, Any] = {"time_s": now_s}
+    changes: dict[str, Any] = {} if snap.time_s == now_s else {"time_s": now_s}
     seconds = w.t1_s - w.t0_s if w.t1_s > w.t0_s else 1.0
     if cfg.counted_at_completion:
         changes["arrival_rate_rps"] = (w.completions + w.shed + w.timed_out + w.failed) / seconds
@@ -146,7 +146,7 @@ def view_snapshot(cfg: SimSourceConfig, pieces: Sequence[Piece], now_s: float,
                                          for b, t in snap.batch_samples)
     if cfg.staleness_s is not None and now_s - newest_s > cfg.staleness_s + EPS_S:
         changes["stale"] = frozenset(f for f in EXPECTED if f not in snap.missing)
-    return snap.with_(**changes)
+    return snap.with_(**changes) if changes else snap
 
 
 class SimSource(Source):

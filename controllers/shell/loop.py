@@ -174,7 +174,8 @@ class ControlLoop:
             snap = Snapshot(time_s=now_s, window_s=self.window_s, missing=ALL_FIELDS)
         current = self._current(target, st, snap)
         if current is not None:
-            snap = snap.with_(desired_replicas=current)
+            if snap.desired_replicas != current:
+                snap = snap.with_(desired_replicas=current)
             if snap.starting_replicas is None and snap.ready_replicas is not None:
                 # Asked for but not yet exporting metrics: starting (cold start in progress).
                 snap = snap.with_(starting_replicas=max(0, current - snap.ready_replicas))
@@ -280,6 +281,8 @@ class ControlLoop:
         if not (changed or errors or held != st.hold):
             return
         st.hold = held
+        if not log.isEnabledFor(logging.INFO):   # a replay: no JSON built for nobody
+            return
         log.info(json.dumps({
             "event": "decision", "target": target.key, "policy": target.policy.name,
             "reason": decision.reason, "wanted_replicas": wanted.replicas,
