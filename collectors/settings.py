@@ -25,7 +25,9 @@ class ControlSettings(BaseModel):
     @classmethod
     def _strict_int(cls, value: object) -> object:
         # JSON 3.5 or true must not silently become 3 or 1.
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        # Nor may the JSON string "4" or " 7 " pass for a number: a knob is a JSON integer.
+        if isinstance(value, (bool, str)) or (isinstance(value, float)
+                                              and not value.is_integer()):
             raise ValueError("must be an integer")
         return value
 
@@ -52,6 +54,12 @@ class ProxyLimits(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
     retry_after_s: int = Field(1, ge=0)
     body_timeout_s: float = Field(30.0, gt=0)   # slow request bodies are cut off with 408
+    # Client connections (collectors/connguard.py): a complete request head within this long
+    # of its first byte, an idle keep-alive connection closed after this long (nginx's
+    # keepalive_timeout default), and at most this many open at once.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    keepalive_idle_s: float = Field(75.0, gt=0, le=86_400)
+    max_connections: int = Field(4096, ge=1, le=1_000_000)
 
 
 class SidecarConfig(BaseModel):
