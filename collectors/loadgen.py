@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import sys
 import time
 from collections import deque
+
+from trimtab.common.poisson import steady_arrivals_s
 
 REQUEST = (b"POST /v2/models/m1/infer HTTP/1.1\r\nHost: bench\r\n"
            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
@@ -44,16 +45,6 @@ async def _connect(host: str, port: int) -> Conn:
     return Conn(reader, writer)
 
 
-def poisson_arrivals_s(rate_per_s: float, duration_s: float, seed: int) -> list[float]:
-    """Arrival offsets of a Poisson process: exponential gaps with mean 1/rate."""
-    rng = random.Random(seed)
-    out, t = [], rng.expovariate(rate_per_s)
-    while t < duration_s:
-        out.append(t)
-        t += rng.expovariate(rate_per_s)
-    return out
-
-
 async def open_loop(host: str, port: int, rate: float, duration_s: float, seed: int) -> dict:
     """Send at Poisson times whatever the answers do; a late answer never delays a send."""
     loop = asyncio.get_running_loop()
@@ -77,7 +68,7 @@ async def open_loop(host: str, port: int, rate: float, duration_s: float, seed: 
             errors += 1
         idle.append(conn)
 
-    arrivals = poisson_arrivals_s(rate, duration_s, seed)
+    arrivals = steady_arrivals_s(rate, duration_s, seed).tolist()
     start = loop.time() + 0.05
     tasks = []
     for offset in arrivals:

@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from trimtab.common.poisson import thinned_arrivals_s
+
 RateFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -62,15 +64,7 @@ class RateCurve:
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Sorted arrival times of one realisation of the process."""
-        width = self.end_s - self.start_s
-        counts = rng.poisson(self.max_rps * width)
-        piece = np.repeat(np.arange(len(counts)), counts)
-        t = self.start_s[piece] + rng.random(len(piece)) * width[piece]
-        if self.rate_fn is not None and len(t):
-            accept = rng.random(len(t)) * self.max_rps[piece] < self.rate_fn(t)
-            t = t[accept]
-        t.sort()
-        return t
+        return thinned_arrivals_s(rng, self.start_s, self.end_s, self.max_rps, self.rate_fn)
 
 
 def constant_pieces(start_s: np.ndarray, end_s: np.ndarray, rate_rps: np.ndarray) -> RateCurve:

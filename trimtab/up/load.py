@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trimtab.common.poisson import thinned_arrivals_s
 from trimtab.up import wall_clock
 
 OK, ERROR, SHED, TIMEOUT, DROPPED = "ok", "error", "shed", "timeout", "client_dropped"
@@ -60,12 +61,9 @@ class RampProfile:
 
 def arrivals(profile: RampProfile, seed: int = 0) -> np.ndarray:
     """Poisson arrival times (s) following ``profile.rate_rps``, by thinning."""
-    rng = np.random.default_rng(seed)
-    peak = profile.peak_rps
-    n = rng.poisson(peak * profile.duration_s)
-    t = np.sort(rng.uniform(0.0, profile.duration_s, size=n))
-    keep = rng.uniform(0.0, peak, size=n) < profile.rate_rps(t)
-    return t[keep]
+    return thinned_arrivals_s(np.random.default_rng(seed), np.array([0.0]),
+                              np.array([profile.duration_s]), np.array([profile.peak_rps]),
+                              profile.rate_rps)
 
 
 @dataclass
