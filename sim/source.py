@@ -79,7 +79,8 @@ class SimSourceConfig:
 
 IDEAL = SimSourceConfig()
 # The production stack's defaults: a 60 s rate window (the controller's prometheus.window_s),
-# a 15 s scrape read one scrape late at worst, series stale after 60 s, counters at completion.
+# a 15 s scrape read one scrape late (ticks and scrapes share the 15 s grid, so a delay is
+# whole scrapes), series stale after 60 s, arrivals counted at completion.
 PROMETHEUS = SimSourceConfig(rate_window_s=60.0, scrape_interval_s=15.0, scrape_delay_s=15.0,
                              staleness_s=60.0, counted_at_completion=True)
 
