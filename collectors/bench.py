@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trimtab.common.ports import free_port
+from trimtab.common.process import stop_all
 
 console = Console(stderr=True)
 RATE_PER_S = 500.0
@@ -200,13 +201,7 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
         _wait_port(bare_port)
         bare_rps = _loadgen(bare_port, gen_cores, mode="closed", conns=64, duration_s=sat_s)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
     console.print("exposition: 8 fake GPUs, 10 models ...")

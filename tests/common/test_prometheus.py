@@ -7,7 +7,7 @@ import time
 import pytest
 
 from trimtab.common.ports import free_port
-from trimtab.common.process import stop_process, wait_http_ok
+from trimtab.common.process import stop_all, stop_process, wait_http_ok
 from trimtab.common.prometheus import (BinaryMissing, PromClient, PrometheusServer, QueryFailed,
                                        find_binary, range_params, require_binary)
 
@@ -100,6 +100,17 @@ def test_stop_process_kills_what_ignores_sigterm():
     t0 = time.monotonic()
     stop_process(proc, grace_s=0.5)
     assert proc.poll() is not None and time.monotonic() - t0 < 10
+
+
+def test_stop_all_terminates_together_and_kills_the_stubborn():
+    polite = [subprocess.Popen(["python3", "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    stubborn = subprocess.Popen(["python3", "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    stop_all([*polite, stubborn], grace_s=1.0)
+    assert all(p.poll() is not None for p in [*polite, stubborn])
+    assert stubborn.returncode == -9 and time.monotonic() - t0 < 8   # ~1 s grace, not 4
 
 
 def test_wait_http_ok_reports_an_early_exit():

@@ -19,6 +19,7 @@ from trimtab.controllers.shell.metrics import ControllerMetrics
 from trimtab.controllers.shell.sources.base import TargetSelector
 from trimtab.controllers.shell.sources.prometheus import PrometheusSource
 from tests.conftest import REPO_ROOT, free_port
+from trimtab.common.process import stop_all
 from tests.production.conftest import BOUNDS, Exporter, Prometheus, ScriptedPolicy
 
 pytestmark = pytest.mark.slow
@@ -250,6 +251,4 @@ def test_fault_table(case: Case, metrics_env, standin, kube_api, tmp_path) -> No
         for reason in ("missing", "stale", "source_error", "backoff"):
             assert rig.metric("trimtab_controller_holding", reason=reason) == 0.0
     finally:
-        for p in env["procs"]:
-            p.terminate()
-            p.wait(timeout=10)
+        stop_all(env["procs"])

@@ -15,6 +15,7 @@ from trimtab.controllers.shell.actuators.sidecar import SidecarActuator, Sidecar
 from tests.support.kube_standin import KubeStandIn
 from trimtab.controllers.core.types import Decision
 from tests.conftest import REPO_ROOT, free_port
+from trimtab.common.process import stop_all
 
 TOKEN = "s3cret-token"
 LLAMA = WorkloadRef("Deployment", "prod", "llama")
@@ -55,13 +56,7 @@ def sidecars(tmp_path_factory) -> Iterator[list[int]]:
                     time.sleep(0.2)
         yield ports
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 @pytest.fixture

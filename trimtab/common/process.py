@@ -1,4 +1,4 @@
-"""Child processes we start: wait until one answers over HTTP, stop it (SIGTERM, then SIGKILL)."""
+"""Child processes we start: wait until one answers over HTTP, stop them (SIGTERM, then SIGKILL)."""
 from __future__ import annotations
 
 import subprocess
@@ -34,6 +34,15 @@ def wait_http_ok(url: str, proc: subprocess.Popen, timeout_s: float = 30.0,
         time.sleep(poll_s)
     raise TimeoutError(f"{what} did not answer {url} within {timeout_s:g} s; log {log_path}:\n"
                        f"{log_tail(log_path)}")
+
+
+def stop_all(procs: "list[subprocess.Popen]", grace_s: float = 10.0) -> None:
+    """``stop_process`` for many at once: SIGTERM them all first, so their exits overlap."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        stop_process(proc, grace_s)
 
 
 def stop_process(proc: subprocess.Popen | None, grace_s: float = 10.0) -> None:
