@@ -23,7 +23,7 @@ from trimtab.sim.engine import Engine
 from trimtab.sim.fleet.model import (FAILED, NO_LIMIT, SERVED, SHED, TIMED_OUT, Fleet,
                                      FleetConfig, MemoryModel, WindowStats)
 from trimtab.sim.fleet.service import AffineService, ProfileService, load_profile
-from trimtab.sim.scenario import Scenario, cold_start_sampler
+from trimtab.sim.scenario import Scenario, ScenarioError, cold_start_sampler
 from trimtab.sim.snapshot import latency_histogram, merge_windows
 from trimtab.sim.source import EPS_S, IDEAL, SimSource, SimSourceConfig
 
@@ -100,6 +100,22 @@ def make_run_policy(sc: Scenario, policy: str | Policy, trace: Any) -> Policy:
                        context=replay_context(sc, trace))
 
 
+MAX_TICKS = 2_000_000    # a controller tick every 15 s for a year is about 2.1 million
+
+
+def check_ticks(policy: str, interval_s: float, duration_s: float) -> None:
+    """Refuse, before anything runs, a replay that would tick too often to finish."""
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise ScenarioError(f"policy {policy}: controller.interval_s = {interval_s}, must be a "
+                            "finite number of seconds > 0")
+    ticks = duration_s / interval_s
+    if not ticks <= MAX_TICKS:
+        raise ScenarioError(f"policy {policy}: controller.interval_s = {interval_s:g} s over a "
+                            f"{duration_s:g} s trace is {ticks:.3g} ticks, over the limit of "
+                            f"{MAX_TICKS:,}: raise interval_s, shorten the trace's window or "
+                            "raise its time_scale")
+
+
 def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
              record_requests: bool = False,
              progress: Callable[[float, float], None] | None = None,
@@ -119,8 +135,7 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
         trace = load_trace(scenario.trace, scenario.base_dir)
     pol = make_run_policy(scenario, policy, trace)
     interval_s = float(pol.interval_s)
-    if not interval_s > 0:
-        raise ValueError(f"policy {pol.name}: interval_s = {interval_s}, must be > 0")
+    check_ticks(pol.name, interval_s, float(trace.duration_s))
     engine = Engine(seed=scenario.seed)
     fleet = build_fleet(scenario, trace, engine)
     bounds = scenario.bounds()

@@ -84,3 +84,25 @@ def test_huge_counts_or_rate_scale_name_the_file_and_the_size(tmp_path, fmt, bod
     with pytest.raises(TraceError, match="GiB") as info:
         load_trace(TraceConfig(path=path.name, format=fmt, rate_scale=scale), tmp_path)
     assert "big.csv" in str(info.value)
+
+
+@pytest.mark.parametrize("interval_s,time_scale", [(0.000001, 1.0), (15.0, 0.000001)],
+                         ids=["interval-1us", "time-scale-1e-6"])
+def test_a_replay_that_would_tick_too_often_is_refused_at_once(interval_s, time_scale):
+    """Issue 18 (4): interval_s 1e-6 and time_scale 1e-6 ran past 120 s without output."""
+    import time
+
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import ScenarioError, scenario_from_dict
+
+    sc = scenario_from_dict({
+        "name": "tiny-ticks",
+        "trace": {"format": "poisson", "rate_rps": 1.0, "duration_s": 600.0,
+                  "time_scale": time_scale},
+        "service": {"model": "affine", "base_ms": 10, "per_item_ms": 1},
+        "replicas": {"initial": 1, "min": 1, "max": 2},
+        "controller": {"interval_s": interval_s}}, "<test>", "/")
+    t0 = time.perf_counter()
+    with pytest.raises((ScenarioError, TraceError), match="ticks|arrivals|interval_s"):
+        simulate(sc, "static:replicas=1")
+    assert time.perf_counter() - t0 < 5.0
