@@ -1,4 +1,4 @@
-"""The Ray Serve actuator, source and gate against a recorded Serve-details payload (no Ray needed)."""
+"""The Ray Serve actuator, source and gate against a recorded Serve-details payload (no Ray)."""
 from __future__ import annotations
 
 import copy
