@@ -88,12 +88,12 @@ def test_an_interrupt_a_library_swallowed_is_still_remembered():
     library call that catches BaseException does not turn Ctrl-C into a full run."""
     from trimtab.up import run as live_run
 
-    live_run._INTERRUPTED.clear()
+    live_run.INTERRUPTED.clear()
     try:
         try:
-            live_run._to_interrupt(signal.SIGINT, None)
+            live_run.interrupt_on_signal(signal.SIGINT, None)
         except BaseException:      # what a careless library does with it
             pass
-        assert live_run._INTERRUPTED.is_set()
+        assert live_run.INTERRUPTED.is_set()
     finally:
-        live_run._INTERRUPTED.clear()
+        live_run.INTERRUPTED.clear()

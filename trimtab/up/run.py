@@ -168,14 +168,14 @@ def wait_serving(url: str, timeout_s: float = 30.0) -> None:
     raise TimeoutError(f"no answer through {url} after {timeout_s} s: {last}")
 
 
-_INTERRUPTED = threading.Event()
+INTERRUPTED = threading.Event()
 
 
-def _to_interrupt(signum: int, frame: object) -> None:
+def interrupt_on_signal(signum: int, frame: object) -> None:
     """SIGINT and SIGTERM: raise KeyboardInterrupt, and remember it, since a library call
     that was running in the main thread may swallow the exception (seen once in CI: a run
     went on to its end after Ctrl-C); the load loop checks the flag every second."""
-    _INTERRUPTED.set()
+    INTERRUPTED.set()
     raise KeyboardInterrupt
 
 
@@ -189,9 +189,9 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         raise RuntimeError("prometheus not found: install the Debian package 'prometheus'"
                            " (make live-demo does)")
     old_handlers = {}
-    _INTERRUPTED.clear()
+    INTERRUPTED.clear()
     if threading.current_thread() is threading.main_thread():
-        old_handlers = {sig: signal.signal(sig, _to_interrupt)
+        old_handlers = {sig: signal.signal(sig, interrupt_on_signal)
                         for sig in (signal.SIGTERM, signal.SIGINT)}
     with ExitStack() as stack:
         for sig, handler in old_handlers.items():
@@ -266,7 +266,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         settle_until_s: float | None = None
         while settle_until_s is None or wall_clock.now_s() < settle_until_s:
             wall_clock.sleep_s(1.0)
-            if _INTERRUPTED.is_set():
+            if INTERRUPTED.is_set():
                 raise KeyboardInterrupt
             try:
                 details = actuator.inner.deployment_details(fleet.workload)
@@ -287,7 +287,7 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         load_offset_s = (load.started_mono_s or t0) - t0
         stop.set()
         controller.join(30)
-        if _INTERRUPTED.is_set():
+        if INTERRUPTED.is_set():
             raise KeyboardInterrupt
         _progress(on_progress, stage="reading results from Prometheus")
         run = LiveRun(config=cfg, prom_url=prom.url, load_start_unix_s=load_start_unix_s,
