@@ -1,1 +1,1 @@
-"""Actuators: apply a Decision to a workload (Kubernetes scale, sidecar settings, Ray Serve)."""
+"""Actuators: apply a Decision to a workload (Kubernetes scale, sidecar settings, Ray Serve, gate)."""
