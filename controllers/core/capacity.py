@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, poisson, theilslopes
 
-_EW_WEIGHT = 0.2          # weight of a new window's mean time for its batch size
+EW_WEIGHT = 0.2           # weight of a new window's mean time for its batch size
+MAX_UTILISATION = 0.9     # of full-batch capacity: the quantile model ignores queue build-up
+                          # close to saturation
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class CapacityState:
 
 
 def observe(state: CapacityState, samples: tuple[tuple[float, float], ...],
-            max_sizes: int = 64) -> CapacityState:
+            max_sizes: int = 64, ew_weight: float = EW_WEIGHT) -> CapacityState:
     """Fold this window's (batch size, batch time s) pairs into per-size means."""
     if not samples:
         return state
@@ -66,11 +68,11 @@ def observe(state: CapacityState, samples: tuple[tuple[float, float], ...],
             table[size] = (window_mean_s, len(times))
         else:
             dev2 = float(np.mean(np.minimum((np.asarray(times) / old[0] - 1.0) ** 2, 1.0)))
-            rel_var += _EW_WEIGHT * (dev2 - rel_var)
+            rel_var += ew_weight * (dev2 - rel_var)
             # A clipped step (a Huber-like update): one stalled window moves the mean by at
             # most 5 %, while a real shift is followed within a few windows.
             step_s = min(max(window_mean_s - old[0], -0.25 * old[0]), 0.25 * old[0])
-            table[size] = (old[0] + _EW_WEIGHT * step_s, old[1] + len(times))
+            table[size] = (old[0] + ew_weight * step_s, old[1] + len(times))
     ordered = sorted(table.items(), key=lambda kv: -kv[1][1])[:max_sizes]
     return CapacityState(tuple(sorted((s, t, n) for s, (t, n) in ordered)), rel_var)
 
@@ -125,7 +127,7 @@ def p_latency_s(fit_: BatchFit, rate_rps: float, replicas: int, max_batch: int, 
 
 def replicas_for(fit_: BatchFit, rate_rps: float, budget_s: float, max_batch: int, q: float,
                  max_replicas: int, batch_timeout_s: float = 0.0,
-                 max_utilisation: float = 0.9) -> int:
+                 max_utilisation: float = MAX_UTILISATION) -> int:
     """Fewest replicas (1..max) keeping the predicted quantile under ``budget_s``.
 
     Also keeps utilisation against full-batch capacity under ``max_utilisation``, since the

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from trimtab.controllers.core.types import (
-    FIELD_REPLICAS, REASON_AT_MAX, REASON_AT_MIN, REASON_HOLD_MISSING,
+    REASON_AT_MAX, REASON_AT_MIN, REASON_HOLD_MISSING,
     REASON_HOLD_STALE, REASON_HOLD_WARMUP, REASON_SCALE_UP_LIMITED, REASON_STABILIZING,
-    REASON_WITHIN_TOLERANCE, Decision, Snapshot,
+    REASON_WITHIN_TOLERANCE, Decision, FieldGroup, Snapshot,
 )
 
 REASON_SCALE_DOWN_LIMITED = "scale_down_limited"
@@ -52,31 +52,45 @@ HPA_SCALE_UP = RateRules(0.0, (RatePolicy("percent", 100, 15), RatePolicy("pods"
 HPA_SCALE_DOWN = RateRules(300.0, (RatePolicy("percent", 100, 15),))
 
 
-def hold_on_unreadable(snapshot: Snapshot, required: Iterable[str]) -> Decision | None:
-    """Hold (apply nothing) when a field the policy needs is missing or stale.
+# What a policy needs read: a whole group (``FieldGroup.IN_FLIGHT``), or one Snapshot
+# attribute (``"gpu_busy_ratio"``) when it needs that value and not the rest of its group.
+Need = FieldGroup | str
 
-    Holding keeps the current count, so missing data never causes a scale-down.
+
+def _unreadable(snapshot: Snapshot, need: Need, named: frozenset[FieldGroup]) -> bool:
+    """``need`` cannot be used: its group is in ``named``, or its value is None (a group:
+    every attribute it covers is None). ValueError for a name that is no attribute."""
+    if isinstance(need, FieldGroup):
+        return need in named or all(getattr(snapshot, a) is None for a in need.attributes)
+    group = FieldGroup.of(need)
+    return group in named or getattr(snapshot, need) is None
+
+
+def hold_on_unreadable(snapshot: Snapshot, required: Iterable[Need]) -> Decision | None:
+    """Hold (apply nothing) when something the policy needs is missing or stale.
+
+    The replica count is always needed. Holding keeps the current count, so missing data
+    never causes a scale-down.
     """
-    need = set(required)
-    missing = need & set(snapshot.missing)
-    missing |= {f for f in need if hasattr(snapshot, f) and getattr(snapshot, f) is None}
-    if FIELD_REPLICAS in snapshot.missing or (
+    need = list(required)
+    missing = {n for n in need if _unreadable(snapshot, n, snapshot.missing)}
+    if FieldGroup.REPLICAS in snapshot.missing or (
             snapshot.ready_replicas is None and snapshot.desired_replicas is None):
-        missing.add(FIELD_REPLICAS)
+        missing.add(FieldGroup.REPLICAS)
     if missing:
         return Decision(replicas=snapshot.current_replicas, reason=REASON_HOLD_MISSING,
                         valid=False, details={"missing_fields": float(len(missing))})
-    stale = need & set(snapshot.stale)
+    stale = {n for n in need if (n if isinstance(n, FieldGroup) else FieldGroup.of(n))
+             in snapshot.stale}
     if stale:
         return Decision(replicas=snapshot.current_replicas, reason=REASON_HOLD_STALE,
                         valid=False, details={"stale_fields": float(len(stale))})
     return None
 
 
-def value_missing(snapshot: Snapshot, field_name: str) -> bool:
-    """True when ``field_name`` cannot be used (named missing/stale, or None)."""
-    return (field_name in snapshot.missing or field_name in snapshot.stale
-            or getattr(snapshot, field_name, None) is None)
+def value_missing(snapshot: Snapshot, need: Need) -> bool:
+    """True when ``need`` cannot be used (its group named missing or stale, or no value)."""
+    return _unreadable(snapshot, need, snapshot.missing | snapshot.stale)
 
 
 def within_tolerance(current: int, desired: int, tolerance: float) -> tuple[int, str | None]:

@@ -13,14 +13,15 @@ The pod knobs change only when they move enough or the SLO demands it (trimtab.c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trimtab.controllers.core import budget as budget_
-from trimtab.controllers.core import capacity, forecast, knobs
+from trimtab.controllers.core import capacity, forecast, knobs, peaks
 from trimtab.controllers.core.binding import BoundPolicy, PolicyConfig, build_config
+from trimtab.controllers.core.defaults import INTERVAL_S
 from trimtab.controllers.core.guards import (
     bounded_step_up, clamp, hold_on_unreadable, prune, warmup, within_tolerance,
 )
@@ -34,9 +35,18 @@ REASON_NO_MODEL = "no_capacity_model"     # no batch seen yet: hold unless work 
 REASON_BACKLOG = "backlog"                # reactive: queue beyond what batching explains
 
 
+_FC = forecast.ForecastConfig()     # the defaults of the forecaster's, the peak statistics'
+_PK = peaks.PeakConfig()            # and the budget's tuning: each is written there once
+_BG = budget_.BudgetConfig()
+
+
 class TrimtabConfig(PolicyConfig):
-    interval_s: float = Field(15.0, gt=0)
-    quantile: float = Field(0.95, gt=0.5, lt=1)       # planning quantile of the forecast
+    """Every setting of the policy, its tuning included; a spec sets any by name
+    (``trimtab:refit_s=600,target_burn=0.5``). The forecaster's, the peak statistics' and the
+    budget's take their defaults from those modules' configs, whose field names they share."""
+
+    interval_s: float = Field(INTERVAL_S, gt=0)
+    quantile: float = Field(_FC.quantile, gt=0.5, lt=1)   # planning quantile of the forecast
     budget_fraction: float = Field(1.0, gt=0, le=1)   # share of the SLO the model plans for
     down_band: float = Field(0.25, ge=0, lt=1)        # scale down only if need(load*(1+band)) < n
     down_tolerance: float = Field(0.15, ge=0, lt=1)   # ... and by more than this share of n
@@ -45,13 +55,54 @@ class TrimtabConfig(PolicyConfig):
     burst_factor: float = Field(1.5, gt=1)            # load this far above forecast = burst
     max_step_ratio: float = Field(3.0, gt=1)          # scale-up bound per tick
     min_step: int = Field(4, ge=1)
-    bucket_s: float = Field(60.0, gt=0)
-    season_s: float = Field(86400.0, gt=0)
-    refit_s: float = Field(900.0, gt=0)
     set_pod_knobs: bool = True                        # concurrency limit and max batch size
     shed_late: bool = True                            # admission wait capped at what can still
                                                       # meet the SLO (capacity.admission_wait_s)
-    rate_weighted: bool = False                       # weigh burst history by its load
+    knob_min_change: float = Field(knobs.MIN_CHANGE, ge=0)   # pod knobs: knobs.settle
+    capacity_ew_weight: float = Field(capacity.EW_WEIGHT, gt=0, le=1)   # capacity.observe
+    max_utilisation: float = Field(capacity.MAX_UTILISATION, gt=0, le=1)
+    # The forecaster (forecast.ForecastConfig).
+    bucket_s: float = Field(_FC.bucket_s, gt=0)
+    season_s: float = Field(_FC.season_s, gt=0)
+    refit_s: float = Field(_FC.refit_s, gt=0)
+    error_halflife_buckets: float = Field(_FC.error_halflife_buckets, gt=0)
+    holt_min_buckets: int = Field(_FC.holt_min_buckets, ge=2)
+    fit_tail_seasons: int = Field(_FC.fit_tail_seasons, ge=2)
+    fit_tail_min_buckets: int = Field(_FC.fit_tail_min_buckets, ge=1)
+    # The peak-ratio statistics (peaks.PeakConfig).
+    ratio_lo: float = _PK.ratio_lo
+    ratio_step: float = Field(_PK.ratio_step, gt=0)
+    ratio_bins: int = Field(_PK.ratio_bins, ge=1)
+    ratio_decay: float = Field(_PK.ratio_decay, gt=0, lt=1)
+    ratio_min_samples: float = Field(_PK.ratio_min_samples, ge=0)
+    prior_peak_ratio: float = Field(_PK.prior_peak_ratio, gt=0)
+    band_edges: tuple[float, ...] = _PK.band_edges
+    band_ref_q: float = Field(_PK.band_ref_q, gt=0, le=1)
+    band_min_buckets: int = Field(_PK.band_min_buckets, ge=1)
+    band_prior: float = Field(_PK.band_prior, ge=0)
+    rise_ratio: float = Field(_PK.rise_ratio, gt=0)
+    rate_weighted: bool = _PK.rate_weighted             # weigh burst history by its load
+    # The run-level miss budget (budget.BudgetConfig).
+    burn_min_requests: float = Field(_BG.burn_min_requests, ge=0)
+    slo_window_s: float = Field(_BG.slo_window_s, gt=0)
+    evidence_s: float = Field(_BG.evidence_s, gt=0)
+    headroom_raise: float = Field(_BG.headroom_raise, ge=1)
+    headroom_ease: float = Field(_BG.headroom_ease, gt=0, le=1)
+    headroom_ease_over: float = Field(_BG.headroom_ease_over, gt=0, le=1)
+    headroom_max: float = Field(_BG.headroom_max, ge=1)
+    headroom_min: float = Field(_BG.headroom_min, gt=0, le=1)
+    target_burn: float = Field(_BG.target_burn, gt=0)
+    quantile_tail_div: float = Field(_BG.quantile_tail_div, ge=1)
+    quantile_tail_mul: float = Field(_BG.quantile_tail_mul, ge=1)
+    burn_power: float = Field(_BG.burn_power, ge=0)
+    raise_burn: float = Field(_BG.raise_burn, ge=0)
+
+    @field_validator("band_edges")
+    @classmethod
+    def _edges_increase(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(e2 <= e1 for e1, e2 in zip(value, value[1:])) or any(e <= 0 for e in value):
+            raise ValueError("must be positive and increasing, e.g. (0.3, 0.6)")
+        return value
 
     def window_s(self) -> float:
         if self.down_window_s is not None:
@@ -59,9 +110,17 @@ class TrimtabConfig(PolicyConfig):
         return max(240.0, 2.0 * self.bounds.cold_start_s)
 
     def forecast_config(self) -> forecast.ForecastConfig:
-        return forecast.ForecastConfig(bucket_s=self.bucket_s, season_s=self.season_s,
-                                       refit_s=self.refit_s, quantile=self.quantile,
-                                       rate_weighted=self.rate_weighted)
+        return _bind(forecast.ForecastConfig, self, quantile=self.quantile,
+                     peaks=_bind(peaks.PeakConfig, self))
+
+    def budget_config(self) -> budget_.BudgetConfig:
+        return _bind(budget_.BudgetConfig, self)
+
+
+def _bind(cls: type, config: TrimtabConfig, **given: Any) -> Any:
+    """A core module's config (a dataclass) from the fields of ``config`` of the same names."""
+    names = [f.name for f in fields(cls) if f.name not in given]
+    return cls(**{n: getattr(config, n) for n in names}, **given)
 
 
 @dataclass(frozen=True)
@@ -114,10 +173,12 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     current = snapshot.current_replicas
     horizon_s = b.cold_start_s + config.interval_s
     fcfg = config.forecast_config()
+    bcfg = config.budget_config()
     fstate = forecast.observe(state.forecast, fcfg, now_s, float(snapshot.arrival_rate_rps),
                               horizon_s)
-    cstate = capacity.observe(state.capacity, snapshot.batch_samples)
-    bstate = budget_.update(state.budget, snapshot, b.slo_latency_s, b.slo_target)
+    cstate = capacity.observe(state.capacity, snapshot.batch_samples,
+                              ew_weight=config.capacity_ew_weight)
+    bstate = budget_.update(state.budget, snapshot, b.slo_latency_s, b.slo_target, bcfg)
     margin = bstate.headroom
     fit = capacity.fit(cstate)
     state = replace(state, forecast=fstate, capacity=cstate, started_s=started_s, margin=margin,
@@ -125,8 +186,9 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     if fit is None:
         return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
                 replace(state, last_replicas=current))
-    q_plan = budget_.planning_quantile(config.quantile, bstate.burn(b.slo_target),
-                                      budget_.confidence(bstate))
+    burn = bstate.burn(b.slo_target, bcfg)
+    q_plan = budget_.planning_quantile(config.quantile, burn, budget_.confidence(bstate, bcfg),
+                                       bcfg)
     now_rps = float(snapshot.arrival_rate_rps)
     noise_rps = 2.0 * math.sqrt(max(now_rps, 1.0) / max(snapshot.window_s, 1e-9))  # Poisson, 2 sd
     fc = forecast.forecast(fstate, replace(fcfg, quantile=q_plan), horizon_s, now_rps, noise_rps)
@@ -137,12 +199,13 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     old_batch = state.max_batch if state.max_batch is not None else snapshot.max_batch_size
     max_batch = knobs.max_batch(fit, old_batch,
                                 capacity.best_max_batch(fit, budget_s, configured),
-                                budget_s, configured)
+                                budget_s, configured, config.knob_min_change)
     timeout_s = (snapshot.batch_timeout_ms or b.batch_timeout_ms or 0.0) / 1000.0
     need = capacity.replicas_for(fit, load, budget_s, max_batch, b.slo_target, b.max_replicas,
-                                 timeout_s)
+                                 timeout_s, config.max_utilisation)
     need_down = capacity.replicas_for(fit, load * (1 + config.down_band), budget_s, max_batch,
-                                      b.slo_target, b.max_replicas, timeout_s)
+                                      b.slo_target, b.max_replicas, timeout_s,
+                                      config.max_utilisation)
     replicas, reason = _guards(current, need, need_down, load_reason, state, config, now_s)
     recs = prune(state.recommendations, now_s, config.window_s()) + ((now_s, need_down),)
     pod: dict[str, Any] = {}
@@ -150,13 +213,14 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
         old_limit = (state.concurrency_limit if state.concurrency_limit is not None
                      else snapshot.concurrency_limit)
         limit = knobs.settle(old_limit, capacity.concurrency_limit(fit, max_batch,
-                                                                   b.slo_latency_s))
+                                                                   b.slo_latency_s),
+                             config.knob_min_change)
         pod = {"max_batch_size": max_batch, "concurrency_limit": limit}
         if config.shed_late:
             pod["queue_timeout_s"] = round(capacity.admission_wait_s(
                 fit, limit, max_batch, b.slo_latency_s, b.slo_target), 3)
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
-               "burn": bstate.burn(b.slo_target), "quantile": q_plan,
+               "burn": burn, "quantile": q_plan,
                "a_s": fit.a_s, "c_s": fit.c_s}
     if fc is not None:
         details.update(forecast_mean_rps=fc[0], forecast_upper_rps=fc[1])

@@ -43,7 +43,7 @@ def safety_stages(wanted: Decision, snap: Snapshot, current: int | None, bounds:
             "source_error", "the metrics source failed this tick")
     if snap.stale:
         return _hold_all(wanted, current, REASON_HOLD_STALE), Hold(
-            "stale", f"stale metrics: {sorted(snap.stale)}")
+            "stale", f"stale metrics: {sorted(map(str, snap.stale))}")
     if FIELD_ARRIVAL_RATE in snap.missing or snap.arrival_rate_rps is None or _bad_number(
             snap.arrival_rate_rps):
         return _hold_all(wanted, current, REASON_HOLD_MISSING), Hold(
@@ -55,7 +55,8 @@ def safety_stages(wanted: Decision, snap: Snapshot, current: int | None, bounds:
     if current is not None and decision.replicas < current:
         if snap.missing:
             decision = decision.with_(replicas=current, reason=REASON_HOLD_MISSING)
-            hold = Hold("missing", f"no scale-down on imputed data: missing {sorted(snap.missing)}")
+            hold = Hold("missing", "no scale-down on imputed data: missing "
+                                   f"{sorted(map(str, snap.missing))}")
         elif warming:
             decision = decision.with_(replicas=current, reason=REASON_HOLD_WARMUP)
             hold = Hold("warmup", "no scale-down until the windows have filled")

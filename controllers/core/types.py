@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any, Mapping, Protocol
+
+from trimtab.controllers.core.defaults import MAX_REPLICAS, SLO_TARGET
 
 # Reason codes. Every decision carries one; it is exported as a label and logged.
 # Policies may add their own (lower_snake_case); these are the shared ones.
@@ -21,14 +24,66 @@ REASON_HOLD_WARMUP = "hold_warmup"        # restarted: no scale-down until windo
 REASON_BURST = "burst"
 REASON_STATIC = "static"
 
-# Snapshot field names, used in Snapshot.missing / Snapshot.stale.
-FIELD_ARRIVAL_RATE = "arrival_rate_rps"
-FIELD_QUEUE_DEPTH = "queue_depth"
-FIELD_IN_FLIGHT = "in_flight"
-FIELD_LATENCY = "latency"
-FIELD_BATCH = "batch"
-FIELD_REPLICAS = "replicas"
-FIELD_GPU = "gpu"
+class FieldGroup(StrEnum):
+    """What a source names in ``Snapshot.missing`` / ``Snapshot.stale``: a group of Snapshot
+    attributes read together (one query, one scrape); ``attributes`` says which.
+
+    A member is its value as a string too (``FieldGroup.GPU == "gpu"``), so a set of plain
+    names still compares; ``Snapshot`` turns every name into a member and refuses a name
+    that is none, so a typo fails where the snapshot is built.
+    """
+
+    ARRIVAL_RATE = "arrival_rate_rps"
+    QUEUE_DEPTH = "queue_depth"
+    IN_FLIGHT = "in_flight"
+    LATENCY = "latency"
+    BATCH = "batch"
+    REPLICAS = "replicas"
+    GPU = "gpu"
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """The Snapshot attributes this group covers."""
+        return _GROUP_ATTRIBUTES[self]
+
+    @classmethod
+    def of(cls, attribute: str) -> "FieldGroup":
+        """The group covering Snapshot ``attribute``; ValueError naming it if none does."""
+        for group, names in _GROUP_ATTRIBUTES.items():
+            if attribute in names:
+                return group
+        raise ValueError(f"{attribute!r} is no Snapshot attribute a field group covers; "
+                         f"covered: {sorted(a for n in _GROUP_ATTRIBUTES.values() for a in n)}")
+
+    @classmethod
+    def parse(cls, name: str) -> "FieldGroup":
+        """``name`` as a member; ValueError naming it and the known groups if it is none."""
+        try:
+            return cls(name)
+        except ValueError:
+            raise ValueError(f"field group {name!r} is unknown; known: "
+                             f"{sorted(g.value for g in cls)}") from None
+
+
+_GROUP_ATTRIBUTES: dict[FieldGroup, tuple[str, ...]] = {
+    FieldGroup.ARRIVAL_RATE: ("arrival_rate_rps",),
+    FieldGroup.QUEUE_DEPTH: ("queue_depth",),
+    FieldGroup.IN_FLIGHT: ("in_flight",),
+    FieldGroup.LATENCY: ("latency",),
+    FieldGroup.BATCH: ("batch_samples", "mean_batch_size"),
+    FieldGroup.REPLICAS: ("ready_replicas", "starting_replicas", "desired_replicas"),
+    FieldGroup.GPU: ("gpu_memory_used_ratio", "gpu_busy_ratio"),
+}
+ALL_FIELD_GROUPS: frozenset[FieldGroup] = frozenset(FieldGroup)
+
+# The names producers import (aliases of the members).
+FIELD_ARRIVAL_RATE = FieldGroup.ARRIVAL_RATE
+FIELD_QUEUE_DEPTH = FieldGroup.QUEUE_DEPTH
+FIELD_IN_FLIGHT = FieldGroup.IN_FLIGHT
+FIELD_LATENCY = FieldGroup.LATENCY
+FIELD_BATCH = FieldGroup.BATCH
+FIELD_REPLICAS = FieldGroup.REPLICAS
+FIELD_GPU = FieldGroup.GPU
 
 
 @dataclass(frozen=True)
@@ -88,8 +143,9 @@ class Snapshot:
     """What the collectors export about one target over the last window, as a controller sees it.
 
     Rates and depths are averages over the window ``[time_s - window_s, time_s]``; ``None``
-    means the value could not be read (it is then also named in ``missing``). ``stale`` names
-    fields whose newest sample is older than the source's staleness limit.
+    means the value could not be read (its group is then also named in ``missing``).
+    ``stale`` names groups whose newest sample is older than the source's staleness limit.
+    Both hold ``FieldGroup`` members; plain names are turned into members, unknown ones refused.
     """
 
     time_s: float
@@ -113,8 +169,18 @@ class Snapshot:
     concurrency_limit: int | None = None
     max_batch_size: int | None = None
     batch_timeout_ms: float | None = None
-    missing: frozenset[str] = frozenset()
-    stale: frozenset[str] = frozenset()
+    missing: frozenset[FieldGroup] = frozenset()
+    stale: frozenset[FieldGroup] = frozenset()
+
+    def __post_init__(self) -> None:
+        for name in ("missing", "stale"):
+            groups = getattr(self, name)
+            if not all(type(g) is FieldGroup for g in groups):
+                try:
+                    typed = frozenset(FieldGroup.parse(g) for g in groups)
+                except ValueError as exc:
+                    raise ValueError(f"Snapshot.{name}: {exc}") from None
+                object.__setattr__(self, name, typed)
 
     @property
     def current_replicas(self) -> int:
@@ -125,6 +191,13 @@ class Snapshot:
 
     def with_(self, **changes: Any) -> "Snapshot":
         return replace(self, **changes)
+
+
+_SNAPSHOT_FIELDS = {f.name for f in fields(Snapshot)}
+for _group, _names in _GROUP_ATTRIBUTES.items():   # a group naming no attribute fails at import
+    if not set(_names) <= _SNAPSHOT_FIELDS:
+        raise TypeError(f"FieldGroup.{_group.name} names {sorted(set(_names) - _SNAPSHOT_FIELDS)}"
+                        ", which Snapshot does not have")
 
 
 @dataclass(frozen=True)
@@ -150,10 +223,10 @@ class FleetBounds:
     """What every policy is told about the fleet it steers (same for baselines and ours)."""
 
     min_replicas: int = 1
-    max_replicas: int = 100
+    max_replicas: int = MAX_REPLICAS
     cold_start_s: float = 60.0
     slo_latency_s: float = 0.5
-    slo_target: float = 0.99
+    slo_target: float = SLO_TARGET
     initial_replicas: int = 1
     concurrency_limit: int | None = None
     max_batch_size: int | None = None

@@ -24,7 +24,7 @@ def test_burn_counts_slow_shed_and_timed_out_and_waits_for_enough_requests():
     s = budget.update(s, snap(latency=GOOD, shed_rps=2.0, timed_out_rps=1.0), 1.0, 0.99)
     assert s.requests == pytest.approx(2045) and s.misses == pytest.approx(245)
     # 30 s of traffic: the allowed misses are counted over an hour at that rate.
-    hour = 2045 / 30.0 * budget.SLO_WINDOW_S
+    hour = 2045 / 30.0 * budget.DEFAULT.slo_window_s
     assert s.burn(0.99) == pytest.approx(245 / (0.01 * hour))
 
 
@@ -75,11 +75,11 @@ def test_one_bad_window_raises_headroom_unless_the_run_is_calm(misses, elapsed_s
 
 def test_headroom_eases_fast_with_slack_slowly_without_and_stays_capped():
     hot = feed(budget.BudgetState(), BAD, 50)
-    assert hot.headroom == budget.HEADROOM_MAX and hot.burn(0.99) > 1
+    assert hot.headroom == budget.DEFAULT.headroom_max and hot.burn(0.99) > 1
     still = feed(hot, GOOD, 10)                              # overspent: eases slowly
-    assert still.headroom == pytest.approx(hot.headroom * budget.EASE_OVER ** 10)
+    assert still.headroom == pytest.approx(hot.headroom * budget.DEFAULT.headroom_ease_over ** 10)
     eased = feed(budget.BudgetState(requests=1e7, misses=0, headroom=1.5), GOOD, 10)
-    assert eased.headroom == pytest.approx(1.5 * budget.EASE ** 10)
+    assert eased.headroom == pytest.approx(1.5 * budget.DEFAULT.headroom_ease ** 10)
 
 
 @pytest.mark.parametrize("elapsed_s, floor", [
@@ -88,7 +88,7 @@ def test_headroom_eases_fast_with_slack_slowly_without_and_stays_capped():
     (7200.0, 0.85),      # plenty: HEADROOM_MIN
 ], ids=["no-evidence", "some-evidence", "full-evidence"])
 def test_unused_budget_is_spent_only_on_evidence(elapsed_s, floor):
-    assert budget.HEADROOM_MIN == 0.85 and budget.EVIDENCE_S == 1200.0
+    assert budget.DEFAULT.headroom_min == 0.85 and budget.DEFAULT.evidence_s == 1200.0
     calm = budget.BudgetState(requests=1e6, misses=0, headroom=1.0, elapsed_s=elapsed_s)
     after = feed(calm, GOOD, 20)
     assert after.headroom == pytest.approx(floor, abs=1e-6)
@@ -106,7 +106,7 @@ def test_unused_budget_is_spent_only_on_evidence(elapsed_s, floor):
 ], ids=["fresh", "on-target", "overspent", "capped-narrow", "no-evidence", "spare",
         "capped-wide", "half-evidence"])
 def test_planning_quantile_follows_the_burn(burn, trust, q):
-    assert budget.QUANTILE_TAIL_MUL == 3.0 and budget.TARGET_BURN == 0.6
+    assert budget.DEFAULT.quantile_tail_mul == 3.0 and budget.DEFAULT.target_burn == 0.6
     assert budget.planning_quantile(0.95, burn, trust) == pytest.approx(q)
 
 

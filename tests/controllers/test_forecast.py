@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from trimtab.controllers.core import forecast
+from trimtab.controllers.core import forecast, peaks
 
 CFG = forecast.ForecastConfig(bucket_s=60.0, season_s=3600.0, refit_s=600.0, quantile=0.95)
+PK = CFG.peaks
 
 
 def _feed(values, cfg=CFG, interval_s=15.0, horizon_s=75.0, state=None):
@@ -16,7 +17,7 @@ def _feed(values, cfg=CFG, interval_s=15.0, horizon_s=75.0, state=None):
     fits = []
     for i, v in enumerate(values, start=1):
         state = forecast.observe(state, cfg, i * interval_s, float(v), horizon_s)
-        fits.append(state.last_fit_bucket)
+        fits.append(state.smoothing.last_fit_bucket)
     return state, fits
 
 
@@ -24,11 +25,11 @@ def test_model_kind_follows_history_length():
     t = np.arange(4 * 240)             # 15 s windows; 240 per 3600 s season
     values = 100 + 40 * np.sin(2 * np.pi * t / 240)
     state, _ = _feed(values[:20])
-    assert state.model.kind == "level"
+    assert state.smoothing.model.kind == "level"
     state, _ = _feed(values[:200])
-    assert state.model.kind == "holt"
+    assert state.smoothing.model.kind == "holt"
     state, _ = _feed(values)           # four seasons: more than two
-    assert state.model.kind == "holt_winters"
+    assert state.smoothing.model.kind == "holt_winters"
 
 
 def test_refits_on_a_schedule_not_every_tick():
@@ -71,8 +72,8 @@ def test_upper_widens_after_the_forecast_was_wrong():
 
 def test_state_is_bounded():
     state, _ = _feed(np.full(3000, 10.0))
-    assert len(state.history) <= max(3 * forecast.season_buckets(CFG), 600)
-    assert len(state.pending) <= 4 * 2 + 4 and len(state.recent) <= 10
+    assert len(state.smoothing.history) <= max(3 * forecast.season_buckets(CFG), 600)
+    assert len(state.smoothing.pending) <= 4 * 2 + 4 and len(state.peaks.recent) <= 10
 
 
 def test_no_model_no_forecast():
@@ -94,9 +95,9 @@ def test_peak_ratio_is_conditioned_on_the_level_band():
     jump = night & (rng.random(len(t)) < 0.1)
     values = np.where(night, np.where(jump, 90.0, 30.0), 300.0) * rng.normal(1, 0.01, len(t))
     state, _ = _feed(values)
-    low = forecast.peak_ratio(state, 0.95, base=30.0)
-    high = forecast.peak_ratio(state, 0.95, base=300.0)
-    pooled = forecast.peak_ratio(state, 0.95)
+    low = peaks.peak_ratio(state.peaks, PK, 0.95, base=30.0)
+    high = peaks.peak_ratio(state.peaks, PK, 0.95, base=300.0)
+    pooled = peaks.peak_ratio(state.peaks, PK, 0.95)
     assert low > 2.0                 # a night horizon may hold a 3x jump
     assert high < 1.35               # the day's swings are small (shrunk toward the pooled)
     assert high < pooled <= low
@@ -104,30 +105,28 @@ def test_peak_ratio_is_conditioned_on_the_level_band():
 
 def test_level_band_needs_history():
     state, _ = _feed(np.full(20, 50.0))   # 5 buckets: too few to place a level
-    assert forecast.level_band(state, 50.0) == -1
+    assert peaks.level_band(state.peaks, PK, 50.0) == -1
     state, _ = _feed(np.full(200, 50.0))
-    assert forecast.level_band(state, 5.0) == 0 and forecast.level_band(state, 50.0) == 2
+    assert peaks.level_band(state.peaks, PK, 5.0) == 0 and peaks.level_band(state.peaks, PK, 50.0) == 2
 
 
 def test_a_young_band_is_shrunk_toward_pooled_and_prior_alike():
-    bins = forecast._LR_BINS
+    def at(ratio: float, weight: float, count: float) -> peaks.RatioHistogram:
+        h = [0.0] * PK.ratio_bins
+        h[int((math.log(ratio) - PK.ratio_lo) / PK.ratio_step)] = weight
+        return peaks.RatioHistogram(tuple(h), count)
 
-    def at(ratio: float, weight: float) -> tuple[float, ...]:
-        h = [0.0] * bins
-        h[int((math.log(ratio) - forecast._LR_LO) / forecast._LR_STEP)] = weight
-        return tuple(h)
-
-    pooled_hist, own_hist = at(2.0, 100.0), at(1.1, 30.0)
-    state = forecast.ForecastState(
-        history=(100.0,) * 40, level_ref=100.0, ratio_hist=pooled_hist, ratio_count=100.0,
-        band_hist=(at(1.0, 0.0),) * 2 + (own_hist,), band_count=(0.0, 0.0, 30.0))
-    pooled = forecast.peak_ratio(state, 0.95)
-    own = forecast._quantile_of(own_hist, 30.0, 0.95)
+    own_hist = at(1.1, 30.0, 30.0)
+    stats = peaks.PeakStats(level_ref=100.0, pooled=at(2.0, 100.0, 100.0),
+                            bands=(at(1.0, 0.0, 0.0),) * 2 + (own_hist,))
+    state = forecast.ForecastState(forecast.SmoothingState(history=(100.0,) * 40), stats)
+    pooled = peaks.peak_ratio(state.peaks, PK, 0.95)
+    own = own_hist.quantile(0.95, PK)
     # 30 horizons in the band: weight 30 / (30 + 30) = 1/2 on its own quantile.
-    toward = 0.5 * (math.log(pooled) + math.log(forecast._PRIOR_PEAK_RATIO))
+    toward = 0.5 * (math.log(pooled) + math.log(PK.prior_peak_ratio))
     expected = math.exp(0.5 * math.log(own) + 0.5 * toward)
-    assert forecast.peak_ratio(state, 0.95, base=100.0) == pytest.approx(expected)
-    assert own < forecast.peak_ratio(state, 0.95, base=100.0) < pooled
+    assert peaks.peak_ratio(state.peaks, PK, 0.95, base=100.0) == pytest.approx(expected)
+    assert own < peaks.peak_ratio(state.peaks, PK, 0.95, base=100.0) < pooled
 
 
 def test_a_ramp_does_not_set_the_plateau_after_it():
@@ -139,13 +138,13 @@ def test_a_ramp_does_not_set_the_plateau_after_it():
     plateau = np.full(40, 270.0)                    # 10 min
     values = np.concatenate([quiet, ramp, plateau]) * rng.normal(1, 0.03, 112)
     state, _ = _feed(values, horizon_s=105.0)
-    assert forecast.level_band(state, 270.0) == -1         # 28 buckets: no level yet
-    split = forecast.peak_ratio(state, 0.95, base=270.0)
-    pooled = forecast.peak_ratio(state, 0.95)
-    assert forecast.rising(state, 270.0) == 0
+    assert peaks.level_band(state.peaks, PK, 270.0) == -1         # 28 buckets: no level yet
+    split = peaks.peak_ratio(state.peaks, PK, 0.95, base=270.0)
+    pooled = peaks.peak_ratio(state.peaks, PK, 0.95)
+    assert peaks.rising(state.peaks, PK, 270.0) == 0
     assert pooled > 1.6                # the ramp is in the pooled ratios
     # The flat load's own ratios are near 1.1; the split also holds the ramp's first
     # minutes (the base not yet climbing), so it lies between, well under the pooled.
     assert split < pooled - 0.1
     # While the base still climbs, the rising split answers: the ramp's ratios.
-    assert forecast.peak_ratio(state, 0.95, base=2 * 270.0) > split
+    assert peaks.peak_ratio(state.peaks, PK, 0.95, base=2 * 270.0) > split
