@@ -9,6 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from trimtab.common import errors
+from trimtab.common.slo import SLO_TARGET, SloTarget
+from trimtab.controllers.core.defaults import INTERVAL_S, MAX_REPLICAS
 from trimtab.controllers.core.types import FleetBounds
 from trimtab.sim.traces.config import TraceConfig
 
@@ -65,7 +67,7 @@ class ServiceConfig(_Strict):
 class ReplicasConfig(_Strict):
     initial: int = Field(1, ge=0)
     min: int = Field(1, ge=0)
-    max: int = Field(100, ge=1)
+    max: int = Field(MAX_REPLICAS, ge=1)
     cold_start_s: float = Field(60.0, ge=0)
     cold_start_dist: Literal["fixed", "lognormal"] = "fixed"
     cold_start_cv: float = Field(0.3, ge=0)
@@ -87,7 +89,7 @@ class ReplicasConfig(_Strict):
 
 class SloConfig(_Strict):
     latency_s: float = Field(0.5, gt=0)
-    target: float = Field(0.99, gt=0, le=1)
+    target: SloTarget = SLO_TARGET
 
 
 class CostConfig(_Strict):
@@ -95,7 +97,7 @@ class CostConfig(_Strict):
 
 
 class ControllerConfig(_Strict):
-    interval_s: float = Field(15.0, gt=0)
+    interval_s: float = Field(INTERVAL_S, gt=0)
     # No scale-down until this long after the start (None: the loop's DEFAULT_WARMUP_S).
     warmup_s: float | None = Field(None, ge=0)
 

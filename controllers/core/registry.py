@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from trimtab.controllers.core.defaults import INTERVAL_S
 from trimtab.controllers.core.spec import PolicySpec, SpecError, parse_spec
 from trimtab.controllers.core.types import FleetBounds, Policy
 
@@ -59,7 +60,7 @@ def known_policies() -> list[str]:
     return sorted({*POLICIES, *REPLAY_POLICIES})
 
 
-def make_policy(spec: str | PolicySpec, bounds: FleetBounds, interval_s: float = 15.0,
+def make_policy(spec: str | PolicySpec, bounds: FleetBounds, interval_s: float = INTERVAL_S,
                 context: ReplayContext | None = None) -> Policy:
     """``make_policy("static:replicas=8", bounds)``; unknown names list the known ones.
 

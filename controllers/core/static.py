@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from trimtab.controllers.core.defaults import INTERVAL_S
 from trimtab.controllers.core.types import REASON_STATIC, Decision, FleetBounds, Snapshot
 
 
@@ -13,7 +14,7 @@ class StaticPolicy:
 
     replicas: int
     bounds: FleetBounds
-    interval_s: float = 15.0
+    interval_s: float = INTERVAL_S
     name: str = "static"
     params: Mapping[str, Any] = field(default_factory=dict)
 

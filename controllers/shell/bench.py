@@ -16,6 +16,7 @@ from trimtab.controllers.shell.metrics import ControllerMetrics
 from trimtab.controllers.core.registry import make_policy
 from trimtab.controllers.shell.sources.base import TargetSelector
 from trimtab.controllers.shell.sources.prometheus import PrometheusSource
+from trimtab.controllers.core.defaults import INTERVAL_S
 from trimtab.controllers.core.types import FleetBounds
 
 STEP_S = 15
@@ -103,7 +104,7 @@ def _cpu_s() -> float:
 
 
 def run_bench(targets: int = 1000, ticks: int = 5, policy: str = "hpa",
-              interval_s: float = 15.0) -> dict[str, Any]:
+              interval_s: float = INTERVAL_S) -> dict[str, Any]:
     """Tick a dry-run loop ``ticks`` times over ``targets`` targets; figures as a dict."""
     clock = WallClock()
     end_s = int(WallClock.unix_s()) // STEP_S * STEP_S

@@ -8,6 +8,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trimtab.common import errors
+from trimtab.common.slo import SLO_TARGET, SloTarget
+from trimtab.controllers.core.defaults import INTERVAL_S, MAX_REPLICAS
 from trimtab.controllers.core.spec import SpecError, parse_spec
 from trimtab.controllers.core.types import FleetBounds
 
@@ -28,12 +30,12 @@ class WorkloadConfig(_Strict):
 
 class SloConfig(_Strict):
     latency_s: float = Field(0.5, gt=0)
-    target: float = Field(0.99, gt=0, lt=1)
+    target: SloTarget = SLO_TARGET
 
 
 class ReplicaBounds(_Strict):
     min: int = Field(1, ge=0)
-    max: int = Field(10, ge=1)
+    max: int = Field(MAX_REPLICAS, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ReplicaBounds":
@@ -131,7 +133,7 @@ class LeaderElectionConfig(_Strict):
 
 
 class ControllerConfig(_Strict):
-    interval_s: float = Field(15.0, gt=0)
+    interval_s: float = Field(INTERVAL_S, gt=0)
     source: Literal["prometheus", "sidecar"] = "prometheus"
     prometheus: PrometheusConfig = PrometheusConfig()
     sidecar_source: SidecarSourceConfig | None = None

@@ -13,14 +13,15 @@ from trimtab.controllers.shell.clock import Clock, WallClock
 from trimtab.controllers.shell.metrics import ControllerMetrics
 from trimtab.controllers.core.safety import Hold, safety_stages
 from trimtab.controllers.shell.sources.base import Source, TargetSelector
-from trimtab.controllers.core.types import Decision, FleetBounds, Policy, Snapshot
+from trimtab.controllers.core.defaults import INTERVAL_S
+from trimtab.controllers.core.types import (ALL_FIELD_GROUPS, Decision, FleetBounds, Policy,
+                                            Snapshot)
 
 log = logging.getLogger("trimtab.controller")
 
 DEFAULT_WARMUP_S = 300.0     # like HPA's 5 min stabilisation window: no scale-down before it
 MAX_BACKOFF_S = 300.0
-ALL_FIELDS = frozenset({"arrival_rate_rps", "queue_depth", "in_flight", "latency", "batch",
-                        "replicas", "gpu"})
+ALL_FIELDS = ALL_FIELD_GROUPS
 
 
 class Leadership(Protocol):
@@ -86,7 +87,7 @@ class ControlLoop:
 
     def __init__(self, targets: Sequence[Target], source: Source, actuators: Sequence[Actuator],
                  clock: Clock, metrics: ControllerMetrics | None = None, *, dry_run: bool = False,
-                 leader: Leadership | None = None, interval_s: float = 15.0,
+                 leader: Leadership | None = None, interval_s: float = INTERVAL_S,
                  window_s: float = 60.0, unix_time: Callable[[], float] = WallClock.unix_s,
                  on_tick: Callable[[list[TickRecord]], None] | None = None,
                  started_s: float | None = None) -> None:
