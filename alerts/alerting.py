@@ -61,7 +61,7 @@ def burn_rate_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
                     f" {w.factor:g}x too fast",
             description=(f"Over the last {w.long} and {w.short}, more than {_pct(threshold)} of"
                          " requests to {{ $labels.model }} failed or took longer than"
-                         f" {cfg.slo_latency_s:g} s (objective {_pct(cfg.slo_objective)})."),
+                         f" {cfg.slo_latency_s:g} s (objective {_pct(cfg.slo_target)})."),
             meaning="Requests fail or are slower than the SLO threshold fast enough to spend"
                     " the 30-day error budget early: a page for the fast pairs, a ticket for"
                     " the slow ones.",

@@ -1,9 +1,17 @@
 """The one monitoring config (selectors, SLO, thresholds, runbook URL) that alerts and dashboards share."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import warnings
+from typing import Any
+
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from trimtab.common import errors
+from trimtab.common.slo import SLO_TARGET, SloTarget
+
+# The old spelling of slo_target, still read (tests/observability use it), with a warning.
+DEPRECATED_SLO_KEY = "slo_objective"
 
 
 class ConfigError(ValueError):
@@ -41,7 +49,8 @@ class MonitoringConfig(BaseModel):
     sidecar_selector: str = 'job=~".*trimtab.*"'
     controller_selector: str = 'job=~".*trimtab.*"'
     slo_latency_s: float = Field(0.5, gt=0)
-    slo_objective: float = Field(0.99, gt=0, lt=1)
+    slo_target: SloTarget = Field(SLO_TARGET, validation_alias=AliasChoices(
+        "slo_target", DEPRECATED_SLO_KEY))
     burn_windows: tuple[BurnWindow, ...] = DEFAULT_BURN_WINDOWS
     # Thresholds.
     shed_ratio: float = Field(0.01, gt=0, lt=1)
@@ -53,6 +62,18 @@ class MonitoringConfig(BaseModel):
     runbook_base_url: str = "https://github.com/trimtab/trimtab/blob/main/alerts/runbook.md"
     pager_webhook_url: str = "http://127.0.0.1:9095/pager"
     ticket_webhook_url: str = "http://127.0.0.1:9095/tickets"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_slo_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and DEPRECATED_SLO_KEY in data:
+            if "slo_target" in data:
+                raise ValueError(f"{DEPRECATED_SLO_KEY} and slo_target both given: write only "
+                                 "slo_target (slo_objective is its deprecated old name)")
+            warnings.warn(f"monitoring config: {DEPRECATED_SLO_KEY} is deprecated, write "
+                          "slo_target (same meaning: the share of requests within "
+                          "slo_latency_s)", DeprecationWarning, stacklevel=2)
+        return data
 
     @field_validator("sidecar_selector", "controller_selector")
     @classmethod
@@ -70,7 +91,7 @@ class MonitoringConfig(BaseModel):
     @property
     def error_budget(self) -> float:
         """Allowed bad fraction, e.g. 0.01 for a 99 % objective."""
-        return round(1.0 - self.slo_objective, 12)
+        return round(1.0 - self.slo_target, 12)
 
     def runbook_url(self, alertname: str) -> str:
         return f"{self.runbook_base_url}#{alertname.lower()}"

@@ -171,7 +171,7 @@ def controller(cfg: MonitoringConfig) -> db.Dashboard:
 
 def slo(cfg: MonitoringConfig) -> db.Dashboard:
     board = (_board("trimtab-slo", "trimtab / SLO",
-                    f"{cfg.slo_objective * 100:g} % of requests succeed within"
+                    f"{cfg.slo_target * 100:g} % of requests succeed within"
                     f" {cfg.slo_latency_s:g} s: burn rate per window and budget left.",
                     _variables(cfg))
              .with_panel(stat_panel("Error budget remaining (time range)", "percentunit",
