@@ -45,6 +45,7 @@ from trimtab.up.prom import live_prometheus
 from trimtab.common.ports import free_port
 from trimtab.common.process import stop_process, wait_http_ok
 from trimtab.common.prometheus import find_binary
+from trimtab.common.slo import SLO_TARGET, SloTarget
 from trimtab.up.recording import RecordingActuator
 
 log = logging.getLogger("trimtab.live")
@@ -63,7 +64,7 @@ class LiveConfig(BaseModel):
     surge_end: float = Field(0.55, gt=0, le=1)
     seed: int = 0
     slo_latency_s: float = Field(1.0, gt=0)
-    slo_target: float = Field(0.99, gt=0, lt=1)
+    slo_target: SloTarget = SLO_TARGET
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(4, ge=1, le=8)
     initial_max_batch_size: int = Field(2, ge=1)
