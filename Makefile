@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.stamp-install
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := prometheus prometheus-alertmanager nginx
+DEB_PACKAGES := prometheus prometheus-alertmanager nginx chromium
 
-.PHONY: demo test live-demo venv debs validate bench clean
+.PHONY: demo test live-demo venv debs npm-tools validate bench clean
 
 demo: venv
 	$(VENV)/bin/trimtab replay --out reports/demo
 
-test: venv debs
+test: venv debs npm-tools
 	$(VENV)/bin/python -m pytest -q
 
 live-demo: venv debs
@@ -35,17 +35,34 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev,ray]'
 	@touch $(STAMP)
 
-# Debian packages the tests drive for real: promtool, prometheus, alertmanager, amtool, nginx.
+# Debian packages the tests drive for real: promtool, prometheus, alertmanager, amtool, nginx,
+# chromium (the report in a browser).
 debs:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# Grafana's dashboard types and tsc for tests/observability/test_grafana_schema.py, at the versions
+# in its package-lock.json, installed into a cache outside the checkout and reused while the lock
+# file is unchanged.
+NPM_TOOLS := tests/observability/grafana-schema
+NPM_DIR ?= $(or $(TRIMTAB_NPM_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/trimtab/npm)
+npm-tools:
+	@command -v npm >/dev/null || { echo "installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	@cmp -s $(NPM_TOOLS)/package-lock.json "$(NPM_DIR)/.installed-lock.json" || { \
+	  echo "installing npm packages into $(NPM_DIR)"; \
+	  mkdir -p "$(NPM_DIR)" && cp $(NPM_TOOLS)/package.json $(NPM_TOOLS)/package-lock.json "$(NPM_DIR)/" && \
+	  (cd "$(NPM_DIR)" && npm ci --no-audit --no-fund --loglevel=error) && \
+	  cp $(NPM_TOOLS)/package-lock.json "$(NPM_DIR)/.installed-lock.json"; }
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache

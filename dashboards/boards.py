@@ -8,12 +8,13 @@ from trimtab.alerts import promql as q
 from trimtab.alerts.config import MonitoringConfig
 from trimtab.collectors import names as n
 from trimtab.dashboards import queries as Q
-from trimtab.dashboards.panels import DATASOURCE, heatmap_panel, row, stat_panel, timeseries_panel
+from trimtab.dashboards.panels import (DATASOURCE, SchemaVariable, heatmap_panel, row, stat_panel,
+                                      timeseries_panel)
 
 TAGS = ["trimtab"]
 
 
-def _variables(cfg: MonitoringConfig, with_model: bool = True) -> list[db.QueryVariable]:
+def _variables(cfg: MonitoringConfig, with_model: bool = True) -> list[SchemaVariable]:
     requests = f"{q.series(n.REQUESTS)}{{{cfg.sidecar_selector}}}"
     out = [db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
            db.QueryVariable("namespace").label("Namespace").datasource(DATASOURCE)
@@ -24,7 +25,7 @@ def _variables(cfg: MonitoringConfig, with_model: bool = True) -> list[db.QueryV
         out.append(db.QueryVariable("model").label("Model").datasource(DATASOURCE)
                    .query(f"label_values({scoped}, model)").include_all(True).all_value(".*")
                    .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED))
-    return out
+    return [SchemaVariable(v) for v in out]
 
 
 def _board(uid: str, title: str, description: str, variables: list) -> db.Dashboard:

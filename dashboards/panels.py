@@ -4,6 +4,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import heatmap, prometheus, stat, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common, dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
@@ -68,6 +69,20 @@ def heatmap_panel(title: str, unit: str, expr: str, description: str = "",
     return (heatmap.Panel().title(title).description(description).unit(unit)
             .datasource(DATASOURCE).with_target(target(expr, "{{le}}", "A", fmt="heatmap"))
             .calculate(False).span(span).height(8))
+
+
+class SchemaVariable(cogbuilder.Builder[dm.VariableModel]):
+    """A template variable as Grafana's schema has it: without ``auto``, ``auto_min`` and
+    ``auto_count``, which the SDK (0.0.21) sets on every variable although Grafana's
+    ``VariableModel`` has no such fields (they are the old interval variable's)."""
+
+    def __init__(self, inner: cogbuilder.Builder[dm.VariableModel]) -> None:
+        self._inner = inner
+
+    def build(self) -> dm.VariableModel:
+        model = self._inner.build()
+        model.auto = model.auto_min = model.auto_count = None
+        return model
 
 
 def row(title: str) -> db.Row:
