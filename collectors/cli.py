@@ -5,13 +5,23 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig
 
 TOKEN_ENV = "TRIMTAB_CONTROL_TOKEN"
 Opt = typer.Option
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    """The settings model's default for ``name``: each option's default is written there once."""
+    return model.model_fields[name].default
+
+
+_S, _C, _L = SidecarConfig, ControlSettings, ProxyLimits
 
 
 def _split_hostport(value: str, option: str) -> tuple[str, int]:
@@ -44,42 +54,59 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         upstream: Optional[str] = Opt(
             None, help="Model server base URL, e.g. http://127.0.0.1:8000."),
-        listen: str = Opt("127.0.0.1:8080", help="Proxy address HOST:PORT (with --proxy)."),
+        listen: str = Opt(
+            f"{_default(_S, 'listen_host')}:{_default(_S, 'listen_port')}",
+            help="Proxy address HOST:PORT (with --proxy)."),
         metrics_port: int = Opt(
-            9400, help="Admin port: /metrics, /healthz, /readyz and the control API."),
-        metrics_host: str = Opt("127.0.0.1", help="Admin address (0.0.0.0 in a pod)."),
-        proxy: bool = Opt(False, "--proxy", help="Run the admission proxy."),
+            _default(_S, "metrics_port"),
+            help="Admin port: /metrics, /healthz, /readyz and the control API."),
+        metrics_host: str = Opt(
+            _default(_S, "metrics_host"), help="Admin address (0.0.0.0 in a pod)."),
+        proxy: bool = Opt(_default(_S, "proxy"), "--proxy", help="Run the admission proxy."),
         adapter: Optional[str] = Opt(
             None, help="triton | vllm | prometheus: scrape the model server's metrics."),
         adapter_metrics_url: Optional[str] = Opt(
             None, help="Metrics URL to scrape (default: UPSTREAM/metrics)."),
         adapter_mapping: Optional[Path] = Opt(
             None, help="YAML mapping for --adapter prometheus."),
-        adapter_interval_s: float = Opt(5.0, help="Adapter scrape period."),
-        gpu: str = Opt("auto", help="auto | off | fake (simulated GPUs through a fake NVML)."),
+        adapter_interval_s: float = Opt(
+            _default(_S, "adapter_interval_s"), help="Adapter scrape period."),
+        gpu: str = Opt(
+            _default(_S, "gpu"), help="auto | off | fake (simulated GPUs through a fake NVML)."),
         fake_gpu_config: Optional[Path] = Opt(
             None, help="JSON/YAML file steering the fake GPUs; re-read when it changes."),
-        gpu_poll_s: float = Opt(1.0, help="NVML poll period."),
+        gpu_poll_s: float = Opt(_default(_S, "gpu_poll_s"), help="NVML poll period."),
         model: list[str] = Opt(
-            [], "--model", help="Model label to keep (repeatable); others are 'other'."),
+            [], "--model", help="Model label to keep (repeatable); others are 'other' "
+                                f"(none: {_default(_S, 'models')[0]!r})."),
         slo_latency_s: list[float] = Opt(
             [], "--slo-latency-s", help="Latency SLO threshold: a bucket bound (repeatable)."),
         control_token_file: Optional[Path] = Opt(
             None, help=f"Bearer token for the control API (else ${TOKEN_ENV})."),
-        concurrency_limit: int = Opt(8, help="Initial concurrency limit."),
-        max_batch_size: int = Opt(8, help="Initial max batch size."),
-        batch_timeout_ms: float = Opt(5.0, help="Initial batch timeout."),
-        max_queue_length: int = Opt(256, help="Requests that may wait for admission."),
-        queue_timeout_s: float = Opt(5.0, help="Longest wait for admission before 503."),
+        concurrency_limit: int = Opt(
+            _default(_C, "concurrency_limit"), help="Initial concurrency limit."),
+        max_batch_size: int = Opt(_default(_C, "max_batch_size"), help="Initial max batch size."),
+        batch_timeout_ms: float = Opt(
+            _default(_C, "batch_timeout_ms"), help="Initial batch timeout."),
+        max_queue_length: int = Opt(
+            _default(_L, "max_queue_length"), help="Requests that may wait for admission."),
+        queue_timeout_s: float = Opt(
+            _default(_L, "queue_timeout_s"), help="Longest wait for admission before 503."),
         upstream_timeout_s: float = Opt(
-            300.0, help="Longest silence from the upstream before 504."),
-        body_timeout_s: float = Opt(30.0, help="Longest wait for a request body before 408."),
-        max_header_bytes: int = Opt(16384, help="Request header limit (431 above)."),
-        max_body_bytes: int = Opt(16 * 1024 * 1024, help="Request body limit (413 above)."),
+            _default(_L, "upstream_timeout_s"),
+            help="Longest silence from the upstream before 504."),
+        body_timeout_s: float = Opt(
+            _default(_L, "body_timeout_s"), help="Longest wait for a request body before 408."),
+        max_header_bytes: int = Opt(
+            _default(_L, "max_header_bytes"), help="Request header limit (431 above)."),
+        max_body_bytes: int = Opt(
+            _default(_L, "max_body_bytes"), help="Request body limit (413 above)."),
         triton_model_control: bool = Opt(
-            False, help="Apply batch settings to Triton (explicit model control mode)."),
+            _default(_S, "triton_model_control"),
+            help="Apply batch settings to Triton (explicit model control mode)."),
         triton_apply_min_interval_s: float = Opt(
-            30.0, help="Least time between two Triton reload rounds."),
+            _default(_S, "triton_apply_min_interval_s"),
+            help="Least time between two Triton reload rounds."),
         log_level: str = Opt("info", help="debug | info | warning | error."),
     ) -> None:
         """Run the sidecar (when no subcommand is given)."""
@@ -87,7 +114,6 @@ def register(app: typer.Typer) -> None:
             return
         if upstream is None:
             raise typer.BadParameter("is required to run the sidecar", param_hint="--upstream")
-        from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig
         from trimtab.common.errors import first_error
         from prometheus_client import disable_created_metrics
 
@@ -104,7 +130,7 @@ def register(app: typer.Typer) -> None:
                 adapter_mapping_file=str(adapter_mapping) if adapter_mapping else None,
                 adapter_interval_s=adapter_interval_s, gpu=gpu,
                 fake_gpu_config=str(fake_gpu_config) if fake_gpu_config else None,
-                gpu_poll_s=gpu_poll_s, models=tuple(model) or ("default",),
+                gpu_poll_s=gpu_poll_s, **({"models": tuple(model)} if model else {}),
                 slo_latency_s=tuple(slo_latency_s), control_token=_read_token(control_token_file),
                 triton_model_control=triton_model_control,
                 triton_apply_min_interval_s=triton_apply_min_interval_s,

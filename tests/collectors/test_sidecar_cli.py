@@ -195,3 +195,66 @@ def test_bad_options_name_the_option_and_the_rule(args, message):
     assert result.returncode != 0
     assert message in " ".join((result.stdout + result.stderr).split())
     assert "Traceback" not in result.stderr
+
+
+# --- defaults: written once, in collectors/settings.py ----------------------------------------
+def _sidecar_options() -> dict[str, object]:
+    import typer
+
+    from trimtab.collectors import cli
+
+    app = typer.Typer()
+    cli.register(app)
+    group = typer.main.get_command(app).commands["sidecar"]     # type: ignore[attr-defined]
+    return {p.name: p.default for p in group.params}
+
+
+@pytest.mark.parametrize("option, model, field", [
+    ("metrics_port", "SidecarConfig", "metrics_port"),
+    ("metrics_host", "SidecarConfig", "metrics_host"),
+    ("proxy", "SidecarConfig", "proxy"),
+    ("adapter_interval_s", "SidecarConfig", "adapter_interval_s"),
+    ("gpu", "SidecarConfig", "gpu"),
+    ("gpu_poll_s", "SidecarConfig", "gpu_poll_s"),
+    ("triton_model_control", "SidecarConfig", "triton_model_control"),
+    ("triton_apply_min_interval_s", "SidecarConfig", "triton_apply_min_interval_s"),
+    ("concurrency_limit", "ControlSettings", "concurrency_limit"),
+    ("max_batch_size", "ControlSettings", "max_batch_size"),
+    ("batch_timeout_ms", "ControlSettings", "batch_timeout_ms"),
+    ("max_queue_length", "ProxyLimits", "max_queue_length"),
+    ("queue_timeout_s", "ProxyLimits", "queue_timeout_s"),
+    ("upstream_timeout_s", "ProxyLimits", "upstream_timeout_s"),
+    ("body_timeout_s", "ProxyLimits", "body_timeout_s"),
+    ("max_header_bytes", "ProxyLimits", "max_header_bytes"),
+    ("max_body_bytes", "ProxyLimits", "max_body_bytes"),
+])
+def test_each_cli_default_is_the_settings_models(option: str, model: str, field: str) -> None:
+    from trimtab.collectors import settings
+
+    assert _sidecar_options()[option] == getattr(settings, model).model_fields[field].default
+
+
+def test_the_cli_with_no_options_builds_the_settings_models_defaults(monkeypatch) -> None:
+    """What `trimtab sidecar --upstream URL` runs with is SidecarConfig(upstream=URL) exactly."""
+    import typer
+    from typer.testing import CliRunner
+
+    from trimtab.collectors import cli, sidecar
+    from trimtab.collectors.settings import SidecarConfig
+
+    built: list[SidecarConfig] = []
+
+    class Capture:
+        def __init__(self, config: SidecarConfig) -> None:
+            built.append(config)
+
+        async def run_forever(self) -> None:
+            return None
+
+    monkeypatch.setattr(sidecar, "Sidecar", Capture)
+    monkeypatch.delenv(cli.TOKEN_ENV, raising=False)
+    app = typer.Typer()
+    cli.register(app)
+    result = CliRunner().invoke(app, ["sidecar", "--upstream", "http://127.0.0.1:1"])
+    assert result.exit_code == 0, result.output
+    assert built == [SidecarConfig(upstream="http://127.0.0.1:1")]
