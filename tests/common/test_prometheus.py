@@ -93,20 +93,25 @@ def test_missing_binary_names_the_package():
         require_binary("no-such-binary-trimtab")
 
 
-def test_stop_process_kills_what_ignores_sigterm():
+def stubborn_child() -> subprocess.Popen:
+    """A child that ignores SIGTERM, returned once it does (it says so on stdout)."""
     proc = subprocess.Popen(["python3", "-c", "import signal, time; "
-                             "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
-    time.sleep(0.3)
+                             "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', "
+                             "flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_stop_process_kills_what_ignores_sigterm():
+    proc = stubborn_child()
     t0 = time.monotonic()
     stop_process(proc, grace_s=0.5)
-    assert proc.poll() is not None and time.monotonic() - t0 < 10
+    assert proc.returncode == -9 and time.monotonic() - t0 < 10     # SIGKILL after the grace
 
 
 def test_stop_all_terminates_together_and_kills_the_stubborn():
     polite = [subprocess.Popen(["python3", "-c", "import time; time.sleep(60)"]) for _ in range(3)]
-    stubborn = subprocess.Popen(["python3", "-c", "import signal, time; "
-                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
-    time.sleep(0.3)
+    stubborn = stubborn_child()
     t0 = time.monotonic()
     stop_all([*polite, stubborn], grace_s=1.0)
     assert all(p.poll() is not None for p in [*polite, stubborn])
