@@ -114,3 +114,75 @@ def test_manual_clock_only_moves_forward():
     assert clock.now_s() == 12.5
     with pytest.raises(ValueError):
         clock.advance(-1)
+
+
+# --- field groups: what Snapshot.missing / Snapshot.stale name --------------------------------
+@pytest.mark.parametrize("group, attributes", [
+    ("arrival_rate_rps", ("arrival_rate_rps",)),
+    ("queue_depth", ("queue_depth",)),
+    ("in_flight", ("in_flight",)),
+    ("latency", ("latency",)),
+    ("batch", ("batch_samples", "mean_batch_size")),
+    ("replicas", ("ready_replicas", "starting_replicas", "desired_replicas")),
+    ("gpu", ("gpu_memory_used_ratio", "gpu_busy_ratio")),
+])
+def test_each_field_group_names_snapshot_attributes(group, attributes):
+    from dataclasses import fields
+
+    from trimtab.controllers.core.types import FieldGroup
+
+    member = FieldGroup(group)
+    assert member.attributes == attributes
+    assert set(attributes) <= {f.name for f in fields(Snapshot)}
+    assert all(FieldGroup.of(a) is member for a in attributes)
+
+
+def test_a_plain_name_becomes_a_member_and_the_old_constants_are_members():
+    from trimtab.controllers.core import types as t
+
+    s = Snapshot(time_s=0.0, window_s=15.0, missing=frozenset({"gpu"}),
+                 stale=frozenset({"arrival_rate_rps"}))
+    assert s.missing == {t.FieldGroup.GPU} and all(type(g) is t.FieldGroup for g in s.missing)
+    assert t.FIELD_ARRIVAL_RATE in s.stale and "arrival_rate_rps" in s.stale
+    assert s.with_(missing=s.missing | {"replicas"}).missing == {t.FIELD_GPU, t.FIELD_REPLICAS}
+    assert {t.FIELD_ARRIVAL_RATE, t.FIELD_QUEUE_DEPTH, t.FIELD_IN_FLIGHT, t.FIELD_LATENCY,
+            t.FIELD_BATCH, t.FIELD_REPLICAS, t.FIELD_GPU} == t.ALL_FIELD_GROUPS
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(missing=frozenset({"arrival_rate"})), "Snapshot.missing: field group 'arrival_rate'"),
+    (dict(stale=frozenset({"gpus"})), "Snapshot.stale: field group 'gpus' is unknown"),
+    (dict(missing=frozenset({"gpu_busy_ratio"})), "'gpu_busy_ratio' is unknown"),  # an attribute
+], ids=["typo", "plural", "attribute-not-group"])
+def test_a_wrong_field_group_is_refused_where_the_snapshot_is_built(kw, needle):
+    with pytest.raises(ValueError) as err:
+        Snapshot(time_s=0.0, window_s=15.0, **kw)
+    assert needle in str(err.value) and "known: " in str(err.value)
+
+
+def test_a_guard_refuses_a_need_that_names_no_attribute():
+    from trimtab.controllers.core.guards import hold_on_unreadable
+
+    snap = Snapshot(time_s=0.0, window_s=15.0, arrival_rate_rps=1.0, ready_replicas=1)
+    with pytest.raises(ValueError, match="'gpu_busy' is no Snapshot attribute"):
+        hold_on_unreadable(snap, ["gpu_busy"])
+
+
+@pytest.mark.parametrize("need, kw, holds", [
+    ("gpu_busy_ratio", dict(gpu_busy_ratio=None, gpu_memory_used_ratio=0.5), True),
+    ("gpu_busy_ratio", dict(gpu_busy_ratio=0.5), False),
+    ("gpu_busy_ratio", dict(gpu_busy_ratio=0.5, missing=frozenset({"gpu"})), True),
+    ("GPU", dict(gpu_busy_ratio=None, gpu_memory_used_ratio=0.5), False),   # one value there
+    ("GPU", dict(), True),                                                   # none there
+    ("IN_FLIGHT", dict(in_flight=3.0, stale=frozenset({"in_flight"})), True),
+], ids=["attribute-none", "attribute-there", "group-missing", "group-partly", "group-none",
+        "group-stale"])
+def test_a_need_is_a_group_or_one_attribute(need, kw, holds):
+    """An attribute needs its own value; a group needs any of its values (and neither may be
+    named missing or stale)."""
+    from trimtab.controllers.core.guards import hold_on_unreadable
+    from trimtab.controllers.core.types import FieldGroup
+
+    required = FieldGroup[need] if need.isupper() else need
+    snap = Snapshot(time_s=0.0, window_s=15.0, arrival_rate_rps=1.0, ready_replicas=1, **kw)
+    assert (hold_on_unreadable(snap, [required]) is not None) == holds
