@@ -25,9 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.support.kube_standin_rest import (API_VERSIONS, KINDS, TS, _ROUTE, ApiError, _details,
-                                           _json_patch, _merge, _qualified, conflict, not_found,
-                                           selector_matches)
+from tests.support.kube_standin_rest import (API_VERSIONS, KINDS, ROUTE, TS, ApiError,
+                                           apply_json_patch, conflict, merge_patch, not_found,
+                                           qualified_plural, selector_matches, status_details)
 
 __all__ = ["KubeStandIn", "ApiError", "selector_matches"]
 
@@ -224,7 +224,7 @@ class KubeStandIn:
             raise ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
                            {"retryAfterSeconds": 1}, {"Retry-After": "1"})
         if f.code == 409:
-            m = _ROUTE.match(urlsplit(path).path)
+            m = ROUTE.match(urlsplit(path).path)
             plural, name = (m["plural"], m["name"] or "") if m else ("deployments", "")
             raise conflict(plural, name)
         raise ApiError(f.code, "InternalError", "Internal error occurred: injected fault",
@@ -232,7 +232,7 @@ class KubeStandIn:
 
     def _dispatch(self, method: str, path: str, raw: bytes, ctype: str) -> tuple[int, dict]:
         url = urlsplit(path)
-        m = _ROUTE.match(url.path)
+        m = ROUTE.match(url.path)
         if not m:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         ns, plural, name, sub = m["ns"], m["plural"], m["name"], m["sub"]
@@ -280,8 +280,9 @@ class KubeStandIn:
             raise ApiError(422, "Invalid", f"{KINDS[plural]} \"\" is invalid: metadata.name:"
                            " Required value: name or generateName is required")
         if (plural, ns, name) in self.objects:
-            raise ApiError(409, "AlreadyExists", f'{_qualified(plural)} "{name}" already exists',
-                           _details(plural, name))
+            raise ApiError(409, "AlreadyExists",
+                           f'{qualified_plural(plural)} "{name}" already exists',
+                           status_details(plural, name))
         meta.update(name=name, namespace=ns, uid=str(uuid.uuid4()),
                     resourceVersion=self._next_rv(), creationTimestamp=TS)
         body.setdefault("apiVersion", API_VERSIONS[plural])
@@ -313,9 +314,9 @@ class KubeStandIn:
     def _patched(obj: dict, body: Any, ctype: str) -> dict:
         base = copy.deepcopy(obj)
         if "json-patch" in ctype:
-            return _json_patch(base, body)
+            return apply_json_patch(base, body)
         if "merge-patch" in ctype:       # merge-patch+json and strategic-merge-patch+json
-            return _merge(base, body)
+            return merge_patch(base, body)
         raise ApiError(415, "UnsupportedMediaType",
                        f"the body of the request was in an unknown format - accepted media types"
                        " include: application/json-patch+json, application/merge-patch+json,"

@@ -11,7 +11,7 @@ KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet", "pods": "Po
          "events": "Event", "leases": "Lease"}
 API_VERSIONS = {"deployments": "apps/v1", "statefulsets": "apps/v1", "pods": "v1",
                 "events": "v1", "leases": "coordination.k8s.io/v1"}
-_ROUTE = re.compile(
+ROUTE = re.compile(
     r"^/(?:api/v1|apis/(?P<group>apps|coordination\.k8s\.io)/v1)/namespaces/(?P<ns>[^/]+)/"
     r"(?P<plural>deployments|statefulsets|pods|events|leases)(?:/(?P<name>[^/]+))?"
     r"(?:/(?P<sub>scale))?/?$")
@@ -31,12 +31,12 @@ class ApiError(Exception):
         return out
 
 
-def _qualified(plural: str) -> str:
+def qualified_plural(plural: str) -> str:
     group = GROUPS[plural]
     return f"{plural}.{group}" if group else plural
 
 
-def _details(plural: str, name: str) -> dict:
+def status_details(plural: str, name: str) -> dict:
     d = {"name": name, "kind": plural}
     if GROUPS[plural]:
         d["group"] = GROUPS[plural]
@@ -44,14 +44,14 @@ def _details(plural: str, name: str) -> dict:
 
 
 def not_found(plural: str, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{_qualified(plural)} "{name}" not found',
-                    _details(plural, name))
+    return ApiError(404, "NotFound", f'{qualified_plural(plural)} "{name}" not found',
+                    status_details(plural, name))
 
 
 def conflict(plural: str, name: str) -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(plural)} '
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified_plural(plural)} '
                     f'"{name}": the object has been modified; please apply your changes to the '
-                    "latest version and try again", _details(plural, name))
+                    "latest version and try again", status_details(plural, name))
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:
@@ -80,19 +80,19 @@ def selector_matches(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
-def _merge(target: dict, patch: dict) -> dict:
+def merge_patch(target: dict, patch: dict) -> dict:
     """RFC 7386 JSON merge patch (also what strategic merge does for the fields used here)."""
     for k, v in patch.items():
         if v is None:
             target.pop(k, None)
         elif isinstance(v, dict) and isinstance(target.get(k), dict):
-            _merge(target[k], v)
+            merge_patch(target[k], v)
         else:
             target[k] = copy.deepcopy(v)
     return target
 
 
-def _json_patch(doc: dict, ops: list) -> dict:
+def apply_json_patch(doc: dict, ops: list) -> dict:
     """RFC 6902 add/replace/remove/test on object paths (enough for /spec/replicas)."""
     for op in ops:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
