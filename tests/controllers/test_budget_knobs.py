@@ -85,7 +85,7 @@ def test_headroom_eases_fast_with_slack_slowly_without_and_stays_capped():
 @pytest.mark.parametrize("elapsed_s, floor", [
     (0.0, 0.9625),       # 20 clean windows = 300 s of evidence: 1 - 0.15 * 300 / 1200
     (300.0, 0.925),      # 600 s: 1 - 0.15 * 600 / 1200
-    (7200.0, 0.85),      # plenty: HEADROOM_MIN
+    (7200.0, 0.85),      # plenty: headroom_min
 ], ids=["no-evidence", "some-evidence", "full-evidence"])
 def test_unused_budget_is_spent_only_on_evidence(elapsed_s, floor):
     assert budget.DEFAULT.headroom_min == 0.85 and budget.DEFAULT.evidence_s == 1200.0
@@ -101,7 +101,7 @@ def test_unused_budget_is_spent_only_on_evidence(elapsed_s, floor):
     (1e6, 1.0, 0.995),                   # at most ten-fold narrower
     (0.15, 0.0, 0.95),                   # budget to spare, but no evidence yet
     (0.15, 1.0, 0.90),                   # (0.6 / 0.15) ** 0.5 = twice the tail
-    (0.01, 1.0, 0.85),                   # at most QUANTILE_TAIL_MUL = 3 times wider
+    (0.01, 1.0, 0.85),                   # at most quantile_tail_mul = 3 times wider
     (0.01, 0.5, 0.90),                   # ... scaled by the evidence
 ], ids=["fresh", "on-target", "overspent", "capped-narrow", "no-evidence", "spare",
         "capped-wide", "half-evidence"])
