@@ -141,7 +141,8 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     console.print(table)
     label_runs = [(s, results[s]) for s in specs]
     if out is not None:
-        files = write_report(out, doc, label_runs, sc.slo.latency_s, sc.slo.target)
+        files = write_report(out, doc, label_runs, sc.slo.latency_s, sc.slo.target,
+                             scenario=sc)
         console.print(f"report: {files['html']}")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,38 @@ from trimtab.sim.replay import TICK_COLUMNS, RunResult
 TABLE_FIELDS = ("slo_attainment", "meets_slo", "latency_p50_s", "latency_p99_s",
                 "replica_hours", "cost", "cost_vs_oracle", "cold_starts", "scale_events",
                 "shed", "timed_out", "oom")
+# The page's column headings (the results.json field is each heading's tooltip).
+HEADINGS = {"slo_attainment": "within SLO", "meets_slo": "meets SLO", "latency_p50_s": "p50 (s)",
+            "latency_p99_s": "p99 (s)", "replica_hours": "replica-hours", "cost": "cost",
+            "cost_vs_oracle": "cost / oracle", "cold_starts": "cold starts",
+            "scale_events": "scale events", "shed": "shed", "timed_out": "timed out",
+            "oom": "OOM"}
+ORACLE_NOTE = ("knows every future arrival and plans the cheapest replica schedule that meets the "
+               "SLO (trimtab.sim.oracle): the lower bound on cost")
+FOLD_SETTINGS = 24         # a policy with more default settings than this shows them folded
+PAGE_WIDTH_PX = 1100       # the page's content width; plots are drawn at it
+PLOT_DPI = 100
+CSS = f"""
+body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2329;
+  max-width:{PAGE_WIDTH_PX}px;margin:24px auto;padding:0 16px}}
+h1{{font-size:22px;margin:0 0 4px}} h2{{font-size:17px;margin:28px 0 8px;
+  border-bottom:1px solid #d8dde3;padding-bottom:3px}}
+.lede{{color:#48525c;margin:0 0 12px}}
+dl.facts{{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:0}}
+dl.facts dt{{font-weight:600}} dl.facts dd{{margin:0}}
+table{{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}}
+th,td{{padding:4px 6px;border-bottom:1px solid #e3e7eb;text-align:right;vertical-align:top}}
+th{{font-weight:600;font-size:12px;color:#48525c;border-bottom:2px solid #c9d0d7}}
+th:first-child,td:first-child{{text-align:left}} table.results td{{white-space:nowrap}}
+td.policy{{white-space:nowrap}} .swatch{{display:inline-block;width:10px;height:10px;
+  border-radius:2px;margin-right:6px}}
+.tag{{font-size:11px;color:#48525c;background:#eef1f4;border-radius:3px;padding:0 4px;
+  margin-left:4px}}
+.miss{{color:#b3261e;font-weight:600}} .ok{{color:#1b7f3b}} .best{{font-weight:700}}
+table.settings td,table.settings th{{text-align:left}} table.settings code{{font-size:12px}}
+figure{{margin:8px 0 0}} figure img{{width:100%;height:auto;display:block}}
+figcaption{{color:#48525c;font-size:13px}}
+"""
 
 
 def run_label(summary: dict[str, Any]) -> str:
@@ -61,49 +93,109 @@ def write_ticks_csv(path: Path, ticks: dict[str, np.ndarray]) -> None:
             w.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
 
 
-def _plots(out: Path, runs: Sequence[tuple[str, RunResult]], slo_latency_s: float) -> list[str]:
+# --- plots ------------------------------------------------------------------------------------
+
+def _colours(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per policy, the same in every plot and in the table's swatches."""
+    import matplotlib
+
+    cycle = matplotlib.colormaps["tab10"].colors
+    return {label: matplotlib.colors.to_hex(cycle[i % len(cycle)])
+            for i, label in enumerate(labels)}
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of small multiples: one panel per policy, at most three across."""
+    cols = 1 if n == 1 else 2 if n <= 4 else 3
+    return math.ceil(n / cols), cols
+
+
+def _small_multiples(runs: Sequence[tuple[str, RunResult]], panel_h_in: float):
+    import matplotlib.pyplot as plt
+
+    rows, cols = _grid(len(runs))
+    fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+                             figsize=(PAGE_WIDTH_PX / PLOT_DPI, panel_h_in * rows + 0.5))
+    for ax in axes.flat[len(runs):]:
+        ax.set_visible(False)
+    for ax in axes[-1] if rows else []:
+        ax.set_xlabel("time (min)")
+    return fig, list(axes.flat[:len(runs)]), cols
+
+
+def _save(fig: Any, out: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=PLOT_DPI)
+    plt.close(fig)
+    return name
+
+
+def _plots(out: Path, runs: Sequence[tuple[str, RunResult]], slo_latency_s: float,
+           colours: dict[str, str]) -> list[tuple[str, str]]:
+    """(file, caption) of each plot: per policy, replicas against the load, p99 against the SLO
+    and the router queue, as small multiples on shared axes so six policies stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    names = []
-    fig, ax1 = plt.subplots(figsize=(11, 4.5))
-    first = runs[0][1].ticks
-    ax1.fill_between(first["time_s"] / 60, first["arrival_rate_rps"], color="0.85",
-                     label="arrival rate (rps)")
-    ax1.set_xlabel("time (min)")
-    ax1.set_ylabel("arrival rate (requests/s)")
-    ax2 = ax1.twinx()
-    for label, r in runs:
-        ax2.step(r.ticks["time_s"] / 60, r.ticks["desired_replicas"], where="post", label=label)
-    ax2.set_ylabel("replicas (desired)")
-    ax2.legend(loc="upper left", fontsize=7)
-    ax1.set_title("Load and replicas over time")
-    fig.tight_layout()
-    fig.savefig(out / "load_replicas.png", dpi=90)
-    plt.close(fig)
-    names.append("load_replicas.png")
-    for fname, col, ylabel, title, log in (
-            ("p99.png", "latency_p99_s", "p99 latency (s)", "p99 latency per window vs SLO", True),
-            ("queue.png", "queue_depth", "mean router queue depth", "Queue depth", False)):
-        fig, ax = plt.subplots(figsize=(11, 3.8))
-        for label, r in runs:
-            ax.plot(r.ticks["time_s"] / 60, r.ticks[col], label=label, lw=1)
-        if col == "latency_p99_s":
-            ax.axhline(slo_latency_s, color="red", ls="--", label=f"SLO {slo_latency_s:g} s")
-        if log:
-            ax.set_yscale("log")
-        ax.set_xlabel("time (min)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / fname, dpi=90)
-        plt.close(fig)
-        names.append(fname)
-    return names
+    plots = []
+    fig, axes, cols = _small_multiples(runs, 2.2)
+    peak_rps = max(float(np.nanmax(r.ticks["arrival_rate_rps"], initial=0.0)) for _, r in runs)
+    top = max(float(np.nanmax(r.ticks[c], initial=1.0)) for _, r in runs
+              for c in ("desired_replicas", "ready_replicas"))
+    twins = []
+    for i, (ax, (label, r)) in enumerate(zip(axes, runs)):
+        t_min = r.ticks["time_s"] / 60
+        load = ax.twinx()
+        twins.append(load)
+        load.fill_between(t_min, r.ticks["arrival_rate_rps"], color="0.88", lw=0, step="post")
+        load.set_ylim(0, peak_rps * 1.05 or 1.0)
+        outer = i % cols == cols - 1 or i == len(runs) - 1     # the right-hand column
+        load.tick_params(right=outer, labelright=outer, labelsize=8)
+        if outer:
+            load.set_ylabel("arrivals (req/s)", color="0.45", fontsize=8)
+        ax.set_zorder(load.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.step(t_min, r.ticks["desired_replicas"], where="post", color=colours[label], lw=1.6,
+                label="desired")
+        ax.step(t_min, r.ticks["ready_replicas"], where="post", color=colours[label], lw=0.9,
+                ls=":", label="ready")
+        ax.set_title(label, fontsize=10, loc="left", color=colours[label])
+        if i % cols == 0:
+            ax.set_ylabel("replicas")
+    axes[0].set_ylim(0, top * 1.08)      # shared by every panel
+    plots.append((_save(fig, out, "load_replicas.png"),
+                  "Replicas over time, one panel per policy: desired (solid) and ready (dotted), "
+                  "on the arrival rate (grey, right axis)."))
+    for fname, col, ylabel, caption in (
+            ("p99.png", "latency_p99_s", "p99 (s)",
+             f"p99 latency per controller window (log scale) against the SLO of "
+             f"{slo_latency_s:g} s (red)."),
+            ("queue.png", "queue_depth", "queue depth",
+             "Mean router queue depth per controller window.")):
+        fig, axes, cols = _small_multiples(runs, 1.8)
+        for i, (ax, (label, r)) in enumerate(zip(axes, runs)):
+            ax.plot(r.ticks["time_s"] / 60, r.ticks[col], color=colours[label], lw=1)
+            ax.set_title(label, fontsize=10, loc="left", color=colours[label])
+            if i % cols == 0:
+                ax.set_ylabel(ylabel)
+            if col == "latency_p99_s":
+                ax.axhline(slo_latency_s, color="#b3261e", ls="--", lw=1)
+                ax.set_yscale("log")
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
+        if col == "queue_depth":      # shared by every panel; an idle queue still reads as 0
+            top_q = max(1.0, *(float(np.nanmax(r.ticks[col], initial=0.0)) for _, r in runs))
+            axes[0].set_ylim(-0.03 * top_q, 1.05 * top_q)
+        plots.append((_save(fig, out, fname), caption))
+    return plots
 
+
+# --- the page ---------------------------------------------------------------------------------
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -115,9 +207,173 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _cell(field: str, v: Any) -> str:
+    """One table cell's HTML (escaped), with the class that colours a miss."""
+    if v is None:
+        return "<td>-</td>"
+    if field == "meets_slo":
+        return '<td class="ok">yes</td>' if v else '<td class="miss">no</td>'
+    if field == "slo_attainment":
+        # Truncated, not rounded: 99.996 % must not read as 100.00 %.
+        return f"<td>{math.floor(float(v) * 10000) / 100:.2f} %</td>"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"<td>{v:,}</td>"
+    return f"<td>{html.escape(_fmt(v))}</td>"
+
+
+def _facts(items: Sequence[tuple[str, str]]) -> str:
+    return '<dl class="facts">' + "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def _setting(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return _fmt(v)
+
+
+def _pairs(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_setting(v)}" for k, v in d.items())
+
+
+def scenario_facts(sc: Any, doc: dict[str, Any], runs: Sequence[tuple[str, RunResult]]
+                   ) -> list[tuple[str, str]]:
+    """The scenario as the page states it: trace, load, service, fleet, SLO, cost, controller."""
+    t = sc.trace
+    if t.path:
+        source = f"{Path(t.path).name} ({t.format})"
+    else:
+        keys = ("rate_rps", "peak_rps", "trough_rps", "period_s", "steps", "base_rps", "at_s",
+                "ramp_s", "hold_s", "duration_s")
+        source = f"{t.format} generator: " + _pairs({k: getattr(t, k) for k in keys
+                                                      if getattr(t, k) is not None})
+    shaping = {k: getattr(t, k) for k in ("rate_scale", "time_scale", "jitter_s", "start_s",
+                                          "end_s") if getattr(t, k) not in (None, 0.0, 1.0)}
+    facts = [("trace", source + (f"; {_pairs(shaping)}" if shaping else "") + f"; seed {t.seed}")]
+    if runs:
+        ticks = runs[0][1].ticks
+        span_min = float(ticks["time_s"][-1]) / 60 if len(ticks["time_s"]) else 0.0
+        rate = ticks["arrival_rate_rps"]
+        facts.append(("load", f"{doc['requests']:,} requests over {span_min:.0f} min; "
+                              f"mean {float(np.nanmean(rate)):.3g} req/s, peak window "
+                              f"{float(np.nanmax(rate)):.3g} req/s"))
+    s = sc.service
+    if s.model == "affine":
+        service = f"affine: {s.base_ms:g} ms + {s.per_item_ms:g} ms per item of a batch"
+    else:
+        service = f"profile: {s.profile_model} on {s.profile_hardware}"
+    facts.append(("service", f"{service}; cv {s.cv:g}; batches up to {s.max_batch} "
+                             f"({s.batching}, timeout {s.batch_timeout_ms:g} ms)"))
+    r = sc.replicas
+    fleet = (f"{r.initial} at start, {r.min} to {r.max}; cold start {r.cold_start_s:g} s "
+             f"({r.cold_start_dist}); router {r.router}")
+    if r.concurrency_limit:
+        fleet += f"; concurrency limit {r.concurrency_limit} per replica"
+    if r.queue_timeout_s:
+        fleet += f"; queue timeout {r.queue_timeout_s:g} s"
+    facts.append(("replicas", fleet))
+    facts.append(("SLO", f"latency \u2264 {sc.slo.latency_s:g} s for "
+                         f"{float(sc.slo.target):.2%} of requests; shed, timed-out and failed "
+                         "requests are misses"))
+    facts.append(("cost", f"{sc.cost.replica_hour:g} per replica-hour"))
+    c = sc.controller
+    facts.append(("controller", f"every {c.interval_s:g} s"
+                  + (f"; warm-up {c.warmup_s:g} s" if c.warmup_s is not None else "")))
+    return facts
+
+
+def policy_settings(label: str, sc: Any) -> dict[str, Any] | None:
+    """Every setting a policy spec resolves to on this scenario (its defaults included), or
+    None when ``label`` is not a live policy spec (the oracle, a live run's label)."""
+    from trimtab.controllers.core import registry
+    from trimtab.controllers.core.spec import SpecError, parse_spec
+
+    try:
+        spec = parse_spec(label)
+        registry.load_builtin_policies()
+        if spec.name not in registry.POLICIES:
+            return None
+        policy = registry.make_policy(spec, sc.bounds(), sc.controller.interval_s)
+    except SpecError:
+        return None
+    config = getattr(policy, "config", None)
+    if config is not None and hasattr(config, "model_dump"):
+        return {k: v for k, v in config.model_dump(exclude={"bounds"}).items()}
+    return dict(getattr(policy, "params", {}) or {})
+
+
+def _settings_section(rows: Sequence[dict[str, Any]], sc: Any) -> str:
+    """Each policy's settings: what its spec set in bold, then every other value it runs with."""
+    out = []
+    for res in rows:
+        label = run_label(res)
+        if res.get("oracle"):
+            what = html.escape(ORACLE_NOTE) + (
+                f"; planned with <code>{html.escape(_pairs(res.get('params') or {}))}</code>"
+                " (simulation runs, load factor, fitted batch time a + c per item)"
+                if res.get("params") else "")
+        else:
+            settings = policy_settings(label, sc) if sc is not None else None
+            if settings is None:
+                continue
+            given = res.get("params") or {}
+            parts = [f"<b>{html.escape(f'{k}={_setting(v)}')}</b>" for k, v in given.items()]
+            rest = [html.escape(f"{k}={_setting(v)}") for k, v in settings.items()
+                    if k not in given]
+            what = "<code>" + ", ".join(parts) + "</code> " if parts else ""
+            if len(rest) > FOLD_SETTINGS:     # trimtab's own: dozens of tuned constants
+                what += (f"<details><summary>{len(rest)} more settings (defaults)</summary>"
+                         f"<code>{', '.join(rest)}</code></details>")
+            elif rest:
+                what += "<code>" + ", ".join(rest) + "</code>"
+        out.append(f"<tr><td class=\"policy\">{html.escape(_display_name(res))}</td>"
+                   f"<td>{what}</td></tr>")
+    if not out:
+        return ""
+    return ("<h2>Policies and their settings</h2><p class=\"lede\">Bold: set in the policy spec; "
+            "the rest are the defaults it runs with on this scenario.</p>"
+            f"<table class=\"settings\"><tr><th>policy</th><th>settings</th></tr>{''.join(out)}"
+            "</table>")
+
+
+def _display_name(res: dict[str, Any]) -> str:
+    return "oracle" if res.get("oracle") else run_label(res)
+
+
+def _results_table(rows: Sequence[dict[str, Any]], colours: dict[str, str],
+                   fields: Sequence[str]) -> str:
+    meeting = [r["cost"] for r in rows if r.get("meets_slo") and r.get("cost") is not None
+               and not r.get("oracle")]
+    cheapest = min(meeting) if meeting else None
+    head = "<th>policy</th>" + "".join(
+        f'<th title="{f}">{html.escape(HEADINGS.get(f, f))}</th>' for f in fields)
+    body = []
+    for res in rows:
+        label = _display_name(res)
+        swatch = colours.get(run_label(res))
+        name = (f'<span class="swatch" style="background:{swatch}"></span>' if swatch else "")
+        name += html.escape(label)
+        if res.get("sweep"):
+            name += '<span class="tag">sweep best</span>'
+        if res.get("oracle"):
+            name += '<span class="tag">lower bound</span>'
+        if res.get("cost") is not None and res.get("cost") == cheapest:
+            name += '<span class="tag">cheapest meeting the SLO</span>'
+        cells = "".join(_cell(f, res.get(f)) for f in fields)
+        body.append(f'<tr data-policy="{html.escape(label)}">'
+                    f'<td class="policy">{name}</td>{cells}</tr>')
+    return f"<table class=\"results\"><tr>{head}</tr>{''.join(body)}</table>"
+
+
 def write_report(out: Path, doc: dict[str, Any], runs: Sequence[tuple[str, RunResult]],
-                 slo_latency_s: float, slo_target: float) -> dict[str, Path]:
-    """Write results.json, ticks_<policy>.csv and report.html (+ PNG plots) into ``out``."""
+                 slo_latency_s: float, slo_target: float, scenario: Any = None
+                 ) -> dict[str, Path]:
+    """Write results.json, ticks_<policy>.csv and report.html (+ PNG plots) into ``out``.
+
+    ``scenario`` (a trimtab.sim.scenario.Scenario), when given, is stated on the page with
+    each policy's settings on it."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"results": out / "results.json", "html": out / "report.html"}
     files["results"].write_text(json.dumps(doc, indent=2) + "\n")
@@ -125,24 +381,29 @@ def write_report(out: Path, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
         p = out / f"ticks_{_slug(label)}.csv"
         write_ticks_csv(p, r.ticks)
         files[f"ticks:{label}"] = p
-    plots = _plots(out, runs, slo_latency_s) if runs else []
-    rows = list(doc["results"]) + ([dict(doc["oracle"], policy="oracle (lower bound)")]
-                                   if doc.get("oracle") else [])
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in ("policy",) + TABLE_FIELDS)
-    body = []
-    for res in rows:
-        label = run_label(res) + (" (sweep best)" if res.get("sweep") else "")
-        cells = "".join(f"<td>{html.escape(_fmt(res.get(f)))}</td>" for f in TABLE_FIELDS)
-        body.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
-    imgs = "".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)
+    colours = _colours([label for label, _ in runs])
+    plots = _plots(out, runs, slo_latency_s, colours) if runs else []
+    rows = list(doc["results"]) + ([dict(doc["oracle"], oracle=True)] if doc.get("oracle") else [])
+    fields = [f for f in TABLE_FIELDS if f != "cost_vs_oracle" or doc.get("oracle")]
+    name = html.escape(doc["scenario"])
+    lede = (f"{doc['requests']:,} requests; SLO: latency &le; {slo_latency_s:g} s for "
+            f"{slo_target:.2%} of requests (shed, timed-out and failed requests are misses).")
+    scenario_html = (f"<h2>Scenario</h2>{_facts(scenario_facts(scenario, doc, runs))}"
+                     if scenario is not None else "")
+    figures = "".join(
+        f'<figure><img src="{html.escape(p)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>" for p, caption in plots)
     page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>trimtab replay: {html.escape(doc['scenario'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>Replay of scenario {html.escape(doc['scenario'])}</h1>
-<p>{doc['requests']} requests; SLO: p&le;{slo_latency_s:g} s for {slo_target:.2%} of requests
-(shed, timed-out and failed requests are misses).</p>
-<table><tr>{head}</tr>{''.join(body)}</table>{imgs}</body></html>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>trimtab replay: {name}</title><style>{CSS}</style></head><body>
+<h1>Replay of scenario {name}</h1>
+<p class="lede">{lede}</p>
+{scenario_html}
+<h2>Results</h2>
+{_results_table(rows, colours, fields)}
+{_settings_section(rows, scenario)}
+{'<h2>Over time</h2>' + figures if figures else ''}
+</body></html>
 """
     files["html"].write_text(page)
     return files
