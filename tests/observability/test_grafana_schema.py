@@ -61,7 +61,8 @@ def dashboard_ts(board: dict[str, Any]) -> str:
              "import type { JsonOf, PanelOf } from './grafana-json';"]
     for i, (module, _) in enumerate(PANEL_CFG.values()):
         lines.append(f"import type * as cfg{i} from '{module}';")
-    lines.append(f"export const dashboard = {json.dumps(board, indent=1)} satisfies JsonOf<Dashboard>;")
+    lines.append(f"export const dashboard = {json.dumps(board, indent=1)} "
+                 "satisfies JsonOf<Dashboard>;")
     kinds = list(PANEL_CFG)
     for n, panel in enumerate(_panels(board)):
         kind = panel.get("type")
@@ -78,7 +79,7 @@ def dashboard_ts(board: dict[str, Any]) -> str:
 
 
 def tsc_errors(sources: dict[str, str], work: Path) -> dict[str, list[str]]:
-    """Type-check ``{stem: TypeScript}`` with tsc; the errors of each stem ('' when unattributed)."""
+    """Type-check ``{stem: TypeScript}`` with tsc: each stem's errors ('' when unattributed)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "node_modules").symlink_to(_node_modules(), target_is_directory=True)
     for name in ("grafana-json.ts", "tsconfig.json"):
@@ -133,9 +134,10 @@ _CONTROLS = {  # name: (dashboard, what tsc must say; None: no error)
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     boards = {p.stem: json.loads(p.read_text()) for p in sorted(DASHBOARDS_DIR.glob("*.json"))}
-    assert len(boards) >= 5, f"expected the five dashboards in {DASHBOARDS_DIR}, found {sorted(boards)}"
+    assert len(boards) >= 5, f"expected five dashboards in {DASHBOARDS_DIR}: {sorted(boards)}"
     controls = {name: board for name, (board, _) in _CONTROLS.items()}
-    sources = {stem.replace("-", "_"): dashboard_ts(b) for stem, b in {**boards, **controls}.items()}
+    sources = {stem.replace("-", "_"): dashboard_ts(b)
+               for stem, b in {**boards, **controls}.items()}
     return tsc_errors(sources, tmp_path_factory.mktemp("grafana-schema"))
 
 
