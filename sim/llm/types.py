@@ -156,3 +156,33 @@ def block_keys(hash_ids: list[list[int]], prompt_tokens: np.ndarray, block_size:
             out.append(key - (1 << 64) if key >= 1 << 63 else key)
         offsets[i + 1] = len(out)
     return offsets, np.asarray(out, dtype=np.int64)
+
+
+@dataclass
+class LlmWindow:
+    """The engine's part of one fleet window ``[t0_s, t1_s]`` (``WindowStats.llm``).
+
+    Latency samples are of requests that reached an outcome in the window (served: all
+    three; TPOT only when more than one token was made); counters are deltas over the
+    window; ``*_area`` are integrals over it (divide by its length for a mean); ``*_now``
+    are gauges at its end, summed over replicas; ``num_blocks`` is one replica's KV capacity.
+    """
+
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    queue_wait_s: np.ndarray
+    itl_counts: np.ndarray          # int64 delta over ITL_BOUNDS_S (len + 1 buckets)
+    itl_sum_s: float = 0.0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    preemptions: int = 0
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+    steps: int = 0
+    running_area: float = 0.0
+    waiting_area: float = 0.0
+    blocks_area: float = 0.0
+    running_now: int = 0
+    waiting_now: int = 0
+    blocks_used_now: int = 0
+    num_blocks: int = 0
