@@ -1,6 +1,8 @@
 """The one monitoring config (selectors, SLO, thresholds, runbook URL) that alerts and dashboards share."""
 from __future__ import annotations
 
+import re
+import urllib.parse
 import warnings
 from typing import Any
 
@@ -35,6 +37,40 @@ DEFAULT_BURN_WINDOWS: tuple[BurnWindow, ...] = (
     BurnWindow(severity="warning", long="1d", short="2h", factor=3, **{"for": "1h"}),
     BurnWindow(severity="warning", long="3d", short="6h", factor=1, **{"for": "3h"}),
 )
+
+
+# One PromQL label matcher: a label name, an operator, a double-quoted string (escapes allowed).
+_MATCHER = re.compile(r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*')
+
+
+def check_matchers(value: str) -> str:
+    """``value`` as comma-separated PromQL label matchers (``job=~".*trimtab.*",ns="a"``), or
+    a ValueError naming the first part that is not one (an unbalanced quote, say), so promtool
+    never sees it."""
+    pos = 0
+    while True:
+        m = _MATCHER.match(value, pos)
+        if m is None:
+            raise ValueError(f"not label matchers at character {pos + 1} ({value[pos:pos + 20]!r}): "
+                             'write name="value" (or !=, =~, !~), comma-separated, each value '
+                             "in double quotes")
+        pos = m.end()
+        if pos == len(value):
+            return value
+        if value[pos] != ",":
+            raise ValueError(f"not label matchers at character {pos + 1} "
+                             f"({value[pos:pos + 20]!r}): matchers are separated by commas")
+        pos += 1
+
+
+def check_url(value: str) -> str:
+    """``value`` as an http(s) URL with a host, or a ValueError (Alertmanager refuses others)."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace()
+                                                                          for c in value):
+        raise ValueError(f"{value!r} is not an http(s) URL with a host, e.g. "
+                         "http://alert-receiver:9095/pager")
+    return value
 
 
 class MonitoringConfig(BaseModel):
@@ -80,7 +116,12 @@ class MonitoringConfig(BaseModel):
     def _no_braces(cls, value: str) -> str:
         if "{" in value or "}" in value:
             raise ValueError("must be label matchers without braces, e.g. job=\"trimtab\"")
-        return value
+        return check_matchers(value)
+
+    @field_validator("runbook_base_url", "pager_webhook_url", "ticket_webhook_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
 
     @model_validator(mode="after")
     def _has_windows(self) -> "MonitoringConfig":

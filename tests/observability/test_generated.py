@@ -157,11 +157,25 @@ def test_every_alert_rule_is_tested_on_both_sides_of_its_for() -> None:
     ({"slo_latency_s": 0}, "slo_latency_s"),
     ({"sidecar_selector": '{job="x"}'}, "sidecar_selector"),
     ({"no_such_key": 1}, "no_such_key"),
-], ids=["objective>1", "latency=0", "braces", "unknown-key"])
+    # promtool refused the rules these made (issue 18, defect 10): now refused at load.
+    ({"sidecar_selector": 'job="trimtab'}, "sidecar_selector"),
+    ({"controller_selector": 'job="a" ns="b"'}, "controller_selector"),
+    ({"sidecar_selector": "job=trimtab"}, "sidecar_selector"),
+    ({"pager_webhook_url": "pager"}, "pager_webhook_url"),
+    ({"ticket_webhook_url": "ftp://x/tickets"}, "ticket_webhook_url"),
+    ({"runbook_base_url": "http://"}, "runbook_base_url"),
+], ids=["objective>1", "latency=0", "braces", "unknown-key", "unbalanced-quote",
+        "no-comma", "unquoted", "webhook-not-url", "webhook-ftp", "runbook-no-host"])
 def test_bad_config_names_key_value_and_rule(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(data)
     assert key in str(err.value) and repr(next(iter(data.values()))) in str(err.value)
+
+
+@pytest.mark.parametrize("selector", ['job=~".*trimtab.*"', 'job="a", namespace!="b"',
+                                      'job="a\\"b",x=~"y|z"'])
+def test_valid_matchers_are_kept_as_written(selector: str) -> None:
+    assert load_config({"sidecar_selector": selector}).sidecar_selector == selector
 
 
 def test_config_drives_rules_and_dashboards() -> None:
