@@ -106,6 +106,7 @@ class ControlLoop:
         self.unix_time = unix_time
         self.on_tick = on_tick
         self.started_s = started_s
+        self._causes: tuple[str, ...] = ()     # the query failures last logged
         self.states = {t.key: TargetState(policy_state=t.policy.initial_state(),
                                           shadow_states=[p.initial_state() for p in t.shadows])
                        for t in self.targets}
@@ -113,6 +114,18 @@ class ControlLoop:
             self.metrics.max_replicas.labels(*t.labels).set(t.bounds.max_replicas)
 
     # -- one tick ---------------------------------------------------------------------------
+    def _log_causes(self, source_error: str | None) -> None:
+        """One warning line naming why queries failed, when the causes change (not every
+        tick: a Prometheus answering 500 for an hour logs once, and again when it heals)."""
+        causes = tuple(dict.fromkeys(self.source.last_causes))
+        if source_error is None and causes != self._causes:
+            if causes:
+                log.warning("source %s: %d queries failed: %s", self.source.name,
+                            len(self.source.last_errors), "; ".join(causes[:3]))
+            else:
+                log.info("source %s: every query answered again", self.source.name)
+        self._causes = causes if source_error is None else self._causes
+
     def tick(self, now_s: float) -> list[TickRecord]:
         begin_s = self.clock.now_s()
         if self.started_s is None:
@@ -127,6 +140,7 @@ class ControlLoop:
             snapshots = {}
         for error in self.source.last_errors if source_error is None else ():
             self.metrics.source_errors.labels(self.source.name, error).inc()
+        self._log_causes(source_error)
         leading = self.leader.is_leader(now_s) if self.leader is not None else True
         self.metrics.is_leader.set(1.0 if leading else 0.0)
         may_actuate = leading and not self.dry_run

@@ -109,6 +109,13 @@ class PrometheusServer:
         self.stop()
 
 
+def _what(headers: Any, raw: bytes) -> str:
+    """What a non-JSON answer was, for the log: its type and its first words."""
+    kind = headers.get("Content-Type", "no Content-Type") if headers is not None else "?"
+    text = " ".join(raw[:120].decode("utf-8", "replace").split())
+    return f"({kind}: {text!r})"
+
+
 class QueryFailed(ValueError):
     """Prometheus answered, with an error (bad PromQL, a timeout, too many samples).
 
@@ -156,13 +163,20 @@ class PromClient:
             req = urllib.request.Request(f"{self.url}{path}?{data}")
         try:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
-                return json.load(resp)
+                raw = resp.read()
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    raise QueryFailed(f"{self.url}{path} answered HTTP {resp.status} "
+                                      f"{_what(resp.headers, raw)}, not Prometheus' JSON "
+                                      "(a proxy or a login page in front of it?)") from None
         except urllib.error.HTTPError as exc:
+            raw = exc.read()
             try:
-                return json.load(exc)
+                return json.loads(raw)
             except ValueError:
                 return {"status": "error", "errorType": f"http {exc.code}",
-                        "error": f"HTTP {exc.code} {exc.reason}"}
+                        "error": f"HTTP {exc.code} {exc.reason} {_what(exc.headers, raw)}"}
 
     def _result(self, path: str, params: dict[str, str], timeout_s: float | None) -> list[dict]:
         body = self.body(path, params, post=True, timeout_s=timeout_s)

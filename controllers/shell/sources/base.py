@@ -21,11 +21,13 @@ class Source(Protocol):
     A target whose metrics could not be read gets a Snapshot with the fields set to None and
     named in ``missing`` (or ``stale``), so the policy's guards can hold. ``last_errors`` names
     the queries of the last ``read`` that failed without failing the read (counted by the loop
-    as source errors); every source subclasses this (or declares it), empty by default.
+    as source errors) and ``last_causes`` their messages (logged by the loop when they
+    change); every source subclasses this (or declares it), empty by default.
     """
 
     name: str
     last_errors: Sequence[str] = ()
+    last_causes: Sequence[str] = ()
 
     def read(self, targets: Sequence[TargetSelector], now_s: float,
              window_s: float) -> dict[str, Snapshot]:

@@ -110,6 +110,7 @@ class PrometheusSource(Source):
         self.unix_time = unix_time
         self.parallel = parallel
         self.last_errors: list[str] = []
+        self.last_causes: list[str] = []      # the messages behind last_errors, for the log
         self.requests_made = 0
         self._client = PromClient(self.url, timeout_s)
 
@@ -128,6 +129,7 @@ class PrometheusSource(Source):
                     raise ValueError(f"target {t.key}: matcher label {k!r} is not a label name")
             groups.setdefault(tuple(sorted(t.matchers)), []).append(t)
         self.last_errors = []
+        self.last_causes = []
         jobs = []
         for keys, members in groups.items():
             jobs += [(keys, q) for q in queries_for(keys, selector(keys, members), window_s)]
@@ -139,6 +141,7 @@ class PrometheusSource(Source):
         for (keys, q), r in zip(jobs, results):
             if isinstance(r, Exception):
                 self.last_errors.append(type(r).__name__)
+                self.last_causes.append(str(r))
                 by_field[(keys, q.field)] = None
             else:
                 by_field[(keys, q.field)] = r

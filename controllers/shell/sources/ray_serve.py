@@ -32,6 +32,10 @@ class RayReplicaSource(Source):
     def last_errors(self) -> Sequence[str]:
         return self.inner.last_errors
 
+    @property
+    def last_causes(self) -> Sequence[str]:
+        return self.inner.last_causes
+
     def read(self, targets: Sequence[TargetSelector], now_s: float,
              window_s: float) -> dict[str, Snapshot]:
         snaps = self.inner.read(targets, now_s, window_s)
