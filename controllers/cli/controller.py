@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+log = logging.getLogger("trimtab.controller")
+
 controller_app = typer.Typer(
     help="Run the control loop against live metrics (Prometheus or sidecars) and Kubernetes.",
     invoke_without_command=True, no_args_is_help=False)
@@ -63,7 +65,13 @@ def controller(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     if cfg.metrics_port:
-        start_http_server(cfg.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+        try:
+            start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=metrics.registry)
+        except OSError as exc:       # a port in use, an address that is not ours
+            typer.echo(f"error: cannot serve /metrics on {cfg.metrics_host}:{cfg.metrics_port}: "
+                       f"{exc.strerror or exc} (metrics_host, metrics_port in {config})", err=True)
+            raise typer.Exit(2)
+        log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -139,6 +139,8 @@ class ControllerConfig(_Strict):
     sidecar_source: SidecarSourceConfig | None = None
     kubeconfig: str | None = None     # None: in-cluster config, else this file
     leader_election: LeaderElectionConfig = LeaderElectionConfig()
+    # /metrics: loopback unless told (a pod sets 0.0.0.0 for Prometheus, see deploy/).
+    metrics_host: str = Field("127.0.0.1", min_length=1)
     metrics_port: int = Field(9464, ge=0, le=65535)
     pause_annotation: str = "trimtab.io/paused"
     targets: list[TargetConfig] = Field(min_length=1)

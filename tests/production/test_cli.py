@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from trimtab.controllers.shell.sources.prometheus import queries_for
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.production.conftest import Exporter, Prometheus
 
 TRIMTAB = str(REPO_ROOT / ".venv/bin/trimtab")
@@ -67,7 +67,10 @@ def test_dry_run_without_prometheus_holds_and_says_why(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mutate, fragment", [
     (lambda c: c.update(interval_s=-1), "interval_s = -1"),
     (lambda c: c["targets"][0].update(policy="nosuch"), "unknown policy"),
-], ids=["negative-interval", "unknown-policy"])
+    # An address that is not this machine's (TEST-NET-3): refused with the key, no traceback.
+    (lambda c: c.update(metrics_host="203.0.113.9", metrics_port=free_port()),
+     "cannot serve /metrics on 203.0.113.9"),
+], ids=["negative-interval", "unknown-policy", "metrics-host-not-ours"])
 def test_bad_config_exits_2_with_a_clear_message(tmp_path: Path, mutate, fragment) -> None:
     cfg = yaml.safe_load((REPO_ROOT / "examples" / "controller.yaml").read_text())
     mutate(cfg)

@@ -109,3 +109,13 @@ def test_sidecar_source_config_builds_a_direct_scrape_source() -> None:
     src = build_source(parse_config(doc))
     assert isinstance(src, SidecarSource)
     assert src.endpoints == {"models/llama": ["http://10.0.0.5:9400/metrics"]}
+
+
+def test_metrics_listen_on_loopback_unless_told() -> None:
+    """The controller's /metrics is not on every interface by default (issue 18); deploy/
+    asks for the pod's address explicitly."""
+    doc = yaml.safe_load((REPO_ROOT / "examples" / "controller.yaml").read_text())
+    doc.pop("metrics_host", None)
+    assert parse_config(doc).metrics_host == "127.0.0.1"
+    deployed = yaml.safe_load((REPO_ROOT / "deploy" / "controller-config.yaml").read_text())
+    assert deployed["metrics_host"] == "0.0.0.0"
