@@ -40,6 +40,7 @@ class FieldGroup(StrEnum):
     BATCH = "batch"
     REPLICAS = "replicas"
     GPU = "gpu"
+    LLM = "llm"
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -73,6 +74,9 @@ _GROUP_ATTRIBUTES: dict[FieldGroup, tuple[str, ...]] = {
     FieldGroup.BATCH: ("batch_samples", "mean_batch_size"),
     FieldGroup.REPLICAS: ("ready_replicas", "starting_replicas", "desired_replicas"),
     FieldGroup.GPU: ("gpu_memory_used_ratio", "gpu_busy_ratio"),
+    FieldGroup.LLM: ("engine_running", "engine_waiting", "kv_cache_usage_ratio", "ttft", "tpot",
+                     "itl", "prompt_tokens_rps", "generation_tokens_rps", "preemptions_rps",
+                     "prefix_cache_hit_ratio"),
 }
 ALL_FIELD_GROUPS: frozenset[FieldGroup] = frozenset(FieldGroup)
 
@@ -84,6 +88,7 @@ FIELD_LATENCY = FieldGroup.LATENCY
 FIELD_BATCH = FieldGroup.BATCH
 FIELD_REPLICAS = FieldGroup.REPLICAS
 FIELD_GPU = FieldGroup.GPU
+FIELD_LLM = FieldGroup.LLM
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,12 @@ class Snapshot:
     means the value could not be read (its group is then also named in ``missing``).
     ``stale`` names groups whose newest sample is older than the source's staleness limit.
     Both hold ``FieldGroup`` members; plain names are turned into members, unknown ones refused.
+
+    The ``FieldGroup.LLM`` fields are an LLM engine's (vLLM's series, as the sidecar reads
+    them); a target that is no LLM server leaves them None without naming the group missing.
+    An LLM server's waiting and running sequences are also counted in ``queue_depth`` and
+    ``in_flight`` (the sidecar maps vLLM's num_requests_waiting / num_requests_running onto
+    them; a router's or admission proxy's queue adds to ``queue_depth``).
     """
 
     time_s: float
@@ -169,6 +180,17 @@ class Snapshot:
     concurrency_limit: int | None = None
     max_batch_size: int | None = None
     batch_timeout_ms: float | None = None
+    # An LLM engine (FieldGroup.LLM), summed over replicas; vLLM's series in the comments.
+    engine_running: float | None = None         # vllm:num_requests_running, mean
+    engine_waiting: float | None = None         # vllm:num_requests_waiting, mean
+    kv_cache_usage_ratio: float | None = None   # vllm:kv_cache_usage_perc: blocks used / all
+    ttft: LatencyHistogram | None = None        # vllm:time_to_first_token_seconds
+    tpot: LatencyHistogram | None = None        # vllm:request_time_per_output_token_seconds
+    itl: LatencyHistogram | None = None         # vllm:inter_token_latency_seconds (per token)
+    prompt_tokens_rps: float | None = None      # rate(vllm:prompt_tokens_total)
+    generation_tokens_rps: float | None = None  # rate(vllm:generation_tokens_total)
+    preemptions_rps: float | None = None        # rate(vllm:num_preemptions_total)
+    prefix_cache_hit_ratio: float | None = None  # prefix_cache_hits / prefix_cache_queries
     missing: frozenset[FieldGroup] = frozenset()
     stale: frozenset[FieldGroup] = frozenset()
 
