@@ -8,6 +8,7 @@ from typing import Any
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from trimtab.alerts.config import DEFAULT_CONFIG, MonitoringConfig
+from trimtab.common.generated import drifted_files, write_files
 from trimtab.dashboards.boards import ALL_BOARDS
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent
@@ -26,17 +27,11 @@ def render_all(cfg: MonitoringConfig = DEFAULT_CONFIG) -> dict[str, str]:
 
 
 def drifted(out_dir: Path = DASHBOARDS_DIR, cfg: MonitoringConfig = DEFAULT_CONFIG) -> list[str]:
-    return [name for name, text in render_all(cfg).items()
-            if not (out_dir / name).exists() or (out_dir / name).read_text() != text]
+    return drifted_files(out_dir, render_all(cfg))
 
 
 def write_all(out_dir: Path = DASHBOARDS_DIR, cfg: MonitoringConfig = DEFAULT_CONFIG) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in render_all(cfg).items():
-        (out_dir / name).write_text(text)
-        paths.append(out_dir / name)
-    return paths
+    return write_files(out_dir, render_all(cfg))
 
 
 def panel_queries(board: dict[str, Any]) -> list[tuple[str, str]]:

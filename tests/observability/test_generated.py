@@ -56,6 +56,27 @@ def test_build_check_fails_on_drift_and_build_repairs_it(area: str, tmp_path: Pa
     assert victim.name in checked.output
 
 
+@pytest.mark.parametrize("area", ["alerts", "dashboards"])
+@pytest.mark.parametrize("spoil, why", [
+    (lambda p: p.write_bytes(b"\xff\xfe\x00garbage\x80"), "not UTF-8 text"),
+    (lambda p: (p.unlink(), p.mkdir()), "not a file"),
+], ids=["binary", "directory"])
+def test_build_check_names_a_spoiled_file_without_a_traceback(area, spoil, why, tmp_path) -> None:
+    """Issue 18, defect 8: a binary file or a directory where a generated file belongs."""
+    runner = CliRunner()
+    assert runner.invoke(app, [area, "build", "--out-dir", str(tmp_path)]).exit_code == 0
+    victim = sorted(p for p in tmp_path.iterdir() if p.is_file())[0]
+    spoil(victim)
+    checked = runner.invoke(app, [area, "build", "--check", "--out-dir", str(tmp_path)])
+    assert checked.exit_code == 1 and checked.exception is None or \
+        isinstance(checked.exception, SystemExit), checked.output
+    assert f"{victim.name} ({why})" in " ".join(checked.output.split())
+    if why == "not a file":           # and writing over a directory is a message too
+        built = runner.invoke(app, [area, "build", "--out-dir", str(tmp_path)])
+        assert built.exit_code == 1 and "cannot write" in built.output
+        assert "Traceback" not in built.output
+
+
 # --- names ------------------------------------------------------------------------------------
 def _defined_names() -> set[str]:
     records = {r["record"] for g in _rules()["groups"] for r in g["rules"] if "record" in r}
