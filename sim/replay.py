@@ -23,6 +23,8 @@ from trimtab.sim.engine import Engine
 from trimtab.sim.fleet.model import (FAILED, NO_LIMIT, SERVED, SHED, TIMED_OUT, Fleet,
                                      FleetConfig, MemoryModel, WindowStats)
 from trimtab.sim.fleet.service import AffineService, ProfileService, load_profile
+from trimtab.sim.llm.fleet import (LLM_TICK_COLUMNS, LlmFleet, LlmFleetConfig,
+                                   histogram_quantile, llm_requests)
 from trimtab.sim.scenario import Scenario, ScenarioError, cold_start_sampler
 from trimtab.sim.snapshot import latency_histogram, merge_windows
 from trimtab.sim.source import EPS_S, IDEAL, SimSource, SimSourceConfig
@@ -53,11 +55,16 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_fleet(sc: Scenario, trace: Any, engine: Engine) -> Fleet:
-    """The fleet a scenario describes, on ``engine``, fed with ``trace``'s arrivals."""
+def build_fleet(sc: Scenario, trace: Any, engine: Engine | None = None) -> Fleet | LlmFleet:
+    """The fleet a scenario describes, fed with ``trace``'s arrivals: a request-level Fleet on
+    ``engine``, or (``model: llm``) an LlmFleet, which runs its own engine (``fleet.eng``)."""
     svc_rng, cs_rng = (np.random.default_rng(s)
                        for s in np.random.SeedSequence(sc.seed).spawn(2))
     s = sc.service
+    if s.model == "llm":
+        return build_llm_fleet(sc, trace, cold_start_sampler(sc, cs_rng))
+    if engine is None:
+        raise ValueError("build_fleet: a request-level fleet needs an engine")
     n = len(trace.arrival_s)
     if s.model == "profile":
         table = load_profile(sc.profile_path(), s.profile_model,  # type: ignore[arg-type]
@@ -82,6 +89,23 @@ def build_fleet(sc: Scenario, trace: Any, engine: Engine) -> Fleet:
     return Fleet(engine, cfg, trace.arrival_s)
 
 
+def build_llm_fleet(sc: Scenario, trace: Any, cold_start: Callable[[], float],
+                    record_steps: bool = False) -> LlmFleet:
+    """The token-level fleet of an llm scenario (its engine per ``service.engine``)."""
+    s, r = sc.service, sc.replicas
+    sched = s.scheduler_config()
+    try:
+        requests = llm_requests(trace, sched)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {sc.name}: {exc}") from None
+    cfg = LlmFleetConfig(
+        scheduler=sched, step=sc.step_model(), cold_start=cold_start,
+        initial_replicas=r.initial, concurrency_limit=r.concurrency_limit,
+        max_queue=r.max_queue, queue_timeout_s=r.queue_timeout_s, router=r.router,
+        engine=s.engine, seed=sc.seed)
+    return LlmFleet(requests, cfg, record_steps=record_steps)
+
+
 def replay_context(sc: Scenario, trace: Any) -> ReplayContext:
     """What a replay-only policy is built from: this scenario, this trace, and a way to replay
     them under another policy (the oracle plans by simulating)."""
@@ -96,7 +120,7 @@ def make_run_policy(sc: Scenario, policy: str | Policy, trace: Any) -> Policy:
     with this replay's context), or a Policy as is."""
     if not isinstance(policy, str):
         return policy
-    return make_policy(policy, sc.bounds(), sc.controller.interval_s,
+    return make_policy(policy, sc.bounds(trace), sc.controller.interval_s,
                        context=replay_context(sc, trace))
 
 
@@ -136,11 +160,14 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
     pol = make_run_policy(scenario, policy, trace)
     interval_s = float(pol.interval_s)
     check_ticks(pol.name, interval_s, float(trace.duration_s))
-    engine = Engine(seed=scenario.seed)
-    fleet = build_fleet(scenario, trace, engine)
-    bounds = scenario.bounds()
+    llm = scenario.service.model == "llm"
+    engine: Any = None if llm else Engine(seed=scenario.seed)
+    fleet: Any = build_fleet(scenario, trace, engine)
+    if llm:
+        engine = fleet.eng                  # the LLM engine keeps its own time
+    bounds = scenario.bounds(trace)
     actuator = SimActuator(fleet, bounds, actuation)
-    buckets = latency_buckets_s((scenario.slo.latency_s,))
+    buckets = latency_buckets_s((bounds.slo_latency_s,))
     src = SimSource(fleet, actuator, source, buckets)
     clock = SimClock(engine)
     warmup_s = scenario.controller.warmup_s
@@ -154,7 +181,8 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
     horizon_s = float(trace.duration_s)
     stop_s = horizon_s + scenario.drain_s
     n = len(trace.arrival_s)
-    rows: dict[str, list[Any]] = {c: [] for c in TICK_COLUMNS}
+    rows: dict[str, list[Any]] = {c: [] for c in TICK_COLUMNS + (LLM_TICK_COLUMNS if llm
+                                                                  else ())}
     reasons: dict[str, int] = {}
     om: dict[str, list[Any]] = {}
     scrapes = 1
@@ -177,6 +205,8 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
         w = merge_windows([p.w for p in pieces])
         sizes = np.concatenate([p.sizes for p in pieces]) if len(pieces) > 1 else pieces[0].sizes
         _tick_row(rows, t, rec, w, fleet)
+        if llm:
+            _llm_tick_row(rows, w, fleet)
         reasons[rec.decision.reason] = reasons.get(rec.decision.reason, 0) + 1
         _om_row(om, w, sizes, buckets, fleet)
         if progress is not None:
@@ -197,6 +227,12 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
         result.requests = {"arrival_s": fleet.arrival_s, "start_s": fleet.start_s,
                            "finish_s": fleet.finish_s, "outcome": fleet.outcome,
                            "replica": fleet.replica_of, "service_s": service_s}
+        if llm:
+            result.requests.update(
+                first_token_s=fleet.first_token_s, ttft_s=fleet.ttft_s(),
+                tpot_s=fleet.tpot_s(), generated=fleet.generated,
+                preemptions=fleet.preemptions, prompt_tokens=fleet.requests.prompt_tokens,
+                output_tokens=fleet.requests.output_tokens)
     return result
 
 
@@ -225,6 +261,20 @@ def _tick_row(rows: dict[str, list[Any]], t: float, rec: TickRecord, w: WindowSt
         rows[col].append(val)
 
 
+def _llm_tick_row(rows: dict[str, list[Any]], w: WindowStats, fleet: LlmFleet) -> None:
+    """The llm columns (LLM_TICK_COLUMNS) of one tick, from the tick's window."""
+    lw = w.llm
+    for col, val in (("ttft_p99_s", _quantile(lw.ttft_s, 0.99)),
+                     ("tpot_p99_s", _quantile(lw.tpot_s, 0.99)),
+                     ("kv_cache_usage", fleet.kv_cache_usage(w)),
+                     ("running", lw.running_now), ("waiting", lw.waiting_now)):
+        rows[col].append(val)
+
+
+def _quantile(x: np.ndarray, q: float) -> float:
+    return float(np.quantile(x, q)) if len(x) else math.nan
+
+
 def _om_row(om: dict[str, list[Any]], w: WindowStats, sizes: np.ndarray,
             buckets: tuple[float, ...], fleet: Fleet) -> None:
     """Per-tick raw counts for the OpenMetrics export (sidecar-style counters), whatever view
@@ -244,13 +294,31 @@ def _om_row(om: dict[str, list[Any]], w: WindowStats, sizes: np.ndarray,
         om.setdefault(key, []).append(val)
 
 
-def _summarize(sc: Scenario, pol: Policy, fleet: Fleet, act: SimActuator,
+def slow_served(sc: Scenario, fleet: Any) -> np.ndarray:
+    """Per served request, whether it missed a bound of the SLO: end to end over
+    ``latency_s``; with an llm fleet also TTFT over ``ttft_s`` and TPOT over ``tpot_s`` (a
+    request with one output token has no TPOT, so misses no TPOT bound). A bound not given
+    is not checked."""
+    served = fleet.outcome == SERVED
+    slo = sc.slo
+    miss = np.zeros(int(np.count_nonzero(served)), dtype=bool)
+    if slo.latency_s is not None:
+        miss |= (fleet.finish_s[served] - fleet.arrival_s[served]) > slo.latency_s
+    if isinstance(fleet, LlmFleet):
+        if slo.ttft_s is not None:
+            miss |= fleet.ttft_s()[served] > slo.ttft_s
+        if slo.tpot_s is not None:
+            miss |= fleet.tpot_s()[served] > slo.tpot_s      # NaN > x is False
+    return miss
+
+
+def _summarize(sc: Scenario, pol: Policy, fleet: Any, act: SimActuator,
                reasons: dict[str, int], ticks: dict[str, np.ndarray]) -> RunResult:
     n = len(fleet.arrival_s)
     out = fleet.outcome
     served_mask = out == SERVED
     lat = fleet.finish_s[served_mask] - fleet.arrival_s[served_mask]
-    slow = int(np.count_nonzero(lat > sc.slo.latency_s))
+    slow = int(np.count_nonzero(slow_served(sc, fleet)))
     counts = {name: int(np.count_nonzero(out == code)) for name, code in
               (("served", SERVED), ("shed", SHED), ("timed_out", TIMED_OUT),
                ("failed", FAILED))}
@@ -271,6 +339,8 @@ def _summarize(sc: Scenario, pol: Policy, fleet: Fleet, act: SimActuator,
         "requests": n, "served": counts["served"], "still_queued": still,
         "slow": slow,
     }
+    if isinstance(fleet, LlmFleet):
+        summary.update(_llm_summary(fleet, served_mask))
     done = ~np.isnan(fleet.finish_s)
     accounting = {
         "busy_server_s": fleet.area_busy, "service_sum_s": fleet.service_sum_s,
@@ -281,6 +351,40 @@ def _summarize(sc: Scenario, pol: Policy, fleet: Fleet, act: SimActuator,
         "still_queued": still, "batches": fleet.batches, "oom_events": fleet.oom_events,
     }
     return RunResult(summary=summary, ticks=ticks, accounting=accounting)
+
+
+def _llm_summary(fleet: LlmFleet, served: np.ndarray) -> dict[str, Any]:
+    """The llm result fields. TTFT and TPOT quantiles are exact, over the served requests
+    (TPOT: those with more than one output token); ITL from the engine's histogram of every
+    inter-token gap (log-linear inside a bucket); token counts are the engine's counters
+    (vLLM's prompt_tokens / generation_tokens: a request's prompt counts at its first token,
+    each output token once); rates are over [0, the last completion]; the prefix hit rate is
+    hit tokens over queried tokens (None without prefix caching)."""
+    tot = fleet.totals()
+    itl = fleet.itl_counts()
+    tpot = fleet.tpot_s()[served]
+    tpot = tpot[np.isfinite(tpot)]
+    ttft = fleet.ttft_s()[served]
+    end_s = float(fleet.finish_s[served].max()) if served.any() else 0.0
+    queries = tot["prefix_queries"]
+
+    def rate(x: float) -> float | None:
+        return round(x / end_s, 6) if end_s > 0 else None
+
+    def hq(q: float) -> float | None:
+        v = histogram_quantile(itl, q)
+        return None if math.isnan(v) else round(v, 6)
+
+    return {
+        "ttft_p50_s": _q(ttft, 0.5), "ttft_p99_s": _q(ttft, 0.99),
+        "tpot_p50_s": _q(tpot, 0.5), "tpot_p99_s": _q(tpot, 0.99),
+        "itl_p50_s": hq(0.5), "itl_p99_s": hq(0.99),
+        "preemptions": int(tot["preemptions"]), "prompt_tokens": int(tot["prompt_tokens"]),
+        "output_tokens": int(tot["output_tokens"]),
+        "output_tokens_per_s": rate(float(tot["output_tokens"])),
+        "throughput_rps": rate(float(np.count_nonzero(served))),
+        "prefix_hit_rate": round(tot["prefix_hits"] / queries, 6) if queries else None,
+    }
 
 
 def _q(x: np.ndarray, q: float) -> float | None:

@@ -7,6 +7,7 @@ import numpy as np
 
 from trimtab.controllers.core.types import FIELD_GPU, LatencyHistogram, Snapshot
 from trimtab.sim.fleet.model import MemoryModel, WindowStats
+from trimtab.sim.llm.fleet import merge_llm_windows
 from trimtab.sim.llm.types import ITL_BOUNDS_S, LlmWindow
 
 MAX_BATCH_SAMPLES = 256     # as the fleet keeps per window: the newest batches
@@ -127,4 +128,4 @@ def merge_windows(ws: Sequence[WindowStats]) -> WindowStats:
         batches=sum(w.batches for w in ws), batch_items=sum(w.batch_items for w in ws),
         max_batch_seen=max(w.max_batch_seen for w in ws), ready=last.ready,
         starting=last.starting, desired=last.desired, queue_depth_now=last.queue_depth_now,
-        held_now=last.held_now)
+        held_now=last.held_now, llm=merge_llm_windows([w.llm for w in ws]))

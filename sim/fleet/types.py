@@ -74,3 +74,4 @@ class WindowStats:
     desired: int = 0
     queue_depth_now: int = 0
     held_now: int = 0
+    llm: Any = None              # an LLM fleet's trimtab.sim.llm.types.LlmWindow, else None

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from trimtab.sim.traces import files, rates
-from trimtab.sim.traces.config import FILE_FORMATS, FORMATS, GENERATOR_FORMATS, TraceConfig, TraceError
+from trimtab.sim.traces.config import (FILE_FORMATS, FORMATS, GENERATOR_FORMATS, LengthsConfig,
+                                       TraceConfig, TraceError)
+from trimtab.sim.traces.lengths import HASH_BLOCK_TOKENS, with_lengths
 from trimtab.sim.traces.rates import RateCurve
 
-__all__ = ["FILE_FORMATS", "FORMATS", "GENERATOR_FORMATS", "Trace", "TraceConfig", "TraceError",
-           "load_trace", "trace_from_arrays"]
+__all__ = ["FILE_FORMATS", "FORMATS", "GENERATOR_FORMATS", "LengthsConfig", "Trace",
+           "TraceConfig", "TraceError", "load_trace", "trace_from_arrays"]
 
 log = logging.getLogger("trimtab.sim.traces")
 
@@ -30,7 +32,8 @@ class Trace:
 
     ``span_s`` is the length of the window the trace covers (a generator's ``duration_s``, a
     file's first-to-last timestamp, cut by the window); ``duration_s`` is the larger of it and
-    the last arrival.
+    the last arrival. ``hash_ids`` (Mooncake): per arrival, the prefix hashes of its prompt,
+    one per ``hash_block_tokens`` tokens (None: no prefix information).
     """
 
     arrival_s: np.ndarray
@@ -39,6 +42,8 @@ class Trace:
     source: str = ""
     warnings: list[str] = field(default_factory=list)
     span_s: float | None = None
+    hash_ids: list[list[int]] | None = None
+    hash_block_tokens: int = HASH_BLOCK_TOKENS
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -83,7 +88,21 @@ def _check_size(expected: float, source: str, what: str) -> None:
 def load_trace(cfg: TraceConfig, base_dir: Path) -> Trace:
     """Read or generate the trace ``cfg`` describes; ``cfg.path`` is relative to ``base_dir``.
 
-    A trace too large to replay (over MAX_ARRIVALS) is refused before it is sampled."""
+    A trace too large to replay (over MAX_ARRIVALS) is refused before it is sampled; with
+    ``cfg.lengths``, each arrival gets a (prompt, output) pair drawn from that file's rows
+    (``trimtab.sim.traces.lengths``)."""
+    trace = _load_arrivals(cfg, base_dir)
+    if cfg.lengths is None:
+        return trace
+    prompt, output, hash_ids, warnings = with_lengths(len(trace), cfg.lengths, cfg.seed,
+                                                      Path(base_dir))
+    for w in warnings:
+        log.warning(w)
+    return replace(trace, prompt_tokens=prompt, output_tokens=output, hash_ids=hash_ids,
+                   warnings=trace.warnings + warnings)
+
+
+def _load_arrivals(cfg: TraceConfig, base_dir: Path) -> Trace:
     rng = np.random.default_rng(cfg.seed)
     if cfg.is_generator:
         if cfg.format == "diurnal":
@@ -167,7 +186,10 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
     for w in warnings:
         log.warning(w)
     time_s = events.time_s
+    if len(time_s) == 0:
+        raise TraceError(f"{source}: no rows after the header; a trace needs at least one")
     prompt, output = events.prompt_tokens, events.output_tokens
+    row = np.arange(len(time_s))          # each arrival's row in the file (its hash ids)
     if len(time_s) > 1 and (np.diff(time_s) < 0).any():
         order = np.argsort(time_s, kind="stable")
         _warn(warnings, f"{source}: {int(np.sum(np.diff(time_s) < 0))} row(s) out of time order;"
@@ -175,6 +197,7 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
         time_s = time_s[order]
         prompt = None if prompt is None else prompt[order]
         output = None if output is None else output[order]
+        row = row[order]
     origin_s = time_s[0] if events.origin_s is None else events.origin_s
     time_s = (time_s - origin_s) / cfg.time_scale
     lo_s, hi_s = _window(cfg, float(time_s[-1]), source, warnings)
@@ -185,6 +208,7 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
     time_s = time_s[sl] - lo_s
     prompt = None if prompt is None else prompt[sl]
     output = None if output is None else output[sl]
+    row = row[sl]
     if cfg.rate_scale != 1.0:
         _check_size(len(time_s) * cfg.rate_scale, source,
                     f"{len(time_s)} rows at rate_scale {cfg.rate_scale:g}")
@@ -192,6 +216,7 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
         time_s = np.repeat(time_s, copies)
         prompt = None if prompt is None else np.repeat(prompt, copies)
         output = None if output is None else np.repeat(output, copies)
+        row = np.repeat(row, copies)
     if cfg.jitter_s > 0 and len(time_s):
         time_s = time_s + rng.uniform(-cfg.jitter_s, cfg.jitter_s, len(time_s))
         time_s = np.clip(time_s, 0.0, hi_s - lo_s)
@@ -199,10 +224,12 @@ def _from_events(cfg: TraceConfig, events: files.Events, rng: np.random.Generato
         time_s = time_s[order]
         prompt = None if prompt is None else prompt[order]
         output = None if output is None else output[order]
+        row = row[order]
     if len(time_s) == 0:
         _warn(warnings, f"{source}: no arrivals in the window [{lo_s:g}, {hi_s:g}) s")
+    hashes = events.hash_ids
     return Trace(np.ascontiguousarray(time_s, np.float64), prompt, output, source, warnings,
-                 hi_s - lo_s)
+                 hi_s - lo_s, None if hashes is None else [hashes[k] for k in row.tolist()])
 
 
 def _copies(n: int, k: float, rng: np.random.Generator) -> np.ndarray:

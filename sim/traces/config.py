@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TraceError(ValueError):
@@ -23,6 +23,23 @@ _GENERATOR_NEEDS: dict[str, tuple[str, ...]] = {
     "step": ("steps", "duration_s"),
     "flash-crowd": ("base_rps", "peak_rps", "at_s", "ramp_s", "hold_s", "duration_s"),
 }
+
+# Trace formats whose rows carry (prompt, output) token counts: a ``lengths`` source.
+LENGTH_FORMATS = ("azure-llm", "mooncake")
+
+
+class LengthsConfig(BaseModel):
+    """Where a trace without token counts draws its (prompt, output) pairs: the rows of an
+    Azure LLM CSV or a Mooncake JSONL file, shuffled with the trace's seed. ``path`` is
+    relative to the scenario file, else to the bundled data folder (``traces/...``); rows
+    with prompt + output over ``max_total_tokens`` are scaled down proportionally."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1)
+    format: Literal["azure-llm", "mooncake"] = "azure-llm"
+    max_total_tokens: int | None = Field(None, ge=2)
+
 
 _NON_NEGATIVE = ("jitter_s", "start_s", "end_s", "rate_rps", "duration_s", "peak_rps",
                  "trough_rps", "base_rps", "at_s", "ramp_s", "hold_s", "bucket_s")
@@ -62,6 +79,8 @@ class TraceConfig(BaseModel):
     interval_s: float | None = None
     # mooncake: timestamp quantum; inferred from the data when None.
     bucket_s: float | None = None
+    # Token counts drawn from another trace's rows (traces without their own counts).
+    lengths: LengthsConfig | None = None
 
     @field_validator("format")
     @classmethod
@@ -113,6 +132,9 @@ class TraceConfig(BaseModel):
         missing = [k for k in _GENERATOR_NEEDS.get(self.format, ()) if getattr(self, k) is None]
         if missing:
             raise ValueError(f"format {self.format!r} needs {', '.join(missing)}")
+        if self.lengths is not None and self.format in LENGTH_FORMATS:
+            raise ValueError(f"lengths: a {self.format!r} trace carries its own token counts; "
+                             "lengths applies to generators and counts/prometheus traces")
         if self.format == "diurnal" and self.trough_rps > self.peak_rps:  # type: ignore[operator]
             raise ValueError(f"trough_rps = {self.trough_rps}, must be <= peak_rps = "
                              f"{self.peak_rps}")

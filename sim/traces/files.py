@@ -39,6 +39,7 @@ class Events:
     output_tokens: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
     origin_s: float | None = None     # the trace's start; None: its earliest arrival
+    hash_ids: list[list[int]] | None = None   # Mooncake: prefix block hashes per row
 
 
 _F = TypeVar("_F", bound=Callable)
@@ -125,6 +126,8 @@ def read_mooncake(path: Path, bucket_s: float | None, rng: np.random.Generator) 
     stamps_ms: list[float] = []
     prompt: list[int] = []
     output: list[int] = []
+    hashes: list[list[int]] = []
+    any_hashes = False
     for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -151,6 +154,12 @@ def read_mooncake(path: Path, bucket_s: float | None, rng: np.random.Generator) 
                 raise TraceError(f"{path} line {line_no}, column {key}: {value} exceeds "
                                  f"the int32 limit {_INT32_MAX}")
             out.append(value)
+        if "hash_ids" in record:
+            any_hashes = True
+            hashes.append(_hash_ids(record["hash_ids"], f"{path} line {line_no}, column "
+                                                        "hash_ids"))
+        else:
+            hashes.append([])
     if not stamps_ms:
         raise TraceError(f"{path}: no records")
     time_s = np.asarray(stamps_ms) / 1000.0
@@ -165,7 +174,19 @@ def read_mooncake(path: Path, bucket_s: float | None, rng: np.random.Generator) 
     time_s = time_s + rng.random(len(time_s)) * bucket_s
     order = np.argsort(time_s, kind="stable")
     return Events(time_s[order], np.asarray(prompt, np.int32)[order],
-                  np.asarray(output, np.int32)[order], warnings, origin_s)
+                  np.asarray(output, np.int32)[order], warnings, origin_s,
+                  [hashes[i] for i in order.tolist()] if any_hashes else None)
+
+
+def _hash_ids(value: object, where: str) -> list[int]:
+    """A Mooncake record's ``hash_ids``: a list of non-negative integers (one per 512 tokens
+    of the prompt)."""
+    if not isinstance(value, list):
+        raise TraceError(f"{where}: {value!r} must be a list of non-negative integers")
+    for j, h in enumerate(value):
+        if isinstance(h, bool) or not isinstance(h, int) or h < 0:
+            raise TraceError(f"{where}: item {j} = {h!r} must be a non-negative integer")
+    return value
 
 
 @_trace_errors
