@@ -1,15 +1,22 @@
-"""The replay report: results.json, a per-tick CSV per policy, and an HTML page with plots."""
+"""The replay report: results.json, a per-tick CSV per policy, and an HTML page with plots.
+
+An LLM scenario's report adds TTFT, TPOT and ITL p99 and preemptions to the table (its
+results carry ``ttft_p99_s``) and plots TTFT and TPOT p99 against their SLO bounds, KV-cache
+usage and running/waiting sequences over time; a request-level report is unchanged.
+"""
 from __future__ import annotations
 
 import csv
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from trimtab.sim.llm.fleet import LLM_TICK_COLUMNS
 from trimtab.sim.replay import TICK_COLUMNS, RunResult
 
 TABLE_FIELDS = ("slo_attainment", "meets_slo", "latency_p50_s", "latency_p99_s",
@@ -21,6 +28,11 @@ HEADINGS = {"slo_attainment": "within SLO", "meets_slo": "meets SLO", "latency_p
             "cost_vs_oracle": "cost / oracle", "cold_starts": "cold starts",
             "scale_events": "scale events", "shed": "shed", "timed_out": "timed out",
             "oom": "OOM"}
+# An LLM scenario's table: these after latency_p99_s, and no OOM column (its engine has none).
+LLM_TABLE_FIELDS = ("ttft_p99_s", "tpot_p99_s", "itl_p99_s", "preemptions")
+LLM_HEADINGS = {"latency_p50_s": "e2e p50 (s)", "latency_p99_s": "e2e p99 (s)",
+                "ttft_p99_s": "TTFT p99 (s)", "tpot_p99_s": "TPOT p99 (s)",
+                "itl_p99_s": "ITL p99 (s)", "preemptions": "preempted"}
 ORACLE_NOTE = ("knows every future arrival and plans the cheapest replica schedule that meets the "
                "SLO (trimtab.sim.oracle): the lower bound on cost")
 FOLD_SETTINGS = 24         # a policy with more default settings than this shows them folded
@@ -47,6 +59,29 @@ table.settings td,table.settings th{{text-align:left}} table.settings code{{font
 figure{{margin:8px 0 0}} figure img{{width:100%;height:auto;display:block}}
 figcaption{{color:#48525c;font-size:13px}}
 """
+
+
+def is_llm(results: Sequence[dict[str, Any]]) -> bool:
+    """Whether these results are an LLM scenario's (they carry the TTFT figures)."""
+    return any("ttft_p99_s" in r for r in results)
+
+
+def table_fields(results: Sequence[dict[str, Any]], oracle: bool) -> list[str]:
+    """The comparison table's columns: TABLE_FIELDS (cost_vs_oracle only with an oracle),
+    for an LLM scenario with LLM_TABLE_FIELDS after the end-to-end p99 and no OOM."""
+    fields = [f for f in TABLE_FIELDS if f != "cost_vs_oracle" or oracle]
+    if not is_llm(results):
+        return fields
+    at = fields.index("latency_p99_s") + 1
+    return [f for f in fields[:at] + list(LLM_TABLE_FIELDS) + fields[at:] if f != "oom"]
+
+
+def slo_text(latency_s: float | None, target: float, ttft_s: float | None = None,
+             tpot_s: float | None = None) -> str:
+    """``latency ≤ 0.5 s for 99.00 % of requests``-style text of every bound given."""
+    bounds = [f"{name} ≤ {v:g} s" for name, v in (("TTFT", ttft_s), ("TPOT", tpot_s),
+                                                       ("latency", latency_s)) if v is not None]
+    return f"{' and '.join(bounds) or 'no bound'} for {float(target):.2%} of requests"
 
 
 def run_label(summary: dict[str, Any]) -> str:
@@ -85,11 +120,17 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+def tick_columns(ticks: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """TICK_COLUMNS, then the LLM ones an LLM replay's ticks have."""
+    return TICK_COLUMNS + tuple(c for c in LLM_TICK_COLUMNS if c in ticks)
+
+
 def write_ticks_csv(path: Path, ticks: dict[str, np.ndarray]) -> None:
+    columns = tick_columns(ticks)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(TICK_COLUMNS)
-        for row in zip(*(ticks[c] for c in TICK_COLUMNS)):
+        w.writerow(columns)
+        for row in zip(*(ticks[c] for c in columns)):
             w.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
 
 
@@ -132,14 +173,16 @@ def _save(fig: Any, out: Path, name: str) -> str:
     return name
 
 
-def _plots(out: Path, runs: Sequence[tuple[str, RunResult]], slo_latency_s: float,
-           colours: dict[str, str]) -> list[tuple[str, str]]:
+def _plots(out: Path, runs: Sequence[tuple[str, RunResult]], slo_latency_s: float | None,
+           colours: dict[str, str], slo_ttft_s: float | None = None,
+           slo_tpot_s: float | None = None) -> list[tuple[str, str]]:
     """(file, caption) of each plot: per policy, replicas against the load, p99 against the SLO
-    and the router queue, as small multiples on shared axes so six policies stay readable."""
+    and the router queue, as small multiples on shared axes so six policies stay readable;
+    an LLM replay adds TTFT and TPOT p99 against their bounds, KV-cache usage and the
+    running and waiting sequences."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     plots = []
     fig, axes, cols = _small_multiples(runs, 2.2)
@@ -170,29 +213,85 @@ def _plots(out: Path, runs: Sequence[tuple[str, RunResult]], slo_latency_s: floa
     plots.append((_save(fig, out, "load_replicas.png"),
                   "Replicas over time, one panel per policy: desired (solid) and ready (dotted), "
                   "on the arrival rate (grey, right axis)."))
-    for fname, col, ylabel, caption in (
-            ("p99.png", "latency_p99_s", "p99 (s)",
-             f"p99 latency per controller window (log scale) against the SLO of "
-             f"{slo_latency_s:g} s (red)."),
-            ("queue.png", "queue_depth", "queue depth",
-             "Mean router queue depth per controller window.")):
-        fig, axes, cols = _small_multiples(runs, 1.8)
-        for i, (ax, (label, r)) in enumerate(zip(axes, runs)):
-            ax.plot(r.ticks["time_s"] / 60, r.ticks[col], color=colours[label], lw=1)
-            ax.set_title(label, fontsize=10, loc="left", color=colours[label])
-            if i % cols == 0:
-                ax.set_ylabel(ylabel)
-            if col == "latency_p99_s":
-                ax.axhline(slo_latency_s, color="#b3261e", ls="--", lw=1)
-                ax.set_yscale("log")
-                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
-        if col == "queue_depth":      # shared by every panel; an idle queue still reads as 0
-            top_q = max(1.0, *(float(np.nanmax(r.ticks[col], initial=0.0)) for _, r in runs))
-            axes[0].set_ylim(-0.03 * top_q, 1.05 * top_q)
-        plots.append((_save(fig, out, fname), caption))
+    against = (lambda v: f" against the SLO of {v:g} s (red)" if v is not None else "")
+    panels: list[_Panel] = [
+        _Panel("p99.png", (("latency_p99_s", "-", ""),), "p99 (s)",
+               "p99 latency per controller window (log scale)" + against(slo_latency_s) + ".",
+               slo_latency_s, log=True),
+        _Panel("queue.png", (("queue_depth", "-", ""),), "queue depth",
+               "Mean router queue depth per controller window.", zero_floor=True)]
+    if all("ttft_p99_s" in r.ticks for _, r in runs):
+        panels += [
+            _Panel("ttft_p99.png", (("ttft_p99_s", "-", ""),), "TTFT p99 (s)",
+                   "p99 time to first token per controller window (log scale)"
+                   + against(slo_ttft_s) + ".", slo_ttft_s, log=True),
+            _Panel("tpot_p99.png", (("tpot_p99_s", "-", ""),), "TPOT p99 (s)",
+                   "p99 time per output token per controller window (log scale)"
+                   + against(slo_tpot_s) + ".", slo_tpot_s, log=True),
+            _Panel("kv_cache.png", (("kv_cache_usage", "-", ""),), "KV-cache usage",
+                   "KV-cache blocks in use over the blocks of the live replicas, at each "
+                   "controller tick (vLLM's kv_cache_usage_perc).", top=1.0),
+            _Panel("running_waiting.png", (("running", "-", "running"),
+                                           ("waiting", ":", "waiting")), "sequences",
+                   "Sequences running (solid) and waiting (dotted) on the replicas at each "
+                   "controller tick, summed over replicas (vLLM's num_requests_running and "
+                   "num_requests_waiting; the router's queue is not in waiting).",
+                   zero_floor=True)]
+    for panel in panels:
+        plots.append((_line_panels(out, runs, colours, panel), panel.caption))
     return plots
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """One small-multiples figure of tick columns: (column, line style, legend) each."""
+
+    fname: str
+    lines: tuple[tuple[str, str, str], ...]
+    ylabel: str
+    caption: str
+    bound: float | None = None        # a red dashed line (an SLO bound)
+    log: bool = False
+    zero_floor: bool = False          # shared linear axis from 0; an idle series reads as 0
+    top: float | None = None          # shared linear axis from 0 to this
+
+
+def _line_panels(out: Path, runs: Sequence[tuple[str, RunResult]], colours: dict[str, str],
+                 panel: _Panel) -> str:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, axes, cols = _small_multiples(runs, 1.8)
+    for i, (ax, (label, r)) in enumerate(zip(axes, runs)):
+        for col, style, name in panel.lines:
+            ax.plot(r.ticks["time_s"] / 60, r.ticks[col], color=colours[label], lw=1, ls=style,
+                    label=name or None)
+        ax.set_title(label, fontsize=10, loc="left", color=colours[label])
+        if i % cols == 0:
+            ax.set_ylabel(panel.ylabel)
+        if panel.bound is not None:
+            ax.axhline(panel.bound, color="#b3261e", ls="--", lw=1)
+        if panel.log and _has_positive(r.ticks, panel.lines, panel.bound):
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+    if panel.zero_floor:
+        top = max(1.0, *(float(np.nanmax(r.ticks[c], initial=0.0)) for _, r in runs
+                         for c, _, _ in panel.lines))
+        axes[0].set_ylim(-0.03 * top, 1.05 * top)
+    elif panel.top is not None:
+        axes[0].set_ylim(-0.03 * panel.top, 1.05 * panel.top)
+    if len(panel.lines) > 1:
+        axes[0].legend(fontsize=8, loc="upper left")
+    return _save(fig, out, panel.fname)
+
+
+def _has_positive(ticks: dict[str, np.ndarray], lines: Sequence[tuple[str, str, str]],
+                  bound: float | None) -> bool:
+    """Whether a log axis has something to show (all-NaN columns and no bound: none)."""
+    if bound is not None and bound > 0:
+        return True
+    return any(bool(np.any(np.asarray(ticks[c], dtype=float) > 0)) for c, _, _ in lines)
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -251,6 +350,11 @@ def scenario_facts(sc: Any, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
                                                       if getattr(t, k) is not None})
     shaping = {k: getattr(t, k) for k in ("rate_scale", "time_scale", "jitter_s", "start_s",
                                           "end_s") if getattr(t, k) not in (None, 0.0, 1.0)}
+    lengths = getattr(t, "lengths", None)
+    if lengths is not None:
+        source += (f"; token counts from {Path(lengths.path).name} ({lengths.format}"
+                   + (f", at most {lengths.max_total_tokens:,} tokens"
+                      if lengths.max_total_tokens else "") + ")")
     facts = [("trace", source + (f"; {_pairs(shaping)}" if shaping else "") + f"; seed {t.seed}")]
     if runs:
         ticks = runs[0][1].ticks
@@ -260,12 +364,21 @@ def scenario_facts(sc: Any, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
                               f"mean {float(np.nanmean(rate)):.3g} req/s, peak window "
                               f"{float(np.nanmax(rate)):.3g} req/s"))
     s = sc.service
-    if s.model == "affine":
-        service = f"affine: {s.base_ms:g} ms + {s.per_item_ms:g} ms per item of a batch"
+    if s.model == "llm":
+        sch = s.scheduler_config()
+        facts.append(("service", f"llm: step-time profile {s.profile}; engine {s.engine}; "
+                                 "scheduler " + _pairs({
+                                     k: getattr(sch, k) for k in (
+                                         "max_num_seqs", "max_num_batched_tokens",
+                                         "chunked_prefill", "block_size", "num_blocks",
+                                         "prefix_caching")})))
     else:
-        service = f"profile: {s.profile_model} on {s.profile_hardware}"
-    facts.append(("service", f"{service}; cv {s.cv:g}; batches up to {s.max_batch} "
-                             f"({s.batching}, timeout {s.batch_timeout_ms:g} ms)"))
+        if s.model == "affine":
+            service = f"affine: {s.base_ms:g} ms + {s.per_item_ms:g} ms per item of a batch"
+        else:
+            service = f"profile: {s.profile_model} on {s.profile_hardware}"
+        facts.append(("service", f"{service}; cv {s.cv:g}; batches up to {s.max_batch} "
+                                 f"({s.batching}, timeout {s.batch_timeout_ms:g} ms)"))
     r = sc.replicas
     fleet = (f"{r.initial} at start, {r.min} to {r.max}; cold start {r.cold_start_s:g} s "
              f"({r.cold_start_dist}); router {r.router}")
@@ -274,9 +387,14 @@ def scenario_facts(sc: Any, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
     if r.queue_timeout_s:
         fleet += f"; queue timeout {r.queue_timeout_s:g} s"
     facts.append(("replicas", fleet))
-    facts.append(("SLO", f"latency \u2264 {sc.slo.latency_s:g} s for "
-                         f"{float(sc.slo.target):.2%} of requests; shed, timed-out and failed "
-                         "requests are misses"))
+    slo = sc.slo
+    ttft_s, tpot_s = getattr(slo, "ttft_s", None), getattr(slo, "tpot_s", None)
+    told = ""
+    if slo.latency_s is None and hasattr(sc, "policy_latency_s"):
+        told = (f"; the policies are told an end-to-end bound of {sc.policy_latency_s():.4g} s "
+                "(TTFT + TPOT x the median output tokens)")
+    facts.append(("SLO", slo_text(slo.latency_s, slo.target, ttft_s, tpot_s)
+                  + "; shed, timed-out and failed requests are misses" + told))
     facts.append(("cost", f"{sc.cost.replica_hour:g} per replica-hour"))
     c = sc.controller
     facts.append(("controller", f"every {c.interval_s:g} s"
@@ -344,11 +462,12 @@ def _display_name(res: dict[str, Any]) -> str:
 
 def _results_table(rows: Sequence[dict[str, Any]], colours: dict[str, str],
                    fields: Sequence[str]) -> str:
+    headings = dict(HEADINGS, **LLM_HEADINGS) if is_llm(rows) else HEADINGS
     meeting = [r["cost"] for r in rows if r.get("meets_slo") and r.get("cost") is not None
                and not r.get("oracle")]
     cheapest = min(meeting) if meeting else None
     head = "<th>policy</th>" + "".join(
-        f'<th title="{f}">{html.escape(HEADINGS.get(f, f))}</th>' for f in fields)
+        f'<th title="{f}">{html.escape(headings.get(f, f))}</th>' for f in fields)
     body = []
     for res in rows:
         label = _display_name(res)
@@ -368,12 +487,19 @@ def _results_table(rows: Sequence[dict[str, Any]], colours: dict[str, str],
 
 
 def write_report(out: Path, doc: dict[str, Any], runs: Sequence[tuple[str, RunResult]],
-                 slo_latency_s: float, slo_target: float, scenario: Any = None
+                 slo_latency_s: float | None, slo_target: float, scenario: Any = None, *,
+                 slo_ttft_s: float | None = None, slo_tpot_s: float | None = None
                  ) -> dict[str, Path]:
     """Write results.json, ticks_<policy>.csv and report.html (+ PNG plots) into ``out``.
 
     ``scenario`` (a trimtab.sim.scenario.Scenario), when given, is stated on the page with
-    each policy's settings on it."""
+    each policy's settings on it; its ``slo.ttft_s`` / ``slo.tpot_s`` are the bounds drawn
+    unless ``slo_ttft_s`` / ``slo_tpot_s`` are given."""
+    if scenario is not None:
+        slo_ttft_s = slo_ttft_s if slo_ttft_s is not None else getattr(scenario.slo, "ttft_s",
+                                                                         None)
+        slo_tpot_s = slo_tpot_s if slo_tpot_s is not None else getattr(scenario.slo, "tpot_s",
+                                                                         None)
     out.mkdir(parents=True, exist_ok=True)
     files = {"results": out / "results.json", "html": out / "report.html"}
     files["results"].write_text(json.dumps(doc, indent=2) + "\n")
@@ -382,12 +508,13 @@ def write_report(out: Path, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
         write_ticks_csv(p, r.ticks)
         files[f"ticks:{label}"] = p
     colours = _colours([label for label, _ in runs])
-    plots = _plots(out, runs, slo_latency_s, colours) if runs else []
+    plots = _plots(out, runs, slo_latency_s, colours, slo_ttft_s, slo_tpot_s) if runs else []
     rows = list(doc["results"]) + ([dict(doc["oracle"], oracle=True)] if doc.get("oracle") else [])
-    fields = [f for f in TABLE_FIELDS if f != "cost_vs_oracle" or doc.get("oracle")]
+    fields = table_fields(rows, bool(doc.get("oracle")))
     name = html.escape(doc["scenario"])
-    lede = (f"{doc['requests']:,} requests; SLO: latency &le; {slo_latency_s:g} s for "
-            f"{slo_target:.2%} of requests (shed, timed-out and failed requests are misses).")
+    lede = (f"{doc['requests']:,} requests; SLO: "
+            f"{html.escape(slo_text(slo_latency_s, slo_target, slo_ttft_s, slo_tpot_s))} "
+            "(shed, timed-out and failed requests are misses).")
     scenario_html = (f"<h2>Scenario</h2>{_facts(scenario_facts(scenario, doc, runs))}"
                      if scenario is not None else "")
     figures = "".join(
