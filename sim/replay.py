@@ -25,6 +25,7 @@ from trimtab.sim.fleet.model import (FAILED, NO_LIMIT, SERVED, SHED, TIMED_OUT, 
 from trimtab.sim.fleet.service import AffineService, ProfileService, load_profile
 from trimtab.sim.llm.fleet import (LLM_TICK_COLUMNS, LlmFleet, LlmFleetConfig,
                                    histogram_quantile, llm_requests)
+from trimtab.sim.openmetrics import llm_om_row
 from trimtab.sim.scenario import Scenario, ScenarioError, cold_start_sampler
 from trimtab.sim.snapshot import latency_histogram, merge_windows
 from trimtab.sim.source import EPS_S, IDEAL, SimSource, SimSourceConfig
@@ -167,7 +168,9 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
         engine = fleet.eng                  # the LLM engine keeps its own time
     bounds = scenario.bounds(trace)
     actuator = SimActuator(fleet, bounds, actuation)
-    buckets = latency_buckets_s((bounds.slo_latency_s,))
+    slo = scenario.slo
+    buckets = latency_buckets_s(tuple(b for b in (bounds.slo_latency_s, slo.ttft_s, slo.tpot_s)
+                                      if b is not None))
     src = SimSource(fleet, actuator, source, buckets)
     clock = SimClock(engine)
     warmup_s = scenario.controller.warmup_s
@@ -209,6 +212,8 @@ def simulate(scenario: Scenario, policy: str | Policy, trace: Any = None, *,
             _llm_tick_row(rows, w, fleet)
         reasons[rec.decision.reason] = reasons.get(rec.decision.reason, 0) + 1
         _om_row(om, w, sizes, buckets, fleet)
+        if llm:
+            llm_om_row(om, w, buckets)
         if progress is not None:
             progress(min(t, horizon_s), horizon_s)
         done = fleet.n_arrived == n and fleet.in_system == 0
