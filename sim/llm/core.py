@@ -172,9 +172,9 @@ class CompiledFleet:
     def advance(self, until_s: float) -> None:
         """Process every event with time <= ``until_s``, then ``now_s = until_s``."""
         until_s = float(until_s)
-        if not until_s >= self.now_s:
-            raise ValueError(f"CompiledFleet.advance: until_s = {until_s!r} is before now_s = "
-                             f"{self.now_s!r}")
+        if not (math.isfinite(until_s) and until_s >= self.now_s):
+            raise ValueError(f"CompiledFleet.advance: until_s = {until_s!r}, must be finite "
+                             f"and >= now_s = {self.now_s!r}")
         while True:
             self._room_in_log()
             if K.advance(self._q, self._p, self._g, self._log, until_s) == 0:
@@ -240,12 +240,15 @@ class CompiledFleet:
 
     def replicas(self) -> dict[str, np.ndarray]:
         p, n = self._p, int(self._g.ist[K.I_NREP])
-        return {"state": p.state[:n].copy(), "running": p.n_run[:n].copy(),
-                "waiting": p.n_wait[:n].copy(),
+        return {"state": p.state[:n].copy(), "running": p.n_run[:n].astype(np.int64),
+                "waiting": p.n_wait[:n].astype(np.int64),
                 "blocks_used": (self.sched.num_blocks - p.free[:n]).astype(np.int64),
                 "busy": p.busy[:n].copy(), "preemptions": p.preempts[:n].copy(),
                 "steps": p.steps[:n].copy()}
 
     def step_log(self) -> dict[str, np.ndarray]:
         n = int(self._g.ist[K.I_LOG])
-        return {k: v[:n].copy() for k, v in self._log._asdict().items()}
+        if not self._record:
+            raise ValueError("CompiledFleet.step_log: needs record_steps=True")
+        return {k: v[:n].astype(np.float64 if k.endswith("_s") else np.int64)
+                for k, v in self._log._asdict().items()}

@@ -311,21 +311,46 @@ def _finish(Q, G, i, outcome, t, counter):
 
 
 @njit(**_JIT)
-def _integrate(G, t):
+def _add_areas(G, dt, queue, system):
     ist = G.ist
     fst = G.fst
-    dt = t - fst[F_LAST_T]
-    if dt != 0.0:
-        fst[F_A_LIVE] += ist[I_NLIVE] * dt
-        fst[F_A_READY] += ist[I_NREADY] * dt
-        fst[F_A_BUSY] += ist[I_NBUSY] * dt
-        done = ist[I_SERVED] + ist[I_SHED] + ist[I_TIMEDOUT] + ist[I_FAILED]
-        fst[F_A_SYSTEM] += (ist[I_ARRIVED] - done) * dt
-        fst[F_A_QUEUE] += ist[I_QLEN] * dt
-        fst[F_A_RUNNING] += ist[I_RUN_TOT] * dt
-        fst[F_A_WAITING] += ist[I_WAIT_TOT] * dt
-        fst[F_A_BLOCKS] += ist[I_BLK_TOT] * dt
-        fst[F_LAST_T] = t
+    fst[F_A_LIVE] += ist[I_NLIVE] * dt
+    fst[F_A_READY] += ist[I_NREADY] * dt
+    fst[F_A_BUSY] += ist[I_NBUSY] * dt
+    fst[F_A_SYSTEM] += system * dt
+    fst[F_A_QUEUE] += queue * dt
+    fst[F_A_RUNNING] += ist[I_RUN_TOT] * dt
+    fst[F_A_WAITING] += ist[I_WAIT_TOT] * dt
+    fst[F_A_BLOCKS] += ist[I_BLK_TOT] * dt
+
+
+@njit(**_JIT)
+def _integrate(Q, G, t):
+    """Areas over (last time, t]: counts are constant in between, except that router-queue
+    requests leave the queue and the system at their timeout (their finish time), before the
+    purge that removes them."""
+    ist = G.ist
+    fst = G.fst
+    t0 = fst[F_LAST_T]
+    if not t > t0:
+        return
+    queue = ist[I_QLEN]
+    system = ist[I_ARRIVED] - (ist[I_SERVED] + ist[I_SHED] + ist[I_TIMEDOUT] + ist[I_FAILED])
+    if ist[I_HAS_TO] and queue > 0:
+        to = fst[F_TIMEOUT]
+        i = ist[I_QHEAD]
+        for _ in range(ist[I_QLEN]):             # deadlines rise along the queue
+            deadline = Q.arrival_s[i] + to
+            if deadline >= t:
+                break
+            if deadline > t0:
+                _add_areas(G, deadline - t0, queue, system)
+                t0 = deadline
+            queue -= 1
+            system -= 1
+            i = Q.nxt[i]
+    _add_areas(G, t - t0, queue, system)
+    fst[F_LAST_T] = t
 
 
 @njit(**_JIT)
@@ -888,7 +913,7 @@ def advance(Q, P, G, L, until):
             if ai >= n or te <= arr[ai]:
                 if te > until:
                     break
-                _integrate(G, te)
+                _integrate(Q, G, te)
                 if P.state[r] == STARTING:
                     _set_state(P, G, r, READY)
                     feed(Q, P, G, L, te)
@@ -900,10 +925,10 @@ def advance(Q, P, G, L, until):
         if ai >= n or arr[ai] > until:
             break
         ta = arr[ai]
-        _integrate(G, ta)
+        _integrate(Q, G, ta)
         ist[I_AI] = ai + 1
         _arrival(Q, P, G, L, ai, ta)
-    _integrate(G, until)
+    _integrate(Q, G, until)
     _purge(Q, G, until)
     G.fst[F_NOW] = until
     return 0
