@@ -15,6 +15,7 @@ SHORT = {"slo_attainment": "SLO", "meets_slo": "ok", "latency_p50_s": "p50 s",
          "cold_starts": "cold", "scale_events": "scale", "timed_out": "t/o",
          "ttft_p99_s": "TTFT99 s", "tpot_p99_s": "TPOT99 s", "itl_p99_s": "ITL99 s",
          "preemptions": "preempt"}
+LLM_SHORT = {"latency_p50_s": "e2e50 s", "latency_p99_s": "e2e99 s"}   # beside TTFT and TPOT
 
 
 def default_policies(sc: Any, trace: Any) -> list[str]:
@@ -114,7 +115,8 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     from rich.table import Table
 
     from trimtab.controllers.core.spec import parse_spec
-    from trimtab.sim.report import results_json, run_label, slo_text, table_fields, write_report
+    from trimtab.sim.report import (is_llm, results_json, run_label, slo_text, table_fields,
+                                    write_report)
     from trimtab.sim.scenario import load_scenario
     from trimtab.sim.traces import load_trace
 
@@ -164,9 +166,10 @@ def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Pat
     table = Table(title=f"trimtab replay: {sc.name} ({doc['requests']} requests, SLO "
                         f"{slo_text(slo.latency_s, slo.target, slo.ttft_s, slo.tpot_s)})")
     fields = table_fields(doc["results"], oracle is not None)
+    short = dict(SHORT, **LLM_SHORT) if is_llm(doc["results"]) else SHORT
     table.add_column("policy", no_wrap=True)
     for f in fields:
-        table.add_column(SHORT.get(f, f), justify="right")
+        table.add_column(short.get(f, f), justify="right")
     for r in doc["results"] + ([doc["oracle"]] if oracle else []):
         label = run_label(r) + (" (sweep best)" if r.get("sweep") else "")
         table.add_row(label, *(_cell(r.get(f)) for f in fields))

@@ -260,7 +260,7 @@ def test_the_cli_table_and_report_of_an_llm_scenario(tmp_path, monkeypatch):
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     header = next(line for line in res.output.splitlines() if "policy" in line)
-    for short in ("TTFT99 s", "TPOT99 s", "ITL99 s", "preempt", "p99 s"):
+    for short in ("TTFT99 s", "TPOT99 s", "ITL99 s", "preempt", "e2e99 s"):
         assert short in header, short
     assert "TTFT \u2264 2 s and TPOT \u2264 0.2 s" in res.output
     assert "1.87" in res.output and "0.391" in res.output
@@ -286,3 +286,30 @@ def test_an_llm_static_baseline_is_sized_from_the_step_model():
                             prompt_tokens=np.full(6000, 100), output_tokens=np.full(6000, 100))
     assert llm_replica_rps(sc, trace) == pytest.approx(128 / 4.56)
     assert static_replicas(sc, trace) == math.ceil(100 / (0.7 * 128 / 4.56))
+
+
+def test_an_llm_replay_end_to_end_through_the_cli(tmp_path):
+    """The real replay of a one-minute llm-peer: results, table, page and export agree."""
+    from trimtab.cli import app
+
+    out, om = tmp_path / "report", tmp_path / "llm.om"
+    res = CliRunner().invoke(app, ["replay", "--scenario", llm_scenario(tmp_path), "--policy",
+                                   "static:replicas=1", "--policy", "hpa", "--workers", "1",
+                                   "--out", str(out), "--json", str(tmp_path / "r.json"),
+                                   "--openmetrics", str(om), "--openmetrics-end-unix",
+                                   "1700000000"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    first = doc["results"][0]
+    assert set(LLM_SUMMARY_KEYS) <= set(first) and first["served"] > 30
+    assert f"{first['ttft_p99_s']:.4g}" in res.output and "TTFT99 s" in res.output
+    for name in ("ttft_p99.png", "tpot_p99.png", "kv_cache.png", "running_waiting.png"):
+        assert (out / name).stat().st_size > 5000, name
+    header = (out / "ticks_hpa.csv").read_text().splitlines()[0].split(",")
+    assert header[-len(LLM_TICK_COLUMNS):] == list(LLM_TICK_COLUMNS)
+    s = _samples(om.read_text())
+    assert _one(s, "vllm:prompt_tokens_total")[-1][1] == first["prompt_tokens"]
+    assert _one(s, "vllm:generation_tokens_total")[-1][1] == first["output_tokens"]
+    assert _one(s, "vllm:request_success_total")[-1][1] == first["served"]
+    assert _one(s, "vllm:num_preemptions_total")[-1][1] == first["preemptions"]
+    assert _one(s, "vllm:time_to_first_token_seconds_count")[-1][1] == first["served"]

@@ -182,3 +182,52 @@ def test_the_existing_policies_ignore_the_llm_fields(spec):
     d_plain, _ = policy.decide(plain, policy.initial_state(), plain.time_s)
     d_llm, _ = policy.decide(llm, policy.initial_state(), llm.time_s)
     assert d_plain == d_llm
+
+
+# --- end to end: what a policy sees in an LLM replay -------------------------------------------
+def test_the_snapshots_of_an_llm_replay_carry_the_engine_s_fields():
+    """A short llm-peer under a policy that records what it saw: every snapshot has the LLM
+    fields, and over the ticks they add up to the replay's totals (the exact source's windows
+    tile the run)."""
+    from dataclasses import dataclass, field
+
+    import yaml
+
+    from trimtab.controllers.core.types import Decision
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
+    from tests.conftest import REPO_ROOT
+
+    @dataclass
+    class Recorder:
+        name: str = "recorder"
+        interval_s: float = 15.0
+        params: dict = field(default_factory=dict)
+        seen: list = field(default_factory=list)
+
+        def initial_state(self) -> int:
+            return 0
+
+        def decide(self, snap: Snapshot, state: int, now_s: float):
+            self.seen.append(snap)
+            return Decision(replicas=1, reason="steady"), state
+
+    doc = yaml.safe_load((REPO_ROOT / "sim/data/scenarios/llm-peer.yaml").read_text())
+    doc["trace"].update(duration_s=200, rate_rps=1.5)
+    doc["trace"]["lengths"]["path"] = str(REPO_ROOT / "sim/data/traces/azure_llm_conv.csv")
+    rec = Recorder()
+    s = simulate(scenario_from_dict(doc), rec).summary
+    assert s["served"] == s["requests"] > 200
+    snaps = rec.seen
+    assert all(FieldGroup.LLM not in x.missing and x.engine_running is not None for x in snaps)
+    assert sum(x.ttft.total for x in snaps) == s["served"]
+    assert sum(x.itl.total for x in snaps) == s["output_tokens"] - s["served"]
+    assert sum(x.generation_tokens_rps * x.window_s for x in snaps) == pytest.approx(
+        s["output_tokens"])
+    assert sum(x.prompt_tokens_rps * x.window_s for x in snaps) == pytest.approx(
+        s["prompt_tokens"])
+    assert sum(x.preemptions_rps * x.window_s for x in snaps) == pytest.approx(s["preemptions"])
+    kv = [x.kv_cache_usage_ratio for x in snaps]
+    assert all(0.0 <= v <= 1.0 for v in kv) and max(kv) > 0.5
+    assert all(x.ttft.bounds_s == x.latency.bounds_s and 2.0 in x.ttft.bounds_s
+               and 0.2 in x.itl.bounds_s for x in snaps)
