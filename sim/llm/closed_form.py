@@ -9,8 +9,10 @@ std_error, detail), so ``sim validate`` can print them beside its queueing check
   arrivals. A request is then served by exactly one prefill step of its prompt, FIFO, one at a
   time: an M/G/1 queue whose service time is the step time of the prompt. The mean TTFT (= the
   sojourn) must match Pollaczek-Khinchine, ``E[T] = lambda E[S^2] / (2 (1 - rho)) + E[S]``,
-  within ``z`` batch-means standard errors; the waits must equal Lindley's recursion on the
-  engine's own step times (exact). One prompt length and ``cv = 0`` make it an M/D/1.
+  within ``z`` batch-means standard errors. Exact on the side: request i's step (the i-th)
+  must end at its start plus the model's prefill time of its prompt times the noise of step
+  i, and the waits must equal Lindley's recursion on those step times. One prompt length and
+  ``cv = 0`` make it an M/D/1.
 - ``fixed_decode_check``: ``k`` one-token prompts at t = 0 with ``output`` tokens each and no
   noise, queued until the replica appears at t = 0 (else the first arrival would start a step
   alone). Step 1 prefills all of them; step n >= 2 decodes all k with ``K = k n`` KV tokens, so
@@ -26,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from trimtab.sim.fleet.types import PENDING, SERVED
-from trimtab.sim.llm.types import ITL_BOUNDS_S, LlmRequests, SchedulerConfig, StepModel
+from trimtab.sim.llm.types import (ITL_BOUNDS_S, LlmRequests, SchedulerConfig, StepModel,
+                                   noise_factor)
 from trimtab.sim.queueing import lindley_waits
 
 __all__ = ["fixed_decode_check", "mg1_check", "pollaczek_khinchine_s"]
@@ -107,8 +110,12 @@ def mg1_check(engine_cls, *, rate_rps: float = 40.0,
     service = log["end_s"] - log["start_s"]
     waits = eng.first_scheduled_s - req.arrival_s
     one_step_each = len(service) == n and bool(np.all(log["scheduled"] == 1))
-    lindley_err = (float(np.max(np.abs(lindley_waits(req.arrival_s, service) - waits)))
-                   if one_step_each else math.inf)
+    lindley_err = step_err = math.inf
+    if one_step_each:
+        lindley_err = float(np.max(np.abs(lindley_waits(req.arrival_s, service) - waits)))
+        model_s = np.asarray([prefill_step_s(step, int(p)) * noise_factor(seed, 0, i, step.cv)
+                              for i, p in enumerate(req.prompt_tokens)])
+        step_err = float(np.max(np.abs(log["end_s"] - (log["start_s"] + model_s))))
     kind = "M/D/1" if len(values) == 1 and step.cv == 0 else "M/G/1"
     rho = rate_rps * mean_s
     ttft_is_sojourn = bool(np.array_equal(ttft, sojourn))
@@ -118,10 +125,13 @@ def mg1_check(engine_cls, *, rate_rps: float = 40.0,
              f"{n} requests, {batches} batch means after {first} warm-up"),
         _row(f"{kind}: max |wait - Lindley| (s)", 0.0, lindley_err, EXACT_TOLERANCE_S,
              lindley_err <= EXACT_TOLERANCE_S, None, "one prefill step per request"),
+        _row(f"{kind}: max |step end - (start + model x noise)| (s)", 0.0, step_err, 0.0,
+             step_err == 0.0, None, "c0 + c_prefill P + c_kv P + c_attn P^2"),
     ]
     return dict(kind=kind, rho=rho, mean_service_s=mean_s, second_moment_s2=second_s2,
                 theory_s=theory_s, mean_ttft_s=estimate, std_error_s=se, z=z, served=served,
                 ttft_is_sojourn=ttft_is_sojourn, lindley_max_err_s=lindley_err,
+                step_max_err_s=step_err,
                 passed=all(c["passed"] for c in checks) and ttft_is_sojourn, checks=checks)
 
 

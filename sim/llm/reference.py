@@ -8,6 +8,7 @@ events, lifecycle, time integrals).
 """
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -26,7 +27,6 @@ AREA_NAMES = ("area_live", "area_ready", "area_busy", "area_system", "area_queue
               "area_running", "area_waiting", "area_blocks")
 STEP_LOG_FIELDS = ("replica", "start_s", "end_s", "prefill_tokens", "decode_seqs", "kv_tokens",
                    "attn_pairs", "scheduled", "running", "waiting", "blocks_used")
-_BOUNDS = np.asarray(ITL_BOUNDS_S, dtype=np.float64)
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -164,7 +164,7 @@ class Ledger:
             self.c["prompt_tokens"] += q.prompt
         else:
             gap = t_s - q.last_token_s
-            self.itl_counts[int(np.searchsorted(_BOUNDS, gap, side="left"))] += 1
+            self.itl_counts[bisect.bisect_left(ITL_BOUNDS_S, gap)] += 1     # le buckets
             self.c["itl_sum_s"] += gap
             self.c["itl_count"] += 1
             if self.gaps is not None:
@@ -477,15 +477,16 @@ class ReferenceFleet:
                 self._queue.append(i)
             return
         self._give(r, i)
-        self._kick(r, t)
+        if self._kick(r, t):
+            self._feed(t)
 
     def _step_end(self, r: ReplicaScheduler, t: float) -> None:
         r.end_step()
         self._feed(t)
         if r.state == DRAINING and r.outstanding == 0:
             r.state = STOPPED
-        else:
-            self._kick(r, t)
+        elif self._kick(r, t):
+            self._feed(t)
 
     def _ready(self, r: ReplicaScheduler, t: float) -> None:
         r.ready_at_s = None
@@ -501,21 +502,31 @@ class ReferenceFleet:
             self.ledger.finish(i, TIMED_OUT, float(self.req.arrival_s[i]) + self.queue_timeout_s)
 
     def _feed(self, t: float) -> None:
-        self._purge(t)
-        fed: list[ReplicaScheduler] = []
-        while self._queue:
-            r = self._route(self._queue[0])
-            if r is None:
-                break
-            self._give(r, self._queue.popleft())
-            if r not in fed:
-                fed.append(r)
-        for r in fed:
-            self._kick(r, t)
+        """Purge, route the queue's head while some replica is eligible, kick the replicas
+        fed in the order first fed; again while those kicks failed a request (a failure frees
+        a slot that the SPEC's events would otherwise never fill)."""
+        failed = True
+        while failed:
+            self._purge(t)
+            fed: list[ReplicaScheduler] = []
+            while self._queue:
+                r = self._route(self._queue[0])
+                if r is None:
+                    break
+                self._give(r, self._queue.popleft())
+                if r not in fed:
+                    fed.append(r)
+            failed = False
+            for r in fed:
+                failed |= self._kick(r, t)
 
-    def _kick(self, r: ReplicaScheduler, t: float) -> None:
+    def _kick(self, r: ReplicaScheduler, t: float) -> bool:
+        """Start a step on ``r`` if it can take one; True when that failed a request."""
         if r.state in (READY, DRAINING) and r.step is None and (r.waiting or r.running):
+            before = self.ledger.c["failed"]
             r.schedule(t)
+            return self.ledger.c["failed"] > before
+        return False
 
     # ------------------------------------------------------------------ routing
     def _eligible(self) -> list[ReplicaScheduler]:

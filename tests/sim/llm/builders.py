@@ -65,9 +65,13 @@ def step(**overrides) -> StepModel:
 
 
 def fleet(engine_cls, reqs: LlmRequests, replicas: int = 1, *, sched_cfg=None, step_model=None,
-          **kw):
-    """An engine with ``replicas`` READY at t = 0."""
+          queue_first: bool = False, **kw):
+    """An engine with ``replicas`` READY at t = 0; with ``queue_first`` the arrivals at t = 0
+    wait in the router queue until then, so one step takes them together (else the first
+    arrival starts a step alone)."""
     f = engine_cls(reqs, sched_cfg or sched(), step_model or step(), **kw)
+    if queue_first:
+        f.advance(0.0)
     for _ in range(replicas):
         f.add_replica(0.0)
     return f
@@ -79,3 +83,14 @@ def drain(f, chunk_s: float = 100.0, max_s: float = 1e6) -> None:
         if f.now_s >= max_s:
             raise AssertionError(f"builders.drain: requests still pending at {f.now_s} s")
         f.advance(f.now_s + chunk_s)
+
+
+def explicit(arrival_s: Sequence[float], prompt: Sequence[int], output: Sequence[int],
+             keys: Sequence[Sequence[int]] | None = None) -> LlmRequests:
+    """A hand-written stream; ``keys[i]`` are request ``i``'s prefix block keys."""
+    if keys is None:
+        return LlmRequests(np.asarray(arrival_s, float), np.asarray(prompt), np.asarray(output))
+    offsets = np.concatenate([[0], np.cumsum([len(k) for k in keys])]).astype(np.int64)
+    flat = np.asarray([k for ks in keys for k in ks], dtype=np.int64)
+    return LlmRequests(np.asarray(arrival_s, float), np.asarray(prompt), np.asarray(output),
+                       offsets, flat)
