@@ -123,7 +123,7 @@ def peer_cmd(
                         f"{figures['engine']} engine, {requests} requests a rate")
     cols = ("rate_rps", "ttft_p50_s", "ttft_p99_s", "itl_p50_s", "itl_p99_s", "e2e_p50_s",
             "e2e_p99_s", "tpot_p50_s", "tpot_p99_s", "preemptions", "throughput_rps",
-            "output_tokens_per_s")
+            "output_tokens_per_s", "load_vs_saturation")
     for col in cols:
         table.add_column(col.replace("_s", " s").replace("_", " "), justify="right")
     for row in figures["rates"]:
