@@ -312,9 +312,10 @@ class ReplicaScheduler:
         self.steps += 1
         self.ledger.c["steps"] += 1
         self.step = Step(scheduled, t, t + step_s)
-        if self.ledger.step_log is not None:
-            self.ledger.step_log.append((self.id, t, self.step.end_s, p, d, k, a, len(scheduled),
-                             len(self.running), len(self.waiting), self.kv.used))
+        if self.ledger.step_log is not None:          # STEP_LOG_FIELDS, after scheduling
+            self.ledger.step_log.append((self.id, t, self.step.end_s, p, d, k, a,
+                                         len(scheduled), len(self.running), len(self.waiting),
+                                         self.kv.used))
         return self.step
 
     def end_step(self) -> None:
@@ -351,11 +352,10 @@ class ReferenceFleet:
                              "integer >= 0")
         self.req, self.sched, self.step_model, self.seed = requests, sched, step, seed
         self.router, self.max_queue = router, max_queue
-        self.limit: int | None = None
-        self.queue_timeout_s: float | None = None
         self._check_limit(limit)
         self._check_timeout(queue_timeout_s)
-        self.limit, self.queue_timeout_s = limit, queue_timeout_s
+        self.limit: int | None = limit                  # per replica; None: unbounded
+        self.queue_timeout_s: float | None = queue_timeout_s
         self.ledger = Ledger(requests, record_steps, record_gaps)
         led = self.ledger
         self.outcome, self.replica_of, self.finish_s = led.outcome, led.replica_of, led.finish_s
