@@ -125,6 +125,9 @@ def test_manual_clock_only_moves_forward():
     ("batch", ("batch_samples", "mean_batch_size")),
     ("replicas", ("ready_replicas", "starting_replicas", "desired_replicas")),
     ("gpu", ("gpu_memory_used_ratio", "gpu_busy_ratio")),
+    ("llm", ("engine_running", "engine_waiting", "kv_cache_usage_ratio", "ttft", "tpot", "itl",
+             "prompt_tokens_rps", "generation_tokens_rps", "preemptions_rps",
+             "prefix_cache_hit_ratio")),
 ])
 def test_each_field_group_names_snapshot_attributes(group, attributes):
     from dataclasses import fields
@@ -146,7 +149,7 @@ def test_a_plain_name_becomes_a_member_and_the_old_constants_are_members():
     assert t.FIELD_ARRIVAL_RATE in s.stale and "arrival_rate_rps" in s.stale
     assert s.with_(missing=s.missing | {"replicas"}).missing == {t.FIELD_GPU, t.FIELD_REPLICAS}
     assert {t.FIELD_ARRIVAL_RATE, t.FIELD_QUEUE_DEPTH, t.FIELD_IN_FLIGHT, t.FIELD_LATENCY,
-            t.FIELD_BATCH, t.FIELD_REPLICAS, t.FIELD_GPU} == t.ALL_FIELD_GROUPS
+            t.FIELD_BATCH, t.FIELD_REPLICAS, t.FIELD_GPU, t.FIELD_LLM} == t.ALL_FIELD_GROUPS
 
 
 @pytest.mark.parametrize("kw, needle", [
