@@ -144,7 +144,8 @@ def register_validate(app: typer.Typer) -> None:
     """``trimtab llm validate`` (the real-vLLM validation) lives in ``validate_real.py``
     (helper H4's module): registered here when that module exists. Its ``validate_cmd`` is
     a typer command function; it must keep heavy imports inside the function, since this
-    import runs whenever the ``trimtab`` command starts."""
+    import runs whenever the ``trimtab`` command starts. Registering again replaces it."""
+    app.registered_commands[:] = [c for c in app.registered_commands if c.name != "validate"]
     try:
         from trimtab.sim.llm.validate_real import validate_cmd
     except ModuleNotFoundError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -270,3 +272,16 @@ def test_cli_fits_step_records_from_a_file(tmp_path):
 def test_cli_reports_an_unknown_combination_and_exits_2():
     res = CliRunner().invoke(cli(), ["llm", "fit", "--model", "gpt-5"])
     assert res.exit_code == 2 and "no combination matches model=gpt-5" in res.output
+
+
+def test_validate_is_registered_when_its_module_exists(monkeypatch):
+    fake = types.ModuleType("trimtab.sim.llm.validate_real")
+
+    def validate_cmd() -> None:
+        """Stand-in for helper H4's command."""
+        typer.echo("validated")
+
+    fake.validate_cmd = validate_cmd
+    monkeypatch.setitem(sys.modules, "trimtab.sim.llm.validate_real", fake)
+    res = CliRunner().invoke(cli(), ["llm", "validate"])
+    assert res.exit_code == 0 and "validated" in res.output
