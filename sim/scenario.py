@@ -209,7 +209,8 @@ class ControllerConfig(_Strict):
 
 
 class Scenario(_Strict):
-    """One replay setup; ``trace.path`` is relative to the scenario file."""
+    """One replay setup; ``trace.path`` is relative to the scenario file, whose stem is the
+    ``name`` when none is given."""
 
     name: str = Field(min_length=1)
     trace: TraceConfig
@@ -321,6 +322,8 @@ def scenario_from_dict(data: Any, source: str = "<scenario>", base_dir: Path | N
         raise ScenarioError(f"{source}: the top level must be a mapping of keys (name, trace, "
                             f"service, replicas, slo, cost, controller), not "
                             f"{type(data).__name__}")
+    if "name" not in data and source != "<scenario>":
+        data = {"name": Path(source).stem, **data}     # a file's scenario is named by default
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
