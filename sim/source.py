@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from trimtab.controllers.core.types import (FIELD_ARRIVAL_RATE, FIELD_IN_FLIGHT, FIELD_LATENCY,
-                                            FIELD_QUEUE_DEPTH, FIELD_REPLICAS, Snapshot)
+                                            FIELD_LLM, FIELD_QUEUE_DEPTH, FIELD_REPLICAS,
+                                            Snapshot)
 from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.sim.fleet.model import Fleet, WindowStats
 from trimtab.sim.snapshot import build_snapshot, merge_windows
@@ -23,6 +24,8 @@ from trimtab.sim.snapshot import build_snapshot, merge_windows
 # What a read with no scrape yet (or only stale ones) cannot give: as the Prometheus source.
 EXPECTED = (FIELD_ARRIVAL_RATE, FIELD_QUEUE_DEPTH, FIELD_IN_FLIGHT, FIELD_LATENCY,
             FIELD_REPLICAS)
+# An LLM fleet's reads also expect the engine's fields (running, waiting, KV cache, TTFT...).
+EXPECTED_LLM = EXPECTED + (FIELD_LLM,)
 EPS_S = 1e-9
 
 
@@ -112,7 +115,7 @@ def measured_batch_s(cfg: SimSourceConfig, size: float, sim_s: float) -> float:
 def view_snapshot(cfg: SimSourceConfig, pieces: Sequence[Piece], now_s: float,
                   window_s: float, *, latency_bounds_s: tuple[float, ...],
                   concurrency_limit: int | None, max_batch_size: int, batch_timeout_ms: float,
-                  memory: Any = None) -> Snapshot:
+                  memory: Any = None, expected: tuple = EXPECTED) -> Snapshot:
     """What a read at ``now_s`` over ``window_s`` sees of ``pieces`` (oldest first); the pod
     settings are read back as in force now (from the workload, not from the scrape)."""
     end = None
@@ -122,7 +125,7 @@ def view_snapshot(cfg: SimSourceConfig, pieces: Sequence[Piece], now_s: float,
             end = i
             break
     if end is None:                       # nothing scraped yet: no series
-        return Snapshot(time_s=now_s, window_s=window_s, missing=frozenset(EXPECTED))
+        return Snapshot(time_s=now_s, window_s=window_s, missing=frozenset(expected))
     newest_s = pieces[end].w.t1_s
     first = end
     while first > 0 and pieces[first - 1].w.t1_s > newest_s - window_s + EPS_S:
@@ -146,7 +149,7 @@ def view_snapshot(cfg: SimSourceConfig, pieces: Sequence[Piece], now_s: float,
         changes["batch_samples"] = tuple((b, measured_batch_s(cfg, b, t))
                                          for b, t in snap.batch_samples)
     if cfg.staleness_s is not None and now_s - newest_s > cfg.staleness_s + EPS_S:
-        changes["stale"] = frozenset(f for f in EXPECTED if f not in snap.missing)
+        changes["stale"] = frozenset(f for f in expected if f not in snap.missing)
     return snap.with_(**changes) if changes else snap
 
 
@@ -160,7 +163,10 @@ class SimSource(Source):
 
     def __init__(self, fleet: Fleet, actuator: Any, cfg: SimSourceConfig,
                  latency_bounds_s: tuple[float, ...]) -> None:
+        from trimtab.sim.llm.fleet import LlmFleet   # here: it imports this package's modules
+
         self.fleet = fleet
+        self.llm = isinstance(fleet, LlmFleet)
         self.actuator = actuator
         self.cfg = cfg
         self.latency_bounds_s = latency_bounds_s
@@ -186,7 +192,8 @@ class SimSource(Source):
                              latency_bounds_s=self.latency_bounds_s,
                              concurrency_limit=self.actuator.concurrency_limit,
                              max_batch_size=f.max_batch,
-                             batch_timeout_ms=f.batch_timeout_s * 1000.0, memory=f.cfg.memory)
+                             batch_timeout_ms=f.batch_timeout_s * 1000.0, memory=f.cfg.memory,
+                             expected=EXPECTED_LLM if self.llm else EXPECTED)
         return {t.key: snap for t in targets}
 
     def _forget(self, now_s: float, window_s: float) -> None:
