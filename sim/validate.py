@@ -134,8 +134,25 @@ def run_validation(quick: bool = False, workers: int | None = None,
     for k, case in enumerate(cases):
         checks.extend(_combine(case, results[k * plan.seeds:(k + 1) * plan.seeds], plan))
     checks.extend(trace_invariants(quick, EXACT_TOLERANCE))
+    checks.extend(llm_checks(quick))
     if progress:
         progress(len(jobs) + 1, len(jobs) + 1)
+    return checks
+
+
+def llm_checks(quick: bool) -> list[Check]:
+    """The LLM engine's degenerate cases with a closed form, on the compiled engine the
+    replay runs: one output token and one sequence at a time is an M/G/1 queue (and M/D/1
+    with one prompt length); a fixed set of decode-only sequences steps at a fixed period."""
+    from trimtab.sim.llm.closed_form import fixed_decode_check, mg1_check
+    from trimtab.sim.llm.core import CompiledFleet
+
+    n = 12_000 if quick else 200_000
+    checks: list[Check] = []
+    for res in (mg1_check(CompiledFleet, n=n),
+                mg1_check(CompiledFleet, n=n, prompt_values=(512,), prompt_probs=None),
+                fixed_decode_check(CompiledFleet)):
+        checks.extend(Check(**row) for row in res["checks"])
     return checks
 
 
