@@ -127,7 +127,8 @@ _U32 = np.uint64(32)
 _ONE = np.uint64(1)
 _INV53 = 1.0 / 9007199254740992.0
 
-_JIT = dict(cache=True, nogil=True)
+_JIT = dict(cache=True, nogil=True, _nrt=False)   # no reference counting: nothing allocates
+_NRT = dict(cache=True, nogil=True)                # the test helpers that return new arrays
 
 
 # --------------------------------------------------------------------------- noise
@@ -155,7 +156,7 @@ def noise_factor(seed, replica, step, cv):
     return math.exp(math.sqrt(s2) * z - s2 / 2.0)
 
 
-@njit(**_JIT)
+@njit(**_NRT)
 def noise_many(seed, replicas, steps, cv):
     """``noise_factor`` over arrays (for the bit-for-bit test)."""
     out = np.empty(len(replicas))
@@ -171,7 +172,7 @@ def mean_ms(fst, p, d, k, a):
             + fst[F_CA] * float(a))
 
 
-@njit(**_JIT)
+@njit(**_NRT)
 def step_s_many(fst, seed, replicas, steps, p, d, k, a):
     """Step durations for given figures (for the bit-for-bit test)."""
     out = np.empty(len(p))
