@@ -289,17 +289,16 @@ class Scenario(_Strict):
         once when not passed."""
         if self.slo.latency_s is not None:
             return self.slo.latency_s
-        if self._policy_latency_s is None:
-            if trace is None:
+        if trace is None:
+            if self._policy_latency_s is None:
                 from trimtab.sim.traces import load_trace
 
-                trace = load_trace(self.trace, self.base_dir)
-            out = trace.output_tokens
-            median = float(np.median(np.maximum(out, 1))) if out is not None and len(out) \
-                else 1.0
-            self._policy_latency_s = (self.slo.ttft_s or 0.0) + \
-                self.slo.tpot_s * median  # type: ignore[operator]
-        return self._policy_latency_s
+                self._policy_latency_s = self.policy_latency_s(
+                    load_trace(self.trace, self.base_dir))
+            return self._policy_latency_s
+        out = trace.output_tokens
+        median = float(np.median(np.maximum(out, 1))) if out is not None and len(out) else 1.0
+        return (self.slo.ttft_s or 0.0) + self.slo.tpot_s * median  # type: ignore[operator]
 
     def step_model(self) -> StepModel:
         """The llm service's step-time model: its bundled or file profile."""
