@@ -245,7 +245,8 @@ class Scenario(_Strict):
         if r.router == "round_robin":
             raise ValueError("replicas.router = 'round_robin' does not apply to service.model "
                              "'llm'; use least_outstanding or prefix_aware")
-        if r.router == "prefix_aware" and not self.service.scheduler.prefix_caching:  # type: ignore[union-attr]
+        sched = self.service.scheduler
+        if r.router == "prefix_aware" and not (sched is not None and sched.prefix_caching):
             raise ValueError("replicas.router = 'prefix_aware' needs "
                              "service.scheduler.prefix_caching: true (no cache, no prefix)")
         if self.trace.format not in LENGTH_FORMATS and self.trace.lengths is None:
