@@ -56,21 +56,19 @@ class CompiledFleet:
         self._hsize = 1 << hbits
 
         self.outcome = np.zeros(n, np.int8)
-        self.replica_of = np.full(n, -1, np.int32)
-        self.first_scheduled_s = np.full(n, np.nan)
-        self.first_token_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.preemptions = np.zeros(n, np.int32)
-        self.generated = np.zeros(n, np.int32)
-        self._q = K.Reqs(
-            arrival_s=requests.arrival_s, prompt=requests.prompt_tokens,
-            output=requests.output_tokens, key_off=key_off, keys=requests.keys,
-            outcome=self.outcome, replica_of=self.replica_of,
-            first_scheduled_s=self.first_scheduled_s, first_token_s=self.first_token_s,
-            finish_s=self.finish_s, preemptions=self.preemptions, generated=self.generated,
-            computed=np.zeros(n, np.int32), blocks=np.zeros(n, np.int32),
-            last_token_s=np.full(n, np.nan), nxt=np.full(n, -1, np.int32),
-            slot=np.full(n if prefix else 1, -1, np.int32))
+        rqi = np.zeros((n, K.N_RQI), np.int32)
+        rqi[:, K.C_NXT] = rqi[:, K.C_SLOT] = rqi[:, K.C_REP] = -1
+        rqf = np.full((n, K.N_RQF), np.nan)
+        # The per-request results are column views of the engine's two tables.
+        self.replica_of = rqi[:, K.C_REP]
+        self.preemptions = rqi[:, K.C_PRE]
+        self.generated = rqi[:, K.C_GEN]
+        self.first_scheduled_s = rqf[:, K.T_SCHED]
+        self.first_token_s = rqf[:, K.T_TOK]
+        self.finish_s = rqf[:, K.T_FIN]
+        self._q = K.Reqs(arrival_s=requests.arrival_s, prompt=requests.prompt_tokens,
+                         output=requests.output_tokens, key_off=key_off, keys=requests.keys,
+                         outcome=self.outcome, rqi=rqi, rqf=rqf, fin=np.zeros(n, np.int64))
 
         ist = np.zeros(K.N_IST, np.int64)
         ist[K.I_QHEAD] = ist[K.I_QTAIL] = -1
@@ -86,21 +84,21 @@ class CompiledFleet:
         ist[K.I_REC] = int(self._record)
         ist[K.I_HMASK] = self._hsize - 1
         ist[K.I_HSHIFT] = 64 - hbits
+        ist[K.I_SEED] = np.array([int(seed) & MASK64], np.uint64).view(np.int64)[0]
         fst = np.zeros(K.N_FST)
         fst[K.F_LAST_GAP] = np.nan
         fst[K.F_C0], fst[K.F_CP], fst[K.F_CD] = step.c0_ms, step.c_prefill_ms, step.c_decode_ms
         fst[K.F_CKV], fst[K.F_CA], fst[K.F_CV] = step.c_kv_ms, step.c_attn_ms, step.cv
         self.itl_counts = np.zeros(len(ITL_BOUNDS_S) + 1, np.int64)
-        self._g = K.Glob(ist=ist, fst=fst, seed=np.array([int(seed) & MASK64], np.uint64),
-                         itl_counts=self.itl_counts, bounds=np.array(ITL_BOUNDS_S),
-                         fin=np.zeros(n, np.int64),
+        self._g = K.Glob(ist=ist, fst=fst, itl_counts=self.itl_counts,
+                         bounds=np.array(ITL_BOUNDS_S),
                          scratch=np.zeros(max(max_keys, 1), np.int32))
         self._fin_read = 0
         if queue_timeout_s is not None:
             ist[K.I_HAS_TO], fst[K.F_TIMEOUT] = 1, float(queue_timeout_s)
         self._p = self._new_reps(_REP_INIT)
         self._log = self._new_log(_LOG_INIT if self._record else 1)
-        ist[K.I_LOGCAP] = len(self._log.replica)
+        ist[K.I_LOGCAP] = len(self._log.logi)
 
     # ----------------------------------------------------------------- tables
     def _new_reps(self, cap: int) -> K.Reps:
@@ -108,30 +106,25 @@ class CompiledFleet:
         prefix = self._bcap > 0
         pb = nb if prefix else 1
         ph = self._hsize if prefix else 1
-        return K.Reps(
-            state=np.full(cap, K.STOPPED, np.int8), busy=np.zeros(cap, np.bool_),
-            ev_t=np.zeros(cap), hpos=np.full(cap, -1, np.int32), heap=np.zeros(cap, np.int32),
-            steps=np.zeros(cap, np.int64), outstanding=np.zeros(cap, np.int64),
-            n_run=np.zeros(cap, np.int32), run=np.zeros((cap, s), np.int32),
-            n_wait=np.zeros(cap, np.int32), w_head=np.full(cap, -1, np.int32),
-            w_tail=np.full(cap, -1, np.int32), free=np.full(cap, nb, np.int64),
-            preempts=np.zeros(cap, np.int64), n_sched=np.zeros(cap, np.int32),
-            sched_q=np.zeros((cap, s), np.int32), sched_new=np.zeros((cap, s), np.int32),
-            fed_mark=np.zeros(cap, np.bool_), fed_list=np.zeros(cap, np.int32),
-            ref=np.zeros((cap, pb), np.int32), bkey=np.zeros((cap, pb), np.int64),
-            keyed=np.zeros((cap, pb), np.bool_), lru_prev=np.full((cap, pb), -1, np.int32),
-            lru_next=np.full((cap, pb), -1, np.int32), lru_head=np.full(cap, -1, np.int32),
-            lru_tail=np.full(cap, -1, np.int32), n_cached=np.zeros(cap, np.int32),
-            ustack=np.tile(np.arange(pb - 1, -1, -1, dtype=np.int32), (cap, 1)),
-            n_unc=np.full(cap, nb if prefix else 0, np.int32),
-            ht_key=np.zeros((cap, ph), np.int64), ht_blk=np.full((cap, ph), -1, np.int32),
-            btab=np.zeros((cap, s if prefix else 1, max(self._bcap, 1)), np.int32),
-            slot_stack=np.tile(np.arange(s - 1, -1, -1, dtype=np.int32), (cap, 1)),
-            n_slot=np.full(cap, s, np.int32))
+        rp = np.zeros((cap, K.N_RP), np.int64)
+        rp[:, K.R_STATE] = K.STOPPED
+        rp[:, [K.R_WHEAD, K.R_WTAIL, K.R_HPOS, K.R_LRUH, K.R_LRUT]] = -1
+        rp[:, K.R_FREE] = nb
+        rp[:, K.R_NUNC] = nb if prefix else 0
+        rp[:, K.R_NSLOT] = s
+        rs = np.zeros((cap, K.N_RS, s), np.int32)
+        rs[:, K.S_SLOTS, :] = np.arange(s - 1, -1, -1, dtype=np.int32)
+        blk = np.zeros((cap, K.N_BLK, pb), np.int32)
+        blk[:, [K.B_PREV, K.B_NEXT], :] = -1
+        blk[:, K.B_USTACK, :] = np.arange(pb - 1, -1, -1, dtype=np.int32)
+        return K.Reps(rp=rp, ev_t=np.zeros(cap), rs=rs, blk=blk,
+                      bkey=np.zeros((cap, pb), np.int64), htk=np.zeros((cap, ph), np.int64),
+                      htb=np.full((cap, ph), -1, np.int32),
+                      btab=np.zeros((cap, s if prefix else 1, max(self._bcap, 1)), np.int32))
 
     def _grow_reps(self) -> None:
         old = self._p
-        cap = len(old.state)
+        cap = len(old.ev_t)
         new = self._new_reps(2 * cap)
         for a, b in zip(old, new):
             b[:cap] = a
@@ -139,21 +132,16 @@ class CompiledFleet:
 
     @staticmethod
     def _new_log(cap: int) -> K.Log:
-        i32, i64, f64 = np.int32, np.int64, np.float64
-        return K.Log(replica=np.zeros(cap, i32), start_s=np.zeros(cap, f64),
-                     end_s=np.zeros(cap, f64), prefill_tokens=np.zeros(cap, i64),
-                     decode_seqs=np.zeros(cap, i64), kv_tokens=np.zeros(cap, i64),
-                     attn_pairs=np.zeros(cap, i64), scheduled=np.zeros(cap, i32),
-                     running=np.zeros(cap, i32), waiting=np.zeros(cap, i32),
-                     blocks_used=np.zeros(cap, i32))
+        return K.Log(logi=np.zeros((cap, len(K.LOG_INT)), np.int64),
+                     logf=np.zeros((cap, len(K.LOG_FLOAT))))
 
     def _room_in_log(self) -> None:
         """Make room for one handler's steps (at most one per replica, plus one)."""
         ist = self._g.ist
-        if not self._record or ist[K.I_LOGCAP] - ist[K.I_LOG] >= ist[K.I_NREP] + 2:
+        if not self._record or ist[K.I_LOGCAP] - ist[K.I_LOG] >= ist[K.I_NREP] + 1:
             return
         old, n = self._log, int(ist[K.I_LOG])
-        cap = max(2 * len(old.replica), n + 2 * int(ist[K.I_NREP]) + 4)
+        cap = max(2 * len(old.logi), n + 2 * int(ist[K.I_NREP]) + 4)
         new = self._new_log(cap)
         for a, b in zip(old, new):
             b[:n] = a[:n]
@@ -187,10 +175,11 @@ class CompiledFleet:
             raise ValueError(f"CompiledFleet.add_replica: ready_at_s = {ready_at_s!r}, must "
                              "be finite")
         r = int(self._g.ist[K.I_NREP])
-        if r == len(self._p.state):
+        if r == len(self._p.ev_t):
             self._grow_reps()
         self._room_in_log()
-        K.add_replica(self._q, self._p, self._g, self._log, r, float(ready_at_s))
+        if K.add_replica(self._p, self._g, r, float(ready_at_s)):
+            K.feed_now(self._q, self._p, self._g, self._log)
         return r
 
     def _check_replica(self, r: int) -> None:
@@ -207,8 +196,9 @@ class CompiledFleet:
         """Per-replica cap on outstanding requests (None: unbounded), then feed."""
         _check_count("limit", limit, 0)
         self._room_in_log()
-        K.set_limit(self._q, self._p, self._g, self._log,
-                    K.NO_LIMIT if limit is None else int(limit))
+        self._g.ist[K.I_LIMIT] = K.NO_LIMIT if limit is None else int(limit)
+        K.recount_eligible(self._p.rp, self._g.ist)
+        K.feed_now(self._q, self._p, self._g, self._log)
 
     def set_queue_timeout_s(self, t_s: float | None) -> None:
         """Router-queue timeout (None: never), then purge."""
@@ -220,7 +210,7 @@ class CompiledFleet:
     def take_finished(self) -> np.ndarray:
         """Ids that reached an outcome since the last call, in the order they did."""
         n = int(self._g.ist[K.I_FIN])
-        out = self._g.fin[self._fin_read:n].copy()
+        out = self._q.fin[self._fin_read:n].copy()
         self._fin_read = n
         return out
 
@@ -239,16 +229,18 @@ class CompiledFleet:
         return out
 
     def replicas(self) -> dict[str, np.ndarray]:
-        p, n = self._p, int(self._g.ist[K.I_NREP])
-        return {"state": p.state[:n].copy(), "running": p.n_run[:n].astype(np.int64),
-                "waiting": p.n_wait[:n].astype(np.int64),
-                "blocks_used": (self.sched.num_blocks - p.free[:n]).astype(np.int64),
-                "busy": p.busy[:n].copy(), "preemptions": p.preempts[:n].copy(),
-                "steps": p.steps[:n].copy()}
+        rp = self._p.rp[:int(self._g.ist[K.I_NREP])]
+        return {"state": rp[:, K.R_STATE].astype(np.int8),
+                "running": rp[:, K.R_NRUN].copy(), "waiting": rp[:, K.R_NWAIT].copy(),
+                "blocks_used": self.sched.num_blocks - rp[:, K.R_FREE],
+                "busy": rp[:, K.R_BUSY].astype(np.bool_), "preemptions": rp[:, K.R_PRE].copy(),
+                "steps": rp[:, K.R_STEPS].copy()}
 
     def step_log(self) -> dict[str, np.ndarray]:
-        n = int(self._g.ist[K.I_LOG])
+        """Per step, in the order steps started (``record_steps=True``)."""
         if not self._record:
             raise ValueError("CompiledFleet.step_log: needs record_steps=True")
-        return {k: v[:n].astype(np.float64 if k.endswith("_s") else np.int64)
-                for k, v in self._log._asdict().items()}
+        n = int(self._g.ist[K.I_LOG])
+        out = {k: self._log.logi[:n, j].copy() for j, k in enumerate(K.LOG_INT)}
+        out.update({k: self._log.logf[:n, j].copy() for j, k in enumerate(K.LOG_FLOAT)})
+        return out

@@ -1,22 +1,26 @@
 """The numba kernels of the compiled LLM fleet engine (``core.py``), over struct-of-arrays state.
 
-Everything follows ``sim/llm/SPEC.md`` line by line; the state lives in three named tuples of
-numpy arrays (``Reqs``: per request, ``Reps``: per replica, ``Glob``: scalars, counters and
-buffers) plus the step log (``Log``), all built and grown by ``core.py`` between calls.
+Everything follows ``sim/llm/SPEC.md`` rule by rule. The state is a few 2-D numpy tables in
+four named tuples (``Reqs``: per request, ``Reps``: per replica, ``Glob``: scalars, counters,
+histogram; ``Log``: the step log), built and grown by ``core.py`` between calls. Few, wide
+tables rather than one array per field: a numba call passes every array of its arguments
+(pointers, shape, strides), so the kernels' cost per call grows with the number of arrays.
 
-Data structures (why they are fast):
+Data structures:
 - replica events: an indexed binary min-heap of replica ids keyed ``(ev_t[r], r)``; the replica
-  being handled stays at the top while it is handled and is re-keyed in place when it starts its
-  next step (one sift instead of a pop and a push);
+  being handled stays in the heap while it is handled and is re-keyed in place when it starts
+  its next step (one sift instead of a pop and a push);
 - arrivals: a pointer into the sorted arrival array;
-- the router queue and every replica's waiting deque: singly linked lists through ``nxt`` (a
-  request is in at most one of them; a preempted request is pushed at the front);
-- running: ``run[r, :n_run[r]]`` in admission order; the step in progress: ``sched_q`` and
-  ``sched_new`` of the replica;
+- the router queue and every replica's waiting deque: singly linked lists through the request
+  column ``C_NXT`` (a request is in at most one; a preempted request is pushed at the front);
+- running: ``rs[r, S_RUN, :n_run]`` in admission order; the step in progress: ``S_SQ``/``S_SNEW``;
+- kicks: a handler lists the replicas it gives work to (column ``R_KQ``) and ``_settle`` kicks
+  them in that order, feeding again while a round of kicks FAILED a request (SPEC step 3);
 - prefix caching: per replica a linear-probing hash table key -> block (backward-shift
-  deletion), per block a reference count, a key and links of the LRU list of free cached
-  blocks, a stack of free uncached blocks, and per running request a row of its block ids
-  (``btab[r, slot[q], :]``).
+  deletion), per block a reference count, a keyed flag, links of the LRU list of free cached
+  blocks and a stack of free uncached blocks; per running request its block ids
+  (``btab[r, slot, :]``, a slot per running sequence).
+No kernel allocates, so they run without NRT reference counting (``_nrt=False``).
 """
 from __future__ import annotations
 
@@ -30,91 +34,49 @@ from numba import njit
 PENDING, SERVED, SHED, TIMED_OUT, FAILED = 0, 1, 2, 3, 4
 STARTING, READY, DRAINING, STOPPED = 0, 1, 2, 3
 
-# ``Glob.ist`` (int64) slots.
-I_AI = 0            # next arrival (= arrivals done)
-I_QHEAD = 1         # router queue head (-1: empty)
-I_QTAIL = 2
-I_QLEN = 3
-I_NREP = 4          # replicas created
-I_HSIZE = 5         # heap size
-I_FIN = 6           # finished-log length
-I_LOG = 7           # step-log length
-I_LOGCAP = 8
-I_NLIVE = 9
-I_NREADY = 10
-I_NBUSY = 11
-I_NELIG = 12        # READY replicas with outstanding < limit
-I_RUN_TOT = 13
-I_WAIT_TOT = 14
-I_BLK_TOT = 15
-I_STEPS = 16
-I_PROMPT = 17
-I_OUTPUT = 18
-I_PREEMPT = 19
-I_PQ = 20
-I_PH = 21
-I_ITLC = 22
-I_SERVED = 23
-I_SHED = 24
-I_TIMEDOUT = 25
-I_FAILED = 26
-I_ARRIVED = 27
-I_MAXSEQ = 28
-I_MNBT = 29
-I_CHUNK = 30
-I_BS = 31
-I_NB = 32
-I_PREFIX = 33
-I_ROUTER = 34       # 0 least_outstanding, 1 prefix_aware
-I_MAXQ = 35         # -1: unbounded
-I_LIMIT = 36
-I_REC = 37
-I_HAS_TO = 38
-I_HMASK = 39        # hash table size - 1
-I_HSHIFT = 40       # 64 - log2(hash table size)
-I_GAP_IDX = 41      # ITL bucket of the last gap seen
-N_IST = 42
+# Per request, int32 ``rqi[i, :]``.
+C_COMP, C_BLK, C_NXT, C_SLOT, C_GEN, C_PRE, C_REP = 0, 1, 2, 3, 4, 5, 6
+N_RQI = 8
+# Per request, float64 ``rqf[i, :]``.
+T_SCHED, T_TOK, T_FIN, T_LAST = 0, 1, 2, 3
+N_RQF = 4
+# Per replica, int64 ``rp[r, :]`` (R_HEAP and R_KQ are whole-fleet lists stored by row).
+(R_STATE, R_BUSY, R_STEPS, R_OUT, R_NRUN, R_NWAIT, R_WHEAD, R_WTAIL, R_FREE, R_PRE, R_NSCHED,
+ R_HPOS, R_HEAP, R_FED, R_KQ, R_LRUH, R_LRUT, R_NCACHED, R_NUNC, R_NSLOT) = range(20)
+N_RP = 20
+# Per replica and running slot, int32 ``rs[r, :, k]``.
+S_RUN, S_SQ, S_SNEW, S_SLOTS = 0, 1, 2, 3
+N_RS = 4
+# Per replica and KV block (prefix caching), int32 ``blk[r, :, b]``.
+B_REF, B_KEYED, B_PREV, B_NEXT, B_USTACK = 0, 1, 2, 3, 4
+N_BLK = 5
+# The step log: int64 ``logi[m, :]`` and float64 ``logf[m, :]``.
+LOG_INT = ("replica", "prefill_tokens", "decode_seqs", "kv_tokens", "attn_pairs", "scheduled",
+           "running", "waiting", "blocks_used")
+LOG_FLOAT = ("start_s", "end_s")
 
+# ``Glob.ist`` (int64) slots.
+(I_AI, I_QHEAD, I_QTAIL, I_QLEN, I_NREP, I_HSIZE, I_FIN, I_LOG, I_LOGCAP, I_NLIVE, I_NREADY,
+ I_NBUSY, I_NELIG, I_RUN_TOT, I_WAIT_TOT, I_BLK_TOT, I_STEPS, I_PROMPT, I_OUTPUT, I_PREEMPT,
+ I_PQ, I_PH, I_ITLC, I_SERVED, I_SHED, I_TIMEDOUT, I_FAILED, I_ARRIVED, I_MAXSEQ, I_MNBT,
+ I_CHUNK, I_BS, I_NB, I_PREFIX, I_ROUTER, I_MAXQ, I_LIMIT, I_REC, I_HAS_TO, I_HMASK, I_HSHIFT,
+ I_GAP_IDX, I_SEED) = range(43)
+N_IST = 43
 # ``Glob.fst`` (float64) slots.
-F_NOW = 0
-F_LAST_T = 1        # areas integrated up to here
-F_A_LIVE = 2
-F_A_READY = 3
-F_A_BUSY = 4
-F_A_SYSTEM = 5
-F_A_QUEUE = 6
-F_A_RUNNING = 7
-F_A_WAITING = 8
-F_A_BLOCKS = 9
-F_ITL_SUM = 10
-F_TIMEOUT = 11
-F_C0 = 12
-F_CP = 13
-F_CD = 14
-F_CKV = 15
-F_CA = 16
-F_CV = 17
-F_LAST_GAP = 18
+(F_NOW, F_LAST_T, F_A_LIVE, F_A_READY, F_A_BUSY, F_A_SYSTEM, F_A_QUEUE, F_A_RUNNING,
+ F_A_WAITING, F_A_BLOCKS, F_ITL_SUM, F_TIMEOUT, F_C0, F_CP, F_CD, F_CKV, F_CA, F_CV,
+ F_LAST_GAP) = range(19)
 N_FST = 19
 
 NO_LIMIT = 1 << 62
 ROUTERS = {"least_outstanding": 0, "prefix_aware": 1}
+PREFIX_AWARE_SLACK = 4          # SPEC: candidates have outstanding <= min + 4
 
-Reqs = namedtuple("Reqs", [
-    "arrival_s", "prompt", "output", "key_off", "keys",
-    "outcome", "replica_of", "first_scheduled_s", "first_token_s", "finish_s", "preemptions",
-    "generated", "computed", "blocks", "last_token_s", "nxt", "slot"])
-Reps = namedtuple("Reps", [
-    "state", "busy", "ev_t", "hpos", "heap", "steps", "outstanding", "n_run", "run", "n_wait",
-    "w_head", "w_tail", "free", "preempts", "n_sched", "sched_q", "sched_new", "fed_mark",
-    "fed_list",
-    # prefix caching (tiny placeholders when it is off)
-    "ref", "bkey", "keyed", "lru_prev", "lru_next", "lru_head", "lru_tail", "n_cached",
-    "ustack", "n_unc", "ht_key", "ht_blk", "btab", "slot_stack", "n_slot"])
-Glob = namedtuple("Glob", ["ist", "fst", "seed", "itl_counts", "bounds", "fin", "scratch"])
-Log = namedtuple("Log", ["replica", "start_s", "end_s", "prefill_tokens", "decode_seqs",
-                         "kv_tokens", "attn_pairs", "scheduled", "running", "waiting",
-                         "blocks_used"])
+Reqs = namedtuple("Reqs", ["arrival_s", "prompt", "output", "key_off", "keys", "outcome",
+                           "rqi", "rqf", "fin"])
+Reps = namedtuple("Reps", ["rp", "ev_t", "rs", "blk", "bkey", "htk", "htb", "btab"])
+Glob = namedtuple("Glob", ["ist", "fst", "itl_counts", "bounds", "scratch"])
+Log = namedtuple("Log", ["logi", "logf"])
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -127,8 +89,9 @@ _U32 = np.uint64(32)
 _ONE = np.uint64(1)
 _INV53 = 1.0 / 9007199254740992.0
 
-_JIT = dict(cache=True, nogil=True, _nrt=False)   # no reference counting: nothing allocates
-_NRT = dict(cache=True, nogil=True)                # the test helpers that return new arrays
+_JIT = dict(cache=True, nogil=True, _nrt=False)
+_INLINE = dict(cache=True, nogil=True, _nrt=False, inline="always")   # one call site
+_NRT = dict(cache=True, nogil=True)          # the test helpers that return new arrays
 
 
 # --------------------------------------------------------------------------- noise
@@ -144,7 +107,7 @@ def splitmix64(x):
 
 @njit(**_JIT)
 def noise_factor(seed, replica, step, cv):
-    """``types.noise_factor`` for ``seed`` already reduced to uint64; bit for bit the same."""
+    """``types.noise_factor`` with ``seed`` already reduced to uint64; bit for bit the same."""
     if cv == 0.0:
         return 1.0
     h = splitmix64(seed ^ splitmix64((np.uint64(replica) << _U32) ^ np.uint64(step)))
@@ -156,6 +119,13 @@ def noise_factor(seed, replica, step, cv):
     return math.exp(math.sqrt(s2) * z - s2 / 2.0)
 
 
+@njit(**_JIT)
+def mean_ms(fst, p, d, k, a):
+    """``StepModel.mean_ms`` in its evaluation order."""
+    return (fst[F_C0] + fst[F_CP] * float(p) + fst[F_CD] * float(d) + fst[F_CKV] * float(k)
+            + fst[F_CA] * float(a))
+
+
 @njit(**_NRT)
 def noise_many(seed, replicas, steps, cv):
     """``noise_factor`` over arrays (for the bit-for-bit test)."""
@@ -165,16 +135,9 @@ def noise_many(seed, replicas, steps, cv):
     return out
 
 
-@njit(**_JIT)
-def mean_ms(fst, p, d, k, a):
-    """``StepModel.mean_ms`` in its evaluation order."""
-    return (fst[F_C0] + fst[F_CP] * float(p) + fst[F_CD] * float(d) + fst[F_CKV] * float(k)
-            + fst[F_CA] * float(a))
-
-
 @njit(**_NRT)
 def step_s_many(fst, seed, replicas, steps, p, d, k, a):
-    """Step durations for given figures (for the bit-for-bit test)."""
+    """Step durations as the engine computes them (for the bit-for-bit test)."""
     out = np.empty(len(p))
     for j in range(len(p)):
         out[j] = (mean_ms(fst, p[j], d[j], k[j], a[j]) / 1000.0
@@ -191,124 +154,121 @@ def _less(ev_t, a, b):
 
 
 @njit(**_JIT)
-def _sift_up(P, k):
-    heap = P.heap
-    pos = P.hpos
-    r = heap[k]
+def _sift_up(rp, ev_t, k):
+    r = rp[k, R_HEAP]
     while k > 0:
         p = (k - 1) >> 1
-        q = heap[p]
-        if _less(P.ev_t, r, q):
-            heap[k] = q
-            pos[q] = k
+        q = rp[p, R_HEAP]
+        if _less(ev_t, r, q):
+            rp[k, R_HEAP] = q
+            rp[q, R_HPOS] = k
             k = p
         else:
             break
-    heap[k] = r
-    pos[r] = k
+    rp[k, R_HEAP] = r
+    rp[r, R_HPOS] = k
     return k
 
 
 @njit(**_JIT)
-def _sift_down(P, n, k):
-    heap = P.heap
-    pos = P.hpos
-    r = heap[k]
+def _sift_down(rp, ev_t, n, k):
+    r = rp[k, R_HEAP]
     while True:
         c = 2 * k + 1
         if c >= n:
             break
-        if c + 1 < n and _less(P.ev_t, heap[c + 1], heap[c]):
+        if c + 1 < n and _less(ev_t, rp[c + 1, R_HEAP], rp[c, R_HEAP]):
             c += 1
-        q = heap[c]
-        if _less(P.ev_t, q, r):
-            heap[k] = q
-            pos[q] = k
+        q = rp[c, R_HEAP]
+        if _less(ev_t, q, r):
+            rp[k, R_HEAP] = q
+            rp[q, R_HPOS] = k
             k = c
         else:
             break
-    heap[k] = r
-    pos[r] = k
+    rp[k, R_HEAP] = r
+    rp[r, R_HPOS] = k
 
 
 @njit(**_JIT)
 def _set_event(P, G, r, t):
+    rp = P.rp
     P.ev_t[r] = t
-    k = P.hpos[r]
+    k = rp[r, R_HPOS]
     if k < 0:
         n = G.ist[I_HSIZE]
-        P.heap[n] = r
-        P.hpos[r] = n
+        rp[n, R_HEAP] = r
+        rp[r, R_HPOS] = n
         G.ist[I_HSIZE] = n + 1
-        _sift_up(P, n)
+        _sift_up(rp, P.ev_t, n)
     else:
-        k = _sift_up(P, k)
-        _sift_down(P, G.ist[I_HSIZE], k)
+        k = _sift_up(rp, P.ev_t, k)
+        _sift_down(rp, P.ev_t, G.ist[I_HSIZE], k)
 
 
 @njit(**_JIT)
 def _remove_event(P, G, r):
-    k = P.hpos[r]
+    rp = P.rp
+    k = rp[r, R_HPOS]
     if k < 0:
         return
     n = G.ist[I_HSIZE] - 1
     G.ist[I_HSIZE] = n
-    P.hpos[r] = -1
+    rp[r, R_HPOS] = -1
     if k < n:
-        last = P.heap[n]
-        P.heap[k] = last
-        P.hpos[last] = k
-        k = _sift_up(P, k)
-        _sift_down(P, n, k)
+        last = rp[n, R_HEAP]
+        rp[k, R_HEAP] = last
+        rp[last, R_HPOS] = k
+        k = _sift_up(rp, P.ev_t, k)
+        _sift_down(rp, P.ev_t, n, k)
 
 
 # --------------------------------------------------------------------------- bookkeeping
 @njit(**_JIT)
-def _eligible(P, G, r):
-    return P.state[r] == READY and P.outstanding[r] < G.ist[I_LIMIT]
+def _eligible(rp, ist, r):
+    return rp[r, R_STATE] == READY and rp[r, R_OUT] < ist[I_LIMIT]
 
 
 @njit(**_JIT)
-def _set_state(P, G, r, s):
-    ist = G.ist
-    old = P.state[r]
-    e0 = _eligible(P, G, r)
+def _set_state(rp, ist, r, s):
+    old = rp[r, R_STATE]
+    e0 = _eligible(rp, ist, r)
     if old <= DRAINING:
         ist[I_NLIVE] -= 1
     if old == READY:
         ist[I_NREADY] -= 1
-    P.state[r] = s
+    rp[r, R_STATE] = s
     if s <= DRAINING:
         ist[I_NLIVE] += 1
     if s == READY:
         ist[I_NREADY] += 1
-    ist[I_NELIG] += int(_eligible(P, G, r)) - int(e0)
+    ist[I_NELIG] += int(_eligible(rp, ist, r)) - int(e0)
 
 
 @njit(**_JIT)
-def _out_add(P, G, r, d):
-    e0 = _eligible(P, G, r)
-    P.outstanding[r] += d
-    G.ist[I_NELIG] += int(_eligible(P, G, r)) - int(e0)
+def _out_add(rp, ist, r, d):
+    e0 = _eligible(rp, ist, r)
+    rp[r, R_OUT] += d
+    ist[I_NELIG] += int(_eligible(rp, ist, r)) - int(e0)
 
 
 @njit(**_JIT)
-def recount_eligible(P, G):
+def recount_eligible(rp, ist):
     n = 0
-    for r in range(G.ist[I_NREP]):
-        if _eligible(P, G, r):
+    for r in range(ist[I_NREP]):
+        if _eligible(rp, ist, r):
             n += 1
-    G.ist[I_NELIG] = n
+    ist[I_NELIG] = n
 
 
 @njit(**_JIT)
-def _finish(Q, G, i, outcome, t, counter):
+def _finish(Q, ist, i, outcome, t, counter):
     Q.outcome[i] = outcome
-    Q.finish_s[i] = t
-    G.ist[counter] += 1
-    f = G.ist[I_FIN]
-    G.fin[f] = i
-    G.ist[I_FIN] = f + 1
+    Q.rqf[i, T_FIN] = t
+    ist[counter] += 1
+    f = ist[I_FIN]
+    Q.fin[f] = i
+    ist[I_FIN] = f + 1
 
 
 @njit(**_JIT)
@@ -349,342 +309,360 @@ def _integrate(Q, G, t):
                 t0 = deadline
             queue -= 1
             system -= 1
-            i = Q.nxt[i]
+            i = Q.rqi[i, C_NXT]
     _add_areas(G, t - t0, queue, system)
     fst[F_LAST_T] = t
 
 
 @njit(**_JIT)
-def _holds_nothing(P, r):
-    return P.n_run[r] == 0 and P.n_wait[r] == 0
+def _holds_nothing(rp, r):
+    return rp[r, R_NRUN] == 0 and rp[r, R_NWAIT] == 0
 
 
 @njit(**_JIT)
-def _wait_push_tail(Q, P, G, r, i):
-    Q.nxt[i] = -1
-    if P.n_wait[r] == 0:
-        P.w_head[r] = i
+def _wait_push_tail(rqi, rp, ist, r, i):
+    rqi[i, C_NXT] = -1
+    if rp[r, R_NWAIT] == 0:
+        rp[r, R_WHEAD] = i
     else:
-        Q.nxt[P.w_tail[r]] = i
-    P.w_tail[r] = i
-    P.n_wait[r] += 1
-    G.ist[I_WAIT_TOT] += 1
+        rqi[rp[r, R_WTAIL], C_NXT] = i
+    rp[r, R_WTAIL] = i
+    rp[r, R_NWAIT] += 1
+    ist[I_WAIT_TOT] += 1
 
 
 @njit(**_JIT)
-def _wait_push_front(Q, P, G, r, i):
-    if P.n_wait[r] == 0:
-        Q.nxt[i] = -1
-        P.w_tail[r] = i
+def _wait_push_front(rqi, rp, ist, r, i):
+    if rp[r, R_NWAIT] == 0:
+        rqi[i, C_NXT] = -1
+        rp[r, R_WTAIL] = i
     else:
-        Q.nxt[i] = P.w_head[r]
-    P.w_head[r] = i
-    P.n_wait[r] += 1
-    G.ist[I_WAIT_TOT] += 1
+        rqi[i, C_NXT] = rp[r, R_WHEAD]
+    rp[r, R_WHEAD] = i
+    rp[r, R_NWAIT] += 1
+    ist[I_WAIT_TOT] += 1
 
 
 @njit(**_JIT)
-def _wait_pop(Q, P, G, r):
-    i = P.w_head[r]
-    P.w_head[r] = Q.nxt[i]
-    P.n_wait[r] -= 1
-    G.ist[I_WAIT_TOT] -= 1
+def _wait_pop(rqi, rp, ist, r):
+    i = rp[r, R_WHEAD]
+    rp[r, R_WHEAD] = rqi[i, C_NXT]
+    rp[r, R_NWAIT] -= 1
+    ist[I_WAIT_TOT] -= 1
     return i
 
 
 # --------------------------------------------------------------------------- prefix cache
 @njit(**_JIT)
-def _home(G, key):
-    return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(G.ist[I_HSHIFT]))
+def _home(ist, key):
+    return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(ist[I_HSHIFT]))
 
 
 @njit(**_JIT)
-def _ht_find(P, G, r, key):
-    mask = G.ist[I_HMASK]
-    s = _home(G, key)
+def _ht_find(P, ist, r, key):
+    mask = ist[I_HMASK]
+    s = _home(ist, key)
     while True:
-        b = P.ht_blk[r, s]
+        b = P.htb[r, s]
         if b < 0:
             return -1
-        if P.ht_key[r, s] == key:
+        if P.htk[r, s] == key:
             return b
         s = (s + 1) & mask
 
 
 @njit(**_JIT)
-def _ht_insert(P, G, r, key, b):
-    mask = G.ist[I_HMASK]
-    s = _home(G, key)
-    while P.ht_blk[r, s] >= 0:
+def _ht_insert(P, ist, r, key, b):
+    mask = ist[I_HMASK]
+    s = _home(ist, key)
+    while P.htb[r, s] >= 0:
         s = (s + 1) & mask
-    P.ht_key[r, s] = key
-    P.ht_blk[r, s] = b
+    P.htk[r, s] = key
+    P.htb[r, s] = b
 
 
 @njit(**_JIT)
-def _ht_delete(P, G, r, key):
-    mask = G.ist[I_HMASK]
-    s = _home(G, key)
-    while P.ht_key[r, s] != key or P.ht_blk[r, s] < 0:
+def _ht_delete(P, ist, r, key):
+    mask = ist[I_HMASK]
+    s = _home(ist, key)
+    while P.htb[r, s] < 0 or P.htk[r, s] != key:
         s = (s + 1) & mask
-    P.ht_blk[r, s] = -1
+    P.htb[r, s] = -1
     j = s
     while True:          # backward shift: close the gap for entries probed past it
         j = (j + 1) & mask
-        if P.ht_blk[r, j] < 0:
+        if P.htb[r, j] < 0:
             return
-        h = _home(G, P.ht_key[r, j])
-        # the entry at j may move to s unless its home lies cyclically in (s, j]
+        h = _home(ist, P.htk[r, j])
+        # the entry at j stays unless its home lies cyclically outside (s, j]
         if s <= j:
             stay = s < h <= j
         else:
             stay = h > s or h <= j
         if not stay:
-            P.ht_key[r, s] = P.ht_key[r, j]
-            P.ht_blk[r, s] = P.ht_blk[r, j]
-            P.ht_blk[r, j] = -1
+            P.htk[r, s] = P.htk[r, j]
+            P.htb[r, s] = P.htb[r, j]
+            P.htb[r, j] = -1
             s = j
 
 
 @njit(**_JIT)
 def _lru_remove(P, r, b):
-    p = P.lru_prev[r, b]
-    n = P.lru_next[r, b]
+    blk = P.blk
+    p = blk[r, B_PREV, b]
+    n = blk[r, B_NEXT, b]
     if p >= 0:
-        P.lru_next[r, p] = n
+        blk[r, B_NEXT, p] = n
     else:
-        P.lru_head[r] = n
+        P.rp[r, R_LRUH] = n
     if n >= 0:
-        P.lru_prev[r, n] = p
+        blk[r, B_PREV, n] = p
     else:
-        P.lru_tail[r] = p
-    P.n_cached[r] -= 1
+        P.rp[r, R_LRUT] = p
+    P.rp[r, R_NCACHED] -= 1
 
 
 @njit(**_JIT)
 def _lru_append(P, r, b):
-    t = P.lru_tail[r]
-    P.lru_prev[r, b] = t
-    P.lru_next[r, b] = -1
+    blk = P.blk
+    t = P.rp[r, R_LRUT]
+    blk[r, B_PREV, b] = t
+    blk[r, B_NEXT, b] = -1
     if t >= 0:
-        P.lru_next[r, t] = b
+        blk[r, B_NEXT, t] = b
     else:
-        P.lru_head[r] = b
-    P.lru_tail[r] = b
-    P.n_cached[r] += 1
+        P.rp[r, R_LRUH] = b
+    P.rp[r, R_LRUT] = b
+    P.rp[r, R_NCACHED] += 1
 
 
 @njit(**_JIT)
-def _take_new_block(P, G, r):
-    if P.n_unc[r] > 0:
-        P.n_unc[r] -= 1
-        b = P.ustack[r, P.n_unc[r]]
+def _take_new_block(P, ist, r):
+    """A block for new KV: free-uncached if any, else the LRU head (its key dropped)."""
+    rp = P.rp
+    if rp[r, R_NUNC] > 0:
+        rp[r, R_NUNC] -= 1
+        b = P.blk[r, B_USTACK, rp[r, R_NUNC]]
     else:
-        b = P.lru_head[r]
+        b = rp[r, R_LRUH]
         _lru_remove(P, r, b)
-        _ht_delete(P, G, r, P.bkey[r, b])
-        P.keyed[r, b] = False
-    P.ref[r, b] = 1
-    P.free[r] -= 1
-    G.ist[I_BLK_TOT] += 1
+        _ht_delete(P, ist, r, P.bkey[r, b])
+        P.blk[r, B_KEYED, b] = 0
+    P.blk[r, B_REF, b] = 1
+    rp[r, R_FREE] -= 1
+    ist[I_BLK_TOT] += 1
     return b
 
 
 @njit(**_JIT)
-def _lookup(Q, P, G, r, i, out):
-    """Leading keys of ``i`` held on ``r``; their blocks into ``out`` when it is long enough."""
+def _lookup(Q, P, ist, r, i, out, keep):
+    """Leading keys of ``i`` held on ``r``; their blocks into ``out`` when ``keep``."""
     off = Q.key_off[i]
     nk = Q.key_off[i + 1] - off
     j = 0
     while j < nk:
-        b = _ht_find(P, G, r, Q.keys[off + j])
+        b = _ht_find(P, ist, r, Q.keys[off + j])
         if b < 0:
             break
-        if j < len(out):
+        if keep:
             out[j] = b
         j += 1
     return j
 
 
 @njit(**_JIT)
-def _free_blocks(Q, P, G, r, q):
-    nb = Q.blocks[q]
-    if G.ist[I_PREFIX]:
-        s = Q.slot[q]
-        for j in range(nb - 1, -1, -1):          # last block first
+def _free_blocks(Q, P, ist, r, q):
+    """Free ``q``'s blocks, last block first; keyed ones join the LRU tail."""
+    rqi = Q.rqi
+    nb = rqi[q, C_BLK]
+    rp = P.rp
+    if ist[I_PREFIX]:
+        s = rqi[q, C_SLOT]
+        blk = P.blk
+        for j in range(nb - 1, -1, -1):
             b = P.btab[r, s, j]
-            c = P.ref[r, b] - 1
-            P.ref[r, b] = c
+            c = blk[r, B_REF, b] - 1
+            blk[r, B_REF, b] = c
             if c == 0:
-                if P.keyed[r, b]:
+                if blk[r, B_KEYED, b]:
                     _lru_append(P, r, b)
                 else:
-                    P.ustack[r, P.n_unc[r]] = b
-                    P.n_unc[r] += 1
-                P.free[r] += 1
-                G.ist[I_BLK_TOT] -= 1
-        P.slot_stack[r, P.n_slot[r]] = s
-        P.n_slot[r] += 1
-        Q.slot[q] = -1
+                    blk[r, B_USTACK, rp[r, R_NUNC]] = b
+                    rp[r, R_NUNC] += 1
+                rp[r, R_FREE] += 1
+                ist[I_BLK_TOT] -= 1
+        P.rs[r, S_SLOTS, rp[r, R_NSLOT]] = s
+        rp[r, R_NSLOT] += 1
+        rqi[q, C_SLOT] = -1
     else:
-        P.free[r] += nb
-        G.ist[I_BLK_TOT] -= nb
-    Q.blocks[q] = 0
+        rp[r, R_FREE] += nb
+        ist[I_BLK_TOT] -= nb
+    rqi[q, C_BLK] = 0
 
 
 @njit(**_JIT)
-def _key_blocks(Q, P, G, r, q, old, new):
-    bs = G.ist[I_BS]
+def _key_blocks(Q, P, ist, r, q, old, new):
+    """Blocks of ``q`` that became full get its keys, unless a block here holds them."""
+    bs = ist[I_BS]
     off = Q.key_off[q]
     nk = Q.key_off[q + 1] - off
     j1 = min(new // bs, nk)
-    s = Q.slot[q]
+    s = Q.rqi[q, C_SLOT]
     for j in range(old // bs, j1):
         k = Q.keys[off + j]
-        if _ht_find(P, G, r, k) < 0:
+        if _ht_find(P, ist, r, k) < 0:
             b = P.btab[r, s, j]
             P.bkey[r, b] = k
-            P.keyed[r, b] = True
-            _ht_insert(P, G, r, k, b)
+            P.blk[r, B_KEYED, b] = 1
+            _ht_insert(P, ist, r, k, b)
 
 
 # --------------------------------------------------------------------------- routing
 @njit(**_JIT)
 def _route(Q, P, G, i):
+    """The eligible replica for ``i`` (there is one)."""
     ist = G.ist
+    rp = P.rp
     nrep = ist[I_NREP]
     lim = ist[I_LIMIT]
     best = -1
     if ist[I_ROUTER] == 0:
+        bo = NO_LIMIT
         for r in range(nrep):
-            if P.state[r] == READY and P.outstanding[r] < lim:
-                if best < 0 or P.outstanding[r] < P.outstanding[best]:
-                    best = r
+            o = rp[r, R_OUT]
+            if rp[r, R_STATE] == READY and o < lim and o < bo:
+                best = r
+                bo = o
         return best
     lo = NO_LIMIT
     for r in range(nrep):
-        if P.state[r] == READY and P.outstanding[r] < lim and P.outstanding[r] < lo:
-            lo = P.outstanding[r]
+        o = rp[r, R_OUT]
+        if rp[r, R_STATE] == READY and o < lim and o < lo:
+            lo = o
     bm = -1
+    bo = NO_LIMIT
     for r in range(nrep):
-        o = P.outstanding[r]
-        if P.state[r] == READY and o < lim and o <= lo + 4:
-            m = _lookup(Q, P, G, r, i, G.scratch[:0]) if ist[I_PREFIX] else 0
-            if m > bm or (m == bm and o < P.outstanding[best]):
+        o = rp[r, R_OUT]
+        if rp[r, R_STATE] == READY and o < lim and o <= lo + PREFIX_AWARE_SLACK:
+            m = _lookup(Q, P, ist, r, i, G.scratch, False) if ist[I_PREFIX] else 0
+            if m > bm or (m == bm and o < bo):
                 best = r
                 bm = m
+                bo = o
     return best
 
 
 @njit(**_JIT)
-def _purge(Q, G, t):
-    ist = G.ist
+def _purge(Q, ist, fst, t):
     if not ist[I_HAS_TO]:
         return
-    to = G.fst[F_TIMEOUT]
+    to = fst[F_TIMEOUT]
     while ist[I_QLEN] > 0:
         h = ist[I_QHEAD]
         if Q.arrival_s[h] + to <= t:
-            ist[I_QHEAD] = Q.nxt[h]
+            ist[I_QHEAD] = Q.rqi[h, C_NXT]
             ist[I_QLEN] -= 1
-            _finish(Q, G, h, TIMED_OUT, Q.arrival_s[h] + to, I_TIMEDOUT)
+            _finish(Q, ist, h, TIMED_OUT, Q.arrival_s[h] + to, I_TIMEDOUT)
         else:
             break
 
 
 @njit(**_JIT)
-def _give(Q, P, G, r, i):
-    _wait_push_tail(Q, P, G, r, i)
-    Q.replica_of[i] = r
-    _out_add(P, G, r, 1)
+def _give(Q, P, ist, r, i):
+    _wait_push_tail(Q.rqi, P.rp, ist, r, i)
+    Q.rqi[i, C_REP] = r
+    _out_add(P.rp, ist, r, 1)
 
 
 @njit(**_JIT)
-def feed(Q, P, G, L, t):
-    """Purge, route the queue's head while a replica is eligible, kick those fed."""
+def _feed_route(Q, P, G, t):
+    """A feed's first half: purge, route the queue's head while a replica is eligible; the
+    replicas fed, in the order first fed, listed to kick. Returns how many."""
     ist = G.ist
-    _purge(Q, G, t)
+    rp = P.rp
+    _purge(Q, ist, G.fst, t)
     nf = 0
     while ist[I_QLEN] > 0 and ist[I_NELIG] > 0:
         i = ist[I_QHEAD]
-        ist[I_QHEAD] = Q.nxt[i]
+        ist[I_QHEAD] = Q.rqi[i, C_NXT]
         ist[I_QLEN] -= 1
         r = _route(Q, P, G, i)
-        _give(Q, P, G, r, i)
-        if not P.fed_mark[r]:
-            P.fed_mark[r] = True
-            P.fed_list[nf] = r
+        _give(Q, P, ist, r, i)
+        if not rp[r, R_FED]:
+            rp[r, R_FED] = 1
+            rp[nf, R_KQ] = r
             nf += 1
     for k in range(nf):
-        r = P.fed_list[k]
-        P.fed_mark[r] = False
-        kick(Q, P, G, L, r, t)
+        rp[rp[k, R_KQ], R_FED] = 0
+    return nf
 
 
 @njit(**_JIT)
-def _arrival(Q, P, G, L, i, t):
+def _arrival(Q, P, G, i, t):
+    """Arrival of ``i``: shed, queued, or given to a replica; returns how many to kick."""
     ist = G.ist
     ist[I_ARRIVED] += 1
-    _purge(Q, G, t)
+    _purge(Q, ist, G.fst, t)
     if ist[I_QLEN] > 0 or ist[I_NELIG] == 0:
         if ist[I_MAXQ] >= 0 and ist[I_QLEN] >= ist[I_MAXQ]:
-            _finish(Q, G, i, SHED, t, I_SHED)
+            _finish(Q, ist, i, SHED, t, I_SHED)
         else:
-            Q.nxt[i] = -1
+            Q.rqi[i, C_NXT] = -1
             if ist[I_QLEN] == 0:
                 ist[I_QHEAD] = i
             else:
-                Q.nxt[ist[I_QTAIL]] = i
+                Q.rqi[ist[I_QTAIL], C_NXT] = i
             ist[I_QTAIL] = i
             ist[I_QLEN] += 1
-    else:
-        r = _route(Q, P, G, i)
-        _give(Q, P, G, r, i)
-        kick(Q, P, G, L, r, t)
+        return 0
+    r = _route(Q, P, G, i)
+    _give(Q, P, ist, r, i)
+    P.rp[0, R_KQ] = r
+    return 1
 
 
 # --------------------------------------------------------------------------- one step
 @njit(**_JIT)
-def _preempt_last(Q, P, G, r):
-    n = P.n_run[r] - 1
-    v = P.run[r, n]
-    P.n_run[r] = n
-    G.ist[I_RUN_TOT] -= 1
-    _free_blocks(Q, P, G, r, v)
-    Q.computed[v] = 0
-    _wait_push_front(Q, P, G, r, v)
-    Q.preemptions[v] += 1
-    P.preempts[r] += 1
-    G.ist[I_PREEMPT] += 1
+def _preempt_last(Q, P, ist, r):
+    rp = P.rp
+    n = rp[r, R_NRUN] - 1
+    v = P.rs[r, S_RUN, n]
+    rp[r, R_NRUN] = n
+    ist[I_RUN_TOT] -= 1
+    _free_blocks(Q, P, ist, r, v)
+    Q.rqi[v, C_COMP] = 0
+    _wait_push_front(Q.rqi, rp, ist, r, v)
+    Q.rqi[v, C_PRE] += 1
+    rp[r, R_PRE] += 1
+    ist[I_PREEMPT] += 1
     return v
 
 
-@njit(**_JIT)
-def kick(Q, P, G, L, r, t):
-    """Start a step on ``r`` at ``t`` if it is serving, idle and holds work."""
-    s = P.state[r]
-    if (s == READY or s == DRAINING) and not P.busy[r] and (P.n_run[r] > 0 or P.n_wait[r] > 0):
-        _schedule(Q, P, G, L, r, t)
-
-
-@njit(**_JIT)
+@njit(**_INLINE)
 def _schedule(Q, P, G, L, r, t):
+    """SPEC "One step": running first, then waiting; failures; the step's duration."""
     ist = G.ist
+    rp = P.rp
+    rqi = Q.rqi
+    prompt = Q.prompt
     bs = ist[I_BS]
     chunked = ist[I_CHUNK] != 0
     prefix = ist[I_PREFIX] != 0
     maxseq = ist[I_MAXSEQ]
-    run = P.run
+    run = P.rs[r, S_RUN]
+    sq = P.rs[r, S_SQ]
+    snew = P.rs[r, S_SNEW]
+    scratch = G.scratch
     while True:
         budget = ist[I_MNBT]
         preempted = False
         ns = 0
         # 1. running first, oldest admitted first
         k = 0
-        while k < P.n_run[r]:
-            q = run[r, k]
-            nc = Q.computed[q]
-            new = Q.prompt[q] + Q.generated[q] - nc
+        while k < rp[r, R_NRUN]:
+            q = run[k]
+            nc = rqi[q, C_COMP]
+            new = prompt[q] + rqi[q, C_GEN] - nc
             if new > budget:
                 if not chunked:
                     k += 1
@@ -693,10 +671,10 @@ def _schedule(Q, P, G, L, r, t):
             if new == 0:
                 k += 1
                 continue
-            need = (nc + new + bs - 1) // bs - Q.blocks[q]
+            need = (nc + new + bs - 1) // bs - rqi[q, C_BLK]
             stop = False
-            while need > P.free[r]:
-                v = _preempt_last(Q, P, G, r)
+            while need > rp[r, R_FREE]:
+                v = _preempt_last(Q, P, ist, r)
                 preempted = True
                 if v == q:
                     stop = True
@@ -705,28 +683,31 @@ def _schedule(Q, P, G, L, r, t):
                 break
             if need > 0:
                 if prefix:
-                    sl = Q.slot[q]
-                    nb = Q.blocks[q]
+                    sl = rqi[q, C_SLOT]
+                    nb = rqi[q, C_BLK]
                     for j in range(need):
-                        P.btab[r, sl, nb + j] = _take_new_block(P, G, r)
+                        P.btab[r, sl, nb + j] = _take_new_block(P, ist, r)
                 else:
-                    P.free[r] -= need
+                    rp[r, R_FREE] -= need
                     ist[I_BLK_TOT] += need
-                Q.blocks[q] += need
-            P.sched_q[r, ns] = q
-            P.sched_new[r, ns] = new
+                rqi[q, C_BLK] += need
+            sq[ns] = q
+            snew[ns] = new
             ns += 1
             budget -= new
             k += 1
         # 2. waiting next, unless step 1 preempted
         if not preempted:
-            while P.n_wait[r] > 0 and budget > 0 and P.n_run[r] < maxseq:
-                w = P.w_head[r]
-                ntok = Q.prompt[w] + Q.generated[w]
+            while rp[r, R_NWAIT] > 0 and budget > 0 and rp[r, R_NRUN] < maxseq:
+                w = rp[r, R_WHEAD]
+                ntok = prompt[w] + rqi[w, C_GEN]
                 hit = 0
+                cached_hit = 0
                 if prefix:
-                    hit = _lookup(Q, P, G, r, w, G.scratch)
-                    hit = min(hit, (ntok - 1) // bs)
+                    hit = min(_lookup(Q, P, ist, r, w, scratch, True), (ntok - 1) // bs)
+                    for j in range(hit):
+                        if P.blk[r, B_REF, scratch[j]] == 0:
+                            cached_hit += 1
                 nc = hit * bs
                 new = ntok - nc
                 if new > budget:
@@ -734,95 +715,112 @@ def _schedule(Q, P, G, L, r, t):
                         break
                     new = budget
                 need = (nc + new + bs - 1) // bs - hit
-                cached_hit = 0
-                for j in range(hit):
-                    if P.ref[r, G.scratch[j]] == 0:
-                        cached_hit += 1
-                if need > P.free[r] - cached_hit:
+                if need > rp[r, R_FREE] - cached_hit:
                     break
-                _wait_pop(Q, P, G, r)
-                Q.computed[w] = nc
+                _wait_pop(rqi, rp, ist, r)
+                rqi[w, C_COMP] = nc
                 if prefix:
-                    P.n_slot[r] -= 1
-                    sl = P.slot_stack[r, P.n_slot[r]]
-                    Q.slot[w] = sl
+                    n = rp[r, R_NSLOT] - 1
+                    rp[r, R_NSLOT] = n
+                    sl = P.rs[r, S_SLOTS, n]
+                    rqi[w, C_SLOT] = sl
                     for j in range(hit):
-                        b = G.scratch[j]
-                        if P.ref[r, b] == 0:
+                        b = scratch[j]
+                        if P.blk[r, B_REF, b] == 0:
                             _lru_remove(P, r, b)
-                            P.free[r] -= 1
+                            rp[r, R_FREE] -= 1
                             ist[I_BLK_TOT] += 1
-                        P.ref[r, b] += 1
+                        P.blk[r, B_REF, b] += 1
                         P.btab[r, sl, j] = b
                     for j in range(need):
-                        P.btab[r, sl, hit + j] = _take_new_block(P, G, r)
+                        P.btab[r, sl, hit + j] = _take_new_block(P, ist, r)
                     ist[I_PQ] += ntok
                     ist[I_PH] += hit * bs
                 else:
-                    P.free[r] -= need
+                    rp[r, R_FREE] -= need
                     ist[I_BLK_TOT] += need
-                Q.blocks[w] = hit + need
-                n = P.n_run[r]
-                run[r, n] = w
-                P.n_run[r] = n + 1
+                rqi[w, C_BLK] = hit + need
+                n = rp[r, R_NRUN]
+                run[n] = w
+                rp[r, R_NRUN] = n + 1
                 ist[I_RUN_TOT] += 1
-                P.sched_q[r, ns] = w
-                P.sched_new[r, ns] = new
+                sq[ns] = w
+                snew[ns] = new
                 ns += 1
                 budget -= new
-                if math.isnan(Q.first_scheduled_s[w]):
-                    Q.first_scheduled_s[w] = t
+                if math.isnan(Q.rqf[w, T_SCHED]):
+                    Q.rqf[w, T_SCHED] = t
         # 3. nothing scheduled: fail a head that can never be admitted, or stay idle
         if ns == 0:
-            if P.n_run[r] == 0 and P.n_wait[r] > 0:
-                w = _wait_pop(Q, P, G, r)
-                _finish(Q, G, w, FAILED, t, I_FAILED)
-                _out_add(P, G, r, -1)
-                if P.state[r] == DRAINING and _holds_nothing(P, r):
-                    _set_state(P, G, r, STOPPED)
+            if rp[r, R_NRUN] == 0 and rp[r, R_NWAIT] > 0:
+                w = _wait_pop(rqi, rp, ist, r)
+                _finish(Q, ist, w, FAILED, t, I_FAILED)
+                _out_add(rp, ist, r, -1)
+                if rp[r, R_STATE] == DRAINING and _holds_nothing(rp, r):
+                    _set_state(rp, ist, r, STOPPED)
                 continue
             return
-        # 4. duration
+        # 4. duration (figures before the update)
         pt = 0
         dn = 0
         kv = 0
         ap = 0
         for j in range(ns):
-            q = P.sched_q[r, j]
-            new = P.sched_new[r, j]
-            nc = Q.computed[q]
-            g = Q.generated[q]
-            if new == 1 and g >= 1 and nc == Q.prompt[q] + g - 1:
+            q = sq[j]
+            new = snew[j]
+            nc = rqi[q, C_COMP]
+            g = rqi[q, C_GEN]
+            if new == 1 and g >= 1 and nc == prompt[q] + g - 1:
                 dn += 1
             else:
                 pt += new
                 ap += new * (nc + new)
             kv += nc + new
-        idx = P.steps[r]
+        idx = rp[r, R_STEPS]
         dur = mean_ms(G.fst, pt, dn, kv, ap) / 1000.0 * noise_factor(
-            G.seed[0], r, idx, G.fst[F_CV])
-        P.steps[r] = idx + 1
+            np.uint64(ist[I_SEED]), r, idx, G.fst[F_CV])
+        rp[r, R_STEPS] = idx + 1
         ist[I_STEPS] += 1
-        P.n_sched[r] = ns
-        P.busy[r] = True
+        rp[r, R_NSCHED] = ns
+        rp[r, R_BUSY] = 1
         ist[I_NBUSY] += 1
         t_end = t + dur
         _set_event(P, G, r, t_end)
         if ist[I_REC]:
             m = ist[I_LOG]
-            L.replica[m] = r
-            L.start_s[m] = t
-            L.end_s[m] = t_end
-            L.prefill_tokens[m] = pt
-            L.decode_seqs[m] = dn
-            L.kv_tokens[m] = kv
-            L.attn_pairs[m] = ap
-            L.scheduled[m] = ns
-            L.running[m] = P.n_run[r]
-            L.waiting[m] = P.n_wait[r]
-            L.blocks_used[m] = ist[I_NB] - P.free[r]
+            li = L.logi
+            li[m, 0] = r
+            li[m, 1] = pt
+            li[m, 2] = dn
+            li[m, 3] = kv
+            li[m, 4] = ap
+            li[m, 5] = ns
+            li[m, 6] = rp[r, R_NRUN]
+            li[m, 7] = rp[r, R_NWAIT]
+            li[m, 8] = ist[I_NB] - rp[r, R_FREE]
+            L.logf[m, 0] = t
+            L.logf[m, 1] = t_end
             ist[I_LOG] = m + 1
         return
+
+
+@njit(**_JIT)
+def settle(Q, P, G, L, t, nk):
+    """Kick the ``nk`` listed replicas in order; while a round of kicks FAILED a request, feed
+    again (a failure frees a slot under the limit) and kick the replicas that feed fed."""
+    ist = G.ist
+    rp = P.rp
+    while nk > 0:
+        failed0 = ist[I_FAILED]
+        for k in range(nk):
+            r = rp[k, R_KQ]
+            s = rp[r, R_STATE]
+            if ((s == READY or s == DRAINING) and rp[r, R_BUSY] == 0
+                    and (rp[r, R_NRUN] > 0 or rp[r, R_NWAIT] > 0)):
+                _schedule(Q, P, G, L, r, t)
+        if ist[I_FAILED] == failed0:
+            return
+        nk = _feed_route(Q, P, G, t)
 
 
 @njit(**_JIT)
@@ -838,30 +836,36 @@ def _itl_bucket(bounds, gap):
     return lo
 
 
-@njit(**_JIT)
-def _step_end(Q, P, G, L, r, t):
+@njit(**_INLINE)
+def _step_tokens(Q, P, G, r, t):
+    """A step of ``r`` ends at ``t``: KV computed, tokens made, finished requests leave."""
     ist = G.ist
     fst = G.fst
+    rp = P.rp
+    rqi = Q.rqi
+    rqf = Q.rqf
     prefix = ist[I_PREFIX] != 0
-    P.busy[r] = False
+    rp[r, R_BUSY] = 0
     ist[I_NBUSY] -= 1
-    ns = P.n_sched[r]
+    ns = rp[r, R_NSCHED]
+    sq = P.rs[r, S_SQ]
+    snew = P.rs[r, S_SNEW]
     done = 0
     for k in range(ns):
-        q = P.sched_q[r, k]
-        old = Q.computed[q]
-        c = old + P.sched_new[r, k]
-        Q.computed[q] = c
+        q = sq[k]
+        old = rqi[q, C_COMP]
+        c = old + snew[k]
+        rqi[q, C_COMP] = c
         if prefix:
-            _key_blocks(Q, P, G, r, q, old, c)
-        g = Q.generated[q]
+            _key_blocks(Q, P, ist, r, q, old, c)
+        g = rqi[q, C_GEN]
         if c == Q.prompt[q] + g:
             if g == 0:
-                Q.first_token_s[q] = t
+                rqf[q, T_TOK] = t
                 ist[I_PROMPT] += Q.prompt[q]
             else:
-                gap = t - Q.last_token_s[q]
-                if gap == fst[F_LAST_GAP]:
+                gap = t - rqf[q, T_LAST]
+                if gap == fst[F_LAST_GAP]:          # most decodes of a step share one gap
                     b = ist[I_GAP_IDX]
                 else:
                     b = _itl_bucket(G.bounds, gap)
@@ -871,30 +875,26 @@ def _step_end(Q, P, G, L, r, t):
                 fst[F_ITL_SUM] += gap
                 ist[I_ITLC] += 1
             g += 1
-            Q.generated[q] = g
+            rqi[q, C_GEN] = g
             ist[I_OUTPUT] += 1
-            Q.last_token_s[q] = t
+            rqf[q, T_LAST] = t
             if g == Q.output[q]:
-                _finish(Q, G, q, SERVED, t, I_SERVED)
-                _free_blocks(Q, P, G, r, q)
-                _out_add(P, G, r, -1)
+                _finish(Q, ist, q, SERVED, t, I_SERVED)
+                _free_blocks(Q, P, ist, r, q)
+                _out_add(rp, ist, r, -1)
                 done += 1
-    P.n_sched[r] = 0
+    rp[r, R_NSCHED] = 0
     if done:
-        n = P.n_run[r]
+        run = P.rs[r, S_RUN]
+        n = rp[r, R_NRUN]
         m = 0
         for k in range(n):
-            q = P.run[r, k]
+            q = run[k]
             if Q.outcome[q] == PENDING:
-                P.run[r, m] = q
+                run[m] = q
                 m += 1
-        P.n_run[r] = m
+        rp[r, R_NRUN] = m
         ist[I_RUN_TOT] -= n - m
-    feed(Q, P, G, L, t)
-    if P.state[r] == DRAINING and _holds_nothing(P, r):
-        _set_state(P, G, r, STOPPED)
-    else:
-        kick(Q, P, G, L, r, t)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -902,25 +902,38 @@ def _step_end(Q, P, G, L, r, t):
 def advance(Q, P, G, L, until):
     """Process every event with time <= ``until``; 1 when the step log must grow first."""
     ist = G.ist
+    rp = P.rp
     n = len(Q.arrival_s)
     arr = Q.arrival_s
     while True:
-        if ist[I_REC] and ist[I_LOGCAP] - ist[I_LOG] < ist[I_NREP] + 2:
+        # One handler starts at most one step per replica (a started one is busy).
+        if ist[I_REC] and ist[I_LOGCAP] - ist[I_LOG] < ist[I_NREP] + 1:
             return 1
         ai = ist[I_AI]
         if ist[I_HSIZE] > 0:
-            r = P.heap[0]
+            r = rp[0, R_HEAP]
             te = P.ev_t[r]
             if ai >= n or te <= arr[ai]:
                 if te > until:
                     break
                 _integrate(Q, G, te)
-                if P.state[r] == STARTING:
-                    _set_state(P, G, r, READY)
-                    feed(Q, P, G, L, te)
+                if rp[r, R_STATE] == STARTING:
+                    _set_state(rp, ist, r, READY)
+                    nk = _feed_route(Q, P, G, te)
+                    if nk:
+                        settle(Q, P, G, L, te, nk)
                 else:
-                    _step_end(Q, P, G, L, r, te)
-                if not P.busy[r]:
+                    _step_tokens(Q, P, G, r, te)
+                    if ist[I_QLEN] > 0:
+                        nk = _feed_route(Q, P, G, te)
+                        if nk:
+                            settle(Q, P, G, L, te, nk)
+                    if rp[r, R_STATE] == DRAINING and _holds_nothing(rp, r):
+                        _set_state(rp, ist, r, STOPPED)
+                    else:
+                        rp[0, R_KQ] = r
+                        settle(Q, P, G, L, te, 1)
+                if rp[r, R_BUSY] == 0:
                     _remove_event(P, G, r)
                 continue
         if ai >= n or arr[ai] > until:
@@ -928,47 +941,52 @@ def advance(Q, P, G, L, until):
         ta = arr[ai]
         _integrate(Q, G, ta)
         ist[I_AI] = ai + 1
-        _arrival(Q, P, G, L, ai, ta)
+        nk = _arrival(Q, P, G, ai, ta)
+        if nk:
+            settle(Q, P, G, L, ta, nk)
     _integrate(Q, G, until)
-    _purge(Q, G, until)
+    _purge(Q, ist, G.fst, until)
     G.fst[F_NOW] = until
     return 0
 
 
 @njit(**_JIT)
-def add_replica(Q, P, G, L, r, ready_at_s):
-    """Replica ``r`` (the next id; its rows already reset): READY now and fed, or STARTING."""
+def feed_now(Q, P, G, L):
+    """A feed at ``now`` (a replica became READY, the limit changed)."""
+    t = G.fst[F_NOW]
+    nk = _feed_route(Q, P, G, t)
+    if nk:
+        settle(Q, P, G, L, t, nk)
+
+
+@njit(**_JIT)
+def add_replica(P, G, r, ready_at_s):
+    """Replica ``r`` (the next id; its rows fresh): READY now (the caller then feeds, True)
+    or STARTING with its READY event (False)."""
     ist = G.ist
-    now = G.fst[F_NOW]
     ist[I_NREP] = r + 1
-    P.state[r] = STOPPED
-    if ready_at_s <= now:
-        _set_state(P, G, r, READY)
-        feed(Q, P, G, L, now)
-    else:
-        _set_state(P, G, r, STARTING)
-        _set_event(P, G, r, ready_at_s)
+    P.rp[r, R_STATE] = STOPPED
+    if ready_at_s <= G.fst[F_NOW]:
+        _set_state(P.rp, ist, r, READY)
+        return True
+    _set_state(P.rp, ist, r, STARTING)
+    _set_event(P, G, r, ready_at_s)
+    return False
 
 
 @njit(**_JIT)
 def remove_replica(P, G, r):
-    s = P.state[r]
+    rp = P.rp
+    s = rp[r, R_STATE]
     if s == STARTING:
         _remove_event(P, G, r)
-        _set_state(P, G, r, STOPPED)
+        _set_state(rp, G.ist, r, STOPPED)
     elif s == READY:
-        _set_state(P, G, r, STOPPED if _holds_nothing(P, r) else DRAINING)
-
-
-@njit(**_JIT)
-def set_limit(Q, P, G, L, limit):
-    G.ist[I_LIMIT] = limit
-    recount_eligible(P, G)
-    feed(Q, P, G, L, G.fst[F_NOW])
+        _set_state(rp, G.ist, r, STOPPED if _holds_nothing(rp, r) else DRAINING)
 
 
 @njit(**_JIT)
 def set_queue_timeout(Q, G, has, t_s):
     G.ist[I_HAS_TO] = has
     G.fst[F_TIMEOUT] = t_s
-    _purge(Q, G, G.fst[F_NOW])
+    _purge(Q, G.ist, G.fst, G.fst[F_NOW])
