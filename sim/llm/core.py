@@ -89,6 +89,8 @@ class CompiledFleet:
         fst[K.F_LAST_GAP] = np.nan
         fst[K.F_C0], fst[K.F_CP], fst[K.F_CD] = step.c0_ms, step.c_prefill_ms, step.c_decode_ms
         fst[K.F_CKV], fst[K.F_CA], fst[K.F_CV] = step.c_kv_ms, step.c_attn_ms, step.cv
+        s2 = math.log1p(step.cv * step.cv)        # noise_factor's constants, computed once
+        fst[K.F_NS], fst[K.F_NHALF] = math.sqrt(s2), s2 / 2.0
         self.itl_counts = np.zeros(len(ITL_BOUNDS_S) + 1, np.int64)
         self._g = K.Glob(ist=ist, fst=fst, itl_counts=self.itl_counts,
                          bounds=np.array(ITL_BOUNDS_S),

@@ -65,8 +65,8 @@ N_IST = 43
 # ``Glob.fst`` (float64) slots.
 (F_NOW, F_LAST_T, F_A_LIVE, F_A_READY, F_A_BUSY, F_A_SYSTEM, F_A_QUEUE, F_A_RUNNING,
  F_A_WAITING, F_A_BLOCKS, F_ITL_SUM, F_TIMEOUT, F_C0, F_CP, F_CD, F_CKV, F_CA, F_CV,
- F_LAST_GAP) = range(19)
-N_FST = 19
+ F_LAST_GAP, F_NS, F_NHALF) = range(21)
+N_FST = 21
 
 NO_LIMIT = 1 << 62
 ROUTERS = {"least_outstanding": 0, "prefix_aware": 1}
@@ -120,6 +120,20 @@ def noise_factor(seed, replica, step, cv):
 
 
 @njit(**_JIT)
+def _noise_fast(seed, replica, step, cv, s, half_s2):
+    """``noise_factor`` with ``s = sqrt(log1p(cv * cv))`` and ``half_s2 = log1p(cv * cv) / 2``
+    computed once (the same doubles, so the same result bit for bit)."""
+    if cv == 0.0:
+        return 1.0
+    h = splitmix64(seed ^ splitmix64((np.uint64(replica) << _U32) ^ np.uint64(step)))
+    h2 = splitmix64(h)
+    u1 = float((h >> _U11) + _ONE) * _INV53
+    u2 = float(h2 >> _U11) * _INV53
+    z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    return math.exp(s * z - half_s2)
+
+
+@njit(**_JIT)
 def mean_ms(fst, p, d, k, a):
     """``StepModel.mean_ms`` in its evaluation order."""
     return (fst[F_C0] + fst[F_CP] * float(p) + fst[F_CD] * float(d) + fst[F_CKV] * float(k)
@@ -141,7 +155,8 @@ def step_s_many(fst, seed, replicas, steps, p, d, k, a):
     out = np.empty(len(p))
     for j in range(len(p)):
         out[j] = (mean_ms(fst, p[j], d[j], k[j], a[j]) / 1000.0
-                  * noise_factor(seed, replicas[j], steps[j], fst[F_CV]))
+                  * _noise_fast(seed, replicas[j], steps[j], fst[F_CV], fst[F_NS],
+                                fst[F_NHALF]))
     return out
 
 
@@ -777,8 +792,8 @@ def _schedule(Q, P, G, L, r, t):
                 ap += new * (nc + new)
             kv += nc + new
         idx = rp[r, R_STEPS]
-        dur = mean_ms(G.fst, pt, dn, kv, ap) / 1000.0 * noise_factor(
-            np.uint64(ist[I_SEED]), r, idx, G.fst[F_CV])
+        dur = mean_ms(G.fst, pt, dn, kv, ap) / 1000.0 * _noise_fast(
+            np.uint64(ist[I_SEED]), r, idx, G.fst[F_CV], G.fst[F_NS], G.fst[F_NHALF])
         rp[r, R_STEPS] = idx + 1
         ist[I_STEPS] += 1
         rp[r, R_NSCHED] = ns
@@ -804,8 +819,8 @@ def _schedule(Q, P, G, L, r, t):
         return
 
 
-@njit(**_JIT)
-def settle(Q, P, G, L, t, nk):
+@njit(**_INLINE)
+def _settle(Q, P, G, L, t, nk):
     """Kick the ``nk`` listed replicas in order; while a round of kicks FAILED a request, feed
     again (a failure frees a slot under the limit) and kick the replicas that feed fed."""
     ist = G.ist
@@ -910,40 +925,47 @@ def advance(Q, P, G, L, until):
         if ist[I_REC] and ist[I_LOGCAP] - ist[I_LOG] < ist[I_NREP] + 1:
             return 1
         ai = ist[I_AI]
+        r = -1
+        after = -1          # a step end: its replica's own kick comes after the feed's kicks
         if ist[I_HSIZE] > 0:
             r = rp[0, R_HEAP]
-            te = P.ev_t[r]
-            if ai >= n or te <= arr[ai]:
-                if te > until:
-                    break
-                _integrate(Q, G, te)
-                if rp[r, R_STATE] == STARTING:
-                    _set_state(rp, ist, r, READY)
-                    nk = _feed_route(Q, P, G, te)
-                    if nk:
-                        settle(Q, P, G, L, te, nk)
-                else:
-                    _step_tokens(Q, P, G, r, te)
-                    if ist[I_QLEN] > 0:
-                        nk = _feed_route(Q, P, G, te)
-                        if nk:
-                            settle(Q, P, G, L, te, nk)
-                    if rp[r, R_STATE] == DRAINING and _holds_nothing(rp, r):
-                        _set_state(rp, ist, r, STOPPED)
-                    else:
-                        rp[0, R_KQ] = r
-                        settle(Q, P, G, L, te, 1)
-                if rp[r, R_BUSY] == 0:
-                    _remove_event(P, G, r)
-                continue
-        if ai >= n or arr[ai] > until:
-            break
-        ta = arr[ai]
-        _integrate(Q, G, ta)
-        ist[I_AI] = ai + 1
-        nk = _arrival(Q, P, G, ai, ta)
-        if nk:
-            settle(Q, P, G, L, ta, nk)
+            t = P.ev_t[r]
+            if ai < n and arr[ai] < t:
+                r = -1
+        if r >= 0:
+            if t > until:
+                break
+            _integrate(Q, G, t)
+            nk = 0
+            if rp[r, R_STATE] == STARTING:
+                _set_state(rp, ist, r, READY)
+                nk = _feed_route(Q, P, G, t)
+            else:
+                _step_tokens(Q, P, G, r, t)
+                if ist[I_QLEN] > 0:
+                    nk = _feed_route(Q, P, G, t)
+                after = r
+        else:
+            if ai >= n or arr[ai] > until:
+                break
+            t = arr[ai]
+            _integrate(Q, G, t)
+            ist[I_AI] = ai + 1
+            nk = _arrival(Q, P, G, ai, t)
+        while True:         # one call site of _settle, so that it is inlined once
+            if nk:
+                _settle(Q, P, G, L, t, nk)
+            if after < 0:
+                break
+            if rp[after, R_STATE] == DRAINING and _holds_nothing(rp, after):
+                _set_state(rp, ist, after, STOPPED)
+                nk = 0
+            else:
+                rp[0, R_KQ] = after
+                nk = 1
+            after = -1
+        if r >= 0 and rp[r, R_BUSY] == 0:
+            _remove_event(P, G, r)
     _integrate(Q, G, until)
     _purge(Q, ist, G.fst, until)
     G.fst[F_NOW] = until
@@ -956,7 +978,7 @@ def feed_now(Q, P, G, L):
     t = G.fst[F_NOW]
     nk = _feed_route(Q, P, G, t)
     if nk:
-        settle(Q, P, G, L, t, nk)
+        _settle(Q, P, G, L, t, nk)
 
 
 @njit(**_JIT)
