@@ -12,6 +12,7 @@ DEB_PACKAGES := prometheus prometheus-alertmanager nginx chromium
 
 demo: venv
 	$(VENV)/bin/trimtab replay --out reports/demo
+	$(VENV)/bin/trimtab replay --scenario llm-azure-conv --out reports/demo-llm
 
 test: venv debs npm-tools kube
 	$(VENV)/bin/python -m pytest -q
