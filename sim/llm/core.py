@@ -68,7 +68,7 @@ class CompiledFleet:
         self.finish_s = rqf[:, K.T_FIN]
         self._q = K.Reqs(arrival_s=requests.arrival_s, prompt=requests.prompt_tokens,
                          output=requests.output_tokens, key_off=key_off, keys=requests.keys,
-                         outcome=self.outcome, rqi=rqi, rqf=rqf, fin=np.zeros(n, np.int64))
+                         outcome=self.outcome, rqi=rqi, rqf=rqf, fin=np.zeros(n, np.int32))
 
         ist = np.zeros(K.N_IST, np.int64)
         ist[K.I_QHEAD] = ist[K.I_QTAIL] = -1
@@ -212,7 +212,7 @@ class CompiledFleet:
     def take_finished(self) -> np.ndarray:
         """Ids that reached an outcome since the last call, in the order they did."""
         n = int(self._g.ist[K.I_FIN])
-        out = self._q.fin[self._fin_read:n].copy()
+        out = self._q.fin[self._fin_read:n].astype(np.int64)
         self._fin_read = n
         return out
 

@@ -36,7 +36,7 @@ STARTING, READY, DRAINING, STOPPED = 0, 1, 2, 3
 
 # Per request, int32 ``rqi[i, :]``.
 C_COMP, C_BLK, C_NXT, C_SLOT, C_GEN, C_PRE, C_REP = 0, 1, 2, 3, 4, 5, 6
-N_RQI = 8
+N_RQI = 7
 # Per request, float64 ``rqf[i, :]``.
 T_SCHED, T_TOK, T_FIN, T_LAST = 0, 1, 2, 3
 N_RQF = 4
