@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trimtab.sim.llm.core import CompiledFleet
 from trimtab.sim.llm.reference import ReferenceFleet
+from trimtab.sim.llm.profile import load_step_model
 from trimtab.sim.llm.types import LlmRequests, SchedulerConfig, StepModel, block_keys
+from trimtab.sim.traces.config import LengthsConfig
+from trimtab.sim.traces.lengths import with_lengths
 
 PER_REQUEST = ("outcome", "replica_of", "first_scheduled_s", "first_token_s", "finish_s",
                "preemptions", "generated", "itl_counts")
@@ -32,6 +36,7 @@ class Case:
     script: tuple = (("advance", 20.0), ("advance", 45.5), ("advance", 1e5))
     prefix_groups: int = 0        # > 0: prompts share hash-id prefixes among this many groups
     seed: int = 1
+    azure: bool = False           # lengths drawn from the bundled Azure conversation trace
 
 
 def build_requests(c: Case) -> LlmRequests:
@@ -40,6 +45,9 @@ def build_requests(c: Case) -> LlmRequests:
     arrival[5:9] = arrival[5]                     # simultaneous arrivals
     prompt = rng.integers(c.prompt[0], c.prompt[1] + 1, c.n)
     output = rng.integers(c.output[0], c.output[1] + 1, c.n)
+    if c.azure:
+        cfg = LengthsConfig(path="traces/azure_llm_conv.csv", max_total_tokens=4096)
+        prompt, output, _, _ = with_lengths(c.n, cfg, c.seed, Path("."))
     if not c.prefix_groups:
         return LlmRequests(arrival, prompt, output)
     hash_block = 32
@@ -97,6 +105,16 @@ CASES = {
     "prefix_aware": Case(sched=dict(SMALL, prefix_caching=True, num_blocks=80), step=NOISE,
                          replicas=(0.0, 0.0, 0.0), rate_rps=5.0, prefix_groups=4,
                          fleet=dict(router="prefix_aware"), script=LIFECYCLE),
+    # The bench's configuration, small: vLLM's defaults, Azure lengths, the fitted profile,
+    # KV pressure from fewer blocks.
+    "azure_fitted": Case(n=400, rate_rps=3.0, azure=True, replicas=(0.0, 0.0, 0.0),
+                         sched=dict(num_blocks=600), step=dict(vars(load_step_model(
+                             "llama2-70b-a100-tp2")))),
+    "azure_chunked_prefix": Case(n=300, rate_rps=3.0, azure=True, replicas=(0.0, 0.0),
+                                 prefix_groups=5, fleet=dict(router="prefix_aware"),
+                                 sched=dict(num_blocks=500, chunked_prefill=True,
+                                            max_num_batched_tokens=1024, prefix_caching=True),
+                                 step=NOISE),
     "prefix_aware_no_cache": Case(sched=SMALL, step=NOISE, replicas=(0.0, 0.0, 0.0),
                                   rate_rps=5.0, prefix_groups=4,
                                   fleet=dict(router="prefix_aware")),
