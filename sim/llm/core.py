@@ -110,7 +110,7 @@ class CompiledFleet:
         ph = self._hsize if prefix else 1
         rp = np.zeros((cap, K.N_RP), np.int64)
         rp[:, K.R_STATE] = K.STOPPED
-        rp[:, [K.R_WHEAD, K.R_WTAIL, K.R_HPOS, K.R_LRUH, K.R_LRUT]] = -1
+        rp[:, [K.R_WHEAD, K.R_WTAIL, K.R_LRUH, K.R_LRUT]] = -1
         rp[:, K.R_FREE] = nb
         rp[:, K.R_NUNC] = nb if prefix else 0
         rp[:, K.R_NSLOT] = s
@@ -119,14 +119,15 @@ class CompiledFleet:
         blk = np.zeros((cap, K.N_BLK, pb), np.int32)
         blk[:, [K.B_PREV, K.B_NEXT], :] = -1
         blk[:, K.B_USTACK, :] = np.arange(pb - 1, -1, -1, dtype=np.int32)
-        return K.Reps(rp=rp, ev_t=np.zeros(cap), rs=rs, blk=blk,
+        return K.Reps(rp=rp, heap_r=np.zeros(cap, np.int32), heap_t=np.zeros(cap),
+                      hpos=np.full(cap, -1, np.int32), rs=rs, blk=blk,
                       bkey=np.zeros((cap, pb), np.int64), htk=np.zeros((cap, ph), np.int64),
                       htb=np.full((cap, ph), -1, np.int32),
                       btab=np.zeros((cap, s if prefix else 1, max(self._bcap, 1)), np.int32))
 
     def _grow_reps(self) -> None:
         old = self._p
-        cap = len(old.ev_t)
+        cap = len(old.rp)
         new = self._new_reps(2 * cap)
         for a, b in zip(old, new):
             b[:cap] = a
@@ -177,7 +178,7 @@ class CompiledFleet:
             raise ValueError(f"CompiledFleet.add_replica: ready_at_s = {ready_at_s!r}, must "
                              "be finite")
         r = int(self._g.ist[K.I_NREP])
-        if r == len(self._p.ev_t):
+        if r == len(self._p.rp):
             self._grow_reps()
         self._room_in_log()
         if K.add_replica(self._p, self._g, r, float(ready_at_s)):

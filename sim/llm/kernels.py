@@ -7,7 +7,8 @@ tables rather than one array per field: a numba call passes every array of its a
 (pointers, shape, strides), so the kernels' cost per call grows with the number of arrays.
 
 Data structures:
-- replica events: an indexed binary min-heap of replica ids keyed ``(ev_t[r], r)``; the replica
+- replica events: an indexed binary min-heap keyed (time, replica id), ids and times side by
+  side by heap position (``heap_r``, ``heap_t``; ``hpos[r]``: where ``r`` is); the replica
   being handled stays in the heap while it is handled and is re-keyed in place when it starts
   its next step (one sift instead of a pop and a push);
 - arrivals: a pointer into the sorted arrival array;
@@ -40,10 +41,10 @@ N_RQI = 7
 # Per request, float64 ``rqf[i, :]``.
 T_SCHED, T_TOK, T_FIN, T_LAST = 0, 1, 2, 3
 N_RQF = 4
-# Per replica, int64 ``rp[r, :]`` (R_HEAP and R_KQ are whole-fleet lists stored by row).
+# Per replica, int64 ``rp[r, :]`` (R_KQ is a whole-fleet list stored by row).
 (R_STATE, R_BUSY, R_STEPS, R_OUT, R_NRUN, R_NWAIT, R_WHEAD, R_WTAIL, R_FREE, R_PRE, R_NSCHED,
- R_HPOS, R_HEAP, R_FED, R_KQ, R_LRUH, R_LRUT, R_NCACHED, R_NUNC, R_NSLOT) = range(20)
-N_RP = 20
+ R_FED, R_KQ, R_LRUH, R_LRUT, R_NCACHED, R_NUNC, R_NSLOT) = range(18)
+N_RP = 18
 # Per replica and running slot, int32 ``rs[r, :, k]``.
 S_RUN, S_SQ, S_SNEW, S_SLOTS = 0, 1, 2, 3
 N_RS = 4
@@ -74,7 +75,8 @@ PREFIX_AWARE_SLACK = 4          # SPEC: candidates have outstanding <= min + 4
 
 Reqs = namedtuple("Reqs", ["arrival_s", "prompt", "output", "key_off", "keys", "outcome",
                            "rqi", "rqf", "fin"])
-Reps = namedtuple("Reps", ["rp", "ev_t", "rs", "blk", "bkey", "htk", "htb", "btab"])
+Reps = namedtuple("Reps", ["rp", "heap_r", "heap_t", "hpos", "rs", "blk", "bkey", "htk", "htb",
+                           "btab"])
 Glob = namedtuple("Glob", ["ist", "fst", "itl_counts", "bounds", "scratch"])
 Log = namedtuple("Log", ["logi", "logf"])
 
@@ -162,80 +164,77 @@ def step_s_many(fst, seed, replicas, steps, p, d, k, a):
 
 # --------------------------------------------------------------------------- event heap
 @njit(**_JIT)
-def _less(ev_t, a, b):
-    ta = ev_t[a]
-    tb = ev_t[b]
-    return ta < tb or (ta == tb and a < b)
-
-
-@njit(**_JIT)
-def _sift_up(rp, ev_t, k):
-    r = rp[k, R_HEAP]
+def _sift_up(hr, ht, hpos, k):
+    r = hr[k]
+    t = ht[k]
     while k > 0:
         p = (k - 1) >> 1
-        q = rp[p, R_HEAP]
-        if _less(ev_t, r, q):
-            rp[k, R_HEAP] = q
-            rp[q, R_HPOS] = k
+        tp = ht[p]
+        if t < tp or (t == tp and r < hr[p]):
+            hr[k] = hr[p]
+            ht[k] = tp
+            hpos[hr[k]] = k
             k = p
         else:
             break
-    rp[k, R_HEAP] = r
-    rp[r, R_HPOS] = k
+    hr[k] = r
+    ht[k] = t
+    hpos[r] = k
     return k
 
 
 @njit(**_JIT)
-def _sift_down(rp, ev_t, n, k):
-    r = rp[k, R_HEAP]
+def _sift_down(hr, ht, hpos, n, k):
+    r = hr[k]
+    t = ht[k]
     while True:
         c = 2 * k + 1
         if c >= n:
             break
-        if c + 1 < n and _less(ev_t, rp[c + 1, R_HEAP], rp[c, R_HEAP]):
-            c += 1
-        q = rp[c, R_HEAP]
-        if _less(ev_t, q, r):
-            rp[k, R_HEAP] = q
-            rp[q, R_HPOS] = k
+        tc = ht[c]
+        if c + 1 < n:
+            t1 = ht[c + 1]
+            if t1 < tc or (t1 == tc and hr[c + 1] < hr[c]):
+                c += 1
+                tc = t1
+        if tc < t or (tc == t and hr[c] < r):
+            hr[k] = hr[c]
+            ht[k] = tc
+            hpos[hr[k]] = k
             k = c
         else:
             break
-    rp[k, R_HEAP] = r
-    rp[r, R_HPOS] = k
+    hr[k] = r
+    ht[k] = t
+    hpos[r] = k
 
 
 @njit(**_JIT)
 def _set_event(P, G, r, t):
-    rp = P.rp
-    P.ev_t[r] = t
-    k = rp[r, R_HPOS]
+    """``r``'s one pending event at ``t`` (new, or moved in place)."""
+    k = P.hpos[r]
     if k < 0:
-        n = G.ist[I_HSIZE]
-        rp[n, R_HEAP] = r
-        rp[r, R_HPOS] = n
-        G.ist[I_HSIZE] = n + 1
-        _sift_up(rp, P.ev_t, n)
-    else:
-        k = _sift_up(rp, P.ev_t, k)
-        _sift_down(rp, P.ev_t, G.ist[I_HSIZE], k)
+        k = G.ist[I_HSIZE]
+        G.ist[I_HSIZE] = k + 1
+    P.heap_r[k] = r
+    P.heap_t[k] = t
+    k = _sift_up(P.heap_r, P.heap_t, P.hpos, k)
+    _sift_down(P.heap_r, P.heap_t, P.hpos, G.ist[I_HSIZE], k)
 
 
 @njit(**_JIT)
 def _remove_event(P, G, r):
-    rp = P.rp
-    k = rp[r, R_HPOS]
+    k = P.hpos[r]
     if k < 0:
         return
     n = G.ist[I_HSIZE] - 1
     G.ist[I_HSIZE] = n
-    rp[r, R_HPOS] = -1
+    P.hpos[r] = -1
     if k < n:
-        last = rp[n, R_HEAP]
-        rp[k, R_HEAP] = last
-        rp[last, R_HPOS] = k
-        k = _sift_up(rp, P.ev_t, k)
-        _sift_down(rp, P.ev_t, n, k)
+        P.heap_r[k] = P.heap_r[n]
+        P.heap_t[k] = P.heap_t[n]
+        k = _sift_up(P.heap_r, P.heap_t, P.hpos, k)
+        _sift_down(P.heap_r, P.heap_t, P.hpos, n, k)
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -672,6 +671,10 @@ def _schedule(Q, P, G, L, r, t):
         budget = ist[I_MNBT]
         preempted = False
         ns = 0
+        pt = 0          # step 4's P, D, K, A, summed as requests are scheduled
+        dn = 0
+        kv = 0
+        ap = 0
         # 1. running first, oldest admitted first
         k = 0
         while k < rp[r, R_NRUN]:
@@ -711,6 +714,15 @@ def _schedule(Q, P, G, L, r, t):
             ns += 1
             budget -= new
             k += 1
+            # step 4's figures, before the update (a scheduled request is never preempted:
+            # victims come from the end of running, after the one being scheduled)
+            g = rqi[q, C_GEN]
+            if new == 1 and g >= 1 and nc == prompt[q] + g - 1:
+                dn += 1
+            else:
+                pt += new
+                ap += new * (nc + new)
+            kv += nc + new
         # 2. waiting next, unless step 1 preempted
         if not preempted:
             while rp[r, R_NWAIT] > 0 and budget > 0 and rp[r, R_NRUN] < maxseq:
@@ -765,6 +777,13 @@ def _schedule(Q, P, G, L, r, t):
                 budget -= new
                 if math.isnan(Q.rqf[w, T_SCHED]):
                     Q.rqf[w, T_SCHED] = t
+                g = rqi[w, C_GEN]
+                if new == 1 and g >= 1 and nc == prompt[w] + g - 1:
+                    dn += 1
+                else:
+                    pt += new
+                    ap += new * (nc + new)
+                kv += nc + new
         # 3. nothing scheduled: fail a head that can never be admitted, or stay idle
         if ns == 0:
             if rp[r, R_NRUN] == 0 and rp[r, R_NWAIT] > 0:
@@ -775,22 +794,7 @@ def _schedule(Q, P, G, L, r, t):
                     _set_state(rp, ist, r, STOPPED)
                 continue
             return
-        # 4. duration (figures before the update)
-        pt = 0
-        dn = 0
-        kv = 0
-        ap = 0
-        for j in range(ns):
-            q = sq[j]
-            new = snew[j]
-            nc = rqi[q, C_COMP]
-            g = rqi[q, C_GEN]
-            if new == 1 and g >= 1 and nc == prompt[q] + g - 1:
-                dn += 1
-            else:
-                pt += new
-                ap += new * (nc + new)
-            kv += nc + new
+        # 4. duration
         idx = rp[r, R_STEPS]
         dur = mean_ms(G.fst, pt, dn, kv, ap) / 1000.0 * _noise_fast(
             np.uint64(ist[I_SEED]), r, idx, G.fst[F_CV], G.fst[F_NS], G.fst[F_NHALF])
@@ -928,8 +932,8 @@ def advance(Q, P, G, L, until):
         r = -1
         after = -1          # a step end: its replica's own kick comes after the feed's kicks
         if ist[I_HSIZE] > 0:
-            r = rp[0, R_HEAP]
-            t = P.ev_t[r]
+            r = P.heap_r[0]
+            t = P.heap_t[0]
             if ai < n and arr[ai] < t:
                 r = -1
         if r >= 0:
