@@ -37,15 +37,16 @@ MODEL = "llama-768x8"           # tools/vllm/make_model.py: hidden 768, 8 layers
 VOCAB_SIZE = 4096
 SERVED_NAME = "tiny"
 # vLLM's flags. The KV cache has 12 blocks of 32 tokens; vLLM keeps block 0 as its null block,
-# so 11 hold KV (SchedulerConfig.num_blocks): three requests of the streams fill it. Chunked prefill is vLLM V1's default on CPU;
-# prefix caching (on by default) is turned off, as the streams share no prefixes. vLLM 0.32's
+# so 11 hold KV (SchedulerConfig.num_blocks): three requests of the streams fill it. Chunked
+# prefill is vLLM V1's default on CPU; prefix caching (on by default) is turned off, as the
+# streams share no prefixes. vLLM 0.32's
 # admission check reserves the blocks of a request's whole prompt (scheduler_reserve_full_isl)
 # where SPEC.md checks the first chunk's: turned off here so both follow the same rule.
 ENGINE = {"block_size": 32, "num_gpu_blocks": 12, "max_num_seqs": 8,
           "max_num_batched_tokens": 256, "max_model_len": 352}
 STATS = ("ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "e2e_p50_s", "e2e_p90_s",
          "preemptions", "peak_running", "peak_waiting", "step_p50_ms", "step_p90_ms")
-INFO_STATS = ("itl_p50_s", "itl_p90_s", "steps", "output_tok_per_s")
+INFO_STATS = ("itl_p50_s", "itl_p90_s", "steps", "output_tps")
 CONTIGUOUS_GAP_S = 0.005        # a step starting this soon after the last ended: back to back
 READY_TIMEOUT_S = 600.0
 
@@ -57,37 +58,59 @@ class VllmMissing(RuntimeError):
 # --------------------------------------------------------------------------- streams
 @dataclass(frozen=True)
 class StreamSpec:
-    """A Poisson stream with uniform prompt and output lengths (inclusive ranges)."""
+    """A Poisson stream; each request's prompt and output lengths are uniform over inclusive
+    ranges, those of one of the ``classes`` ``(weight, (prompt lo, hi), (output lo, hi))``."""
 
     name: str
     rate_rps: float
     requests: int
-    prompt: tuple[int, int]
-    output: tuple[int, int]
+    classes: tuple[tuple[float, tuple[int, int], tuple[int, int]], ...]
     seed: int
 
     def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.seed)
-        gaps = rng.exponential(1.0 / self.rate_rps, self.requests)
+        n = self.requests
+        gaps = rng.exponential(1.0 / self.rate_rps, n)
         arrival = np.cumsum(gaps) - gaps[0]
-        prompt = rng.integers(self.prompt[0], self.prompt[1] + 1, self.requests)
-        output = rng.integers(self.output[0], self.output[1] + 1, self.requests)
-        return arrival, prompt, output
+        w = np.asarray([c[0] for c in self.classes], dtype=np.float64)
+        cls = rng.choice(len(w), size=n, p=w / w.sum())
+        lo_p, hi_p = (np.asarray([c[1][j] for c in self.classes])[cls] for j in (0, 1))
+        lo_o, hi_o = (np.asarray([c[2][j] for c in self.classes])[cls] for j in (0, 1))
+        prompt = rng.integers(lo_p, hi_p + 1)
+        output = rng.integers(lo_o, hi_o + 1)
+        return arrival, prompt.astype(np.int64), output.astype(np.int64)
 
     def describe(self) -> str:
-        return (f"{self.name}: Poisson {self.rate_rps:g} rps x {self.requests}, prompt "
-                f"U[{self.prompt[0]},{self.prompt[1]}], output U[{self.output[0]},"
-                f"{self.output[1]}] tokens")
+        total = sum(c[0] for c in self.classes)
+        parts = [(f"{100 * c[0] / total:.0f}% " if len(self.classes) > 1 else "")
+                 + f"prompt U[{c[1][0]},{c[1][1]}] output U[{c[2][0]},{c[2][1]}]"
+                 for c in self.classes]
+        return (f"{self.name}: Poisson {self.rate_rps:g} rps x {self.requests}, "
+                + " + ".join(parts) + " tokens")
+
+
+def one_class(prompt: tuple[int, int], output: tuple[int, int]):
+    return ((1.0, prompt, output),)
+
+
+# The fitting stream: half A's kind of request, half B's, at another rate and seed, so that
+# its one run spans the step compositions the scored streams meet (decode batches of 1 to 5
+# sequences, prefill chunks up to the token budget, preemptions). Decode steps here do not
+# grow with the batch (2 sequences took longer than 3 or 4): a run of mostly one batch size
+# would fit a slope that is not there.
+FIT_STREAM = StreamSpec("fit", 1.3, 30, ((0.5, (32, 160), (16, 96)), (0.5, (16, 64), (48, 128))),
+                        seed=7)
 
 
 def streams(quick: bool) -> list[StreamSpec]:
-    """A: the fitted stream's kind; B: another rate and another length mix (short prompts,
-    long outputs: decode-heavy, KV growing); C (full only): long prompts, short outputs."""
+    """A: a mixed stream; B: another rate and another length mix (short prompts, long
+    outputs: decode-heavy, the KV cache filling as they grow); C (full only): long prompts,
+    short outputs (prefill-heavy)."""
     n = 20 if quick else 50
-    out = [StreamSpec("A", 1.0, n, (32, 160), (16, 96), seed=11),
-           StreamSpec("B", 0.8, n, (16, 64), (32, 112), seed=22)]
+    out = [StreamSpec("A", 1.0, n, one_class((32, 160), (16, 96)), seed=11),
+           StreamSpec("B", 1.1, n, one_class((16, 64), (48, 128)), seed=22)]
     if not quick:
-        out.append(StreamSpec("C", 0.7, n, (128, 280), (8, 40), seed=33))
+        out.append(StreamSpec("C", 0.7, n, one_class((128, 280), (8, 40)), seed=33))
     return out
 
 
@@ -293,24 +316,28 @@ STEP_KEYS = ("t0", "t1", "P", "D", "K", "A", "n", "run", "wait", "pre")
 @dataclass
 class StepLog:
     """What the step-log plugin wrote: per step the arrays ``STEP_KEYS`` and ``first`` (the
-    engine ids of the requests whose first token the step made); ``added``: engine id -> the
-    time the request reached the engine core."""
+    engine ids of the requests whose first token the step made); per engine request id the
+    time the engine core's input thread received it (``received``) and the time its loop
+    handed it to the scheduler, between two steps (``added``)."""
 
     steps: dict[str, np.ndarray]
     first: list[list[str]]
     added: dict[str, float]
+    received: dict[str, float] = field(default_factory=dict)
 
     def since(self, t_s: float) -> "StepLog":
         keep = self.steps["t0"] >= t_s
         return StepLog({k: v[keep] for k, v in self.steps.items()},
                        [f for f, k in zip(self.first, keep) if k],
-                       {i: t for i, t in self.added.items() if t >= t_s})
+                       {i: t for i, t in self.added.items() if t >= t_s},
+                       {i: t for i, t in self.received.items() if t >= t_s})
 
 
 def read_step_log(path: Path, offset: int) -> tuple[StepLog, int]:
     """The lines written since byte ``offset`` (complete ones only) and the new offset."""
     rows: list[dict] = []
     added: dict[str, float] = {}
+    received: dict[str, float] = {}
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read()
@@ -319,10 +346,13 @@ def read_step_log(path: Path, offset: int) -> tuple[StepLog, int]:
         row = json.loads(line)
         if "add" in row:
             added[str(row["id"])] = float(row["add"])
+        elif "recv" in row:
+            received[str(row["id"])] = float(row["recv"])
         else:
             rows.append(row)
     steps = {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in STEP_KEYS}
-    return StepLog(steps, [list(r.get("ft", ())) for r in rows], added), offset + end
+    return (StepLog(steps, [list(r.get("ft", ())) for r in rows], added, received),
+            offset + end)
 
 
 REQUEST_ID = re.compile(r"ttreq(\d+)x")
@@ -331,11 +361,12 @@ REQUEST_ID = re.compile(r"ttreq(\d+)x")
 def front_end_delays(log: StepLog, sent_s: np.ndarray, first_token_s: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Per request (NaN where unknown): ingress, from the client's send to the engine core's
-    ``add_request``, and egress, from the end of the step that made its first token to the
-    client's receipt of it (HTTP, the API server, detokenizing, streaming)."""
+    receipt (HTTP, the API server, ZMQ; not the wait for the step in progress, which the
+    simulator makes itself), and egress, from the end of the step that made its first token
+    to the client's receipt of it (the API server, detokenizing, streaming)."""
     n = len(sent_s)
     ingress, egress = np.full(n, np.nan), np.full(n, np.nan)
-    for rid, t in log.added.items():
+    for rid, t in (log.received or log.added).items():
         m = REQUEST_ID.search(rid)
         if m and int(m.group(1)) < n:
             ingress[int(m.group(1))] = t - sent_s[int(m.group(1))]
@@ -397,7 +428,7 @@ def run_stats(ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray, preemptions: 
             "peak_waiting": float(peak_waiting), "step_p50_ms": 1000.0 * _pct(step_s, 50),
             "step_p90_ms": 1000.0 * _pct(step_s, 90), "itl_p50_s": itl_p50,
             "itl_p90_s": itl_p90, "steps": float(len(step_s)),
-            "output_tok_per_s": tokens / span_s if span_s > 0 else math.nan}
+            "output_tps": tokens / span_s if span_s > 0 else math.nan}
 
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -619,7 +650,7 @@ def _fmt(stat: str, v: float) -> str:
         return f"{1000.0 * v:.1f} ms"
     if stat.endswith("_ms"):
         return f"{v:.1f} ms"
-    if stat == "output_tok_per_s":
+    if stat == "output_tps":
         return f"{v:.1f}"
     return f"{v:.0f}"
 
@@ -669,16 +700,18 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
             _warm_up(server.url)
             time.sleep(0.5)
             offset = server.step_log.stat().st_size if server.step_log.exists() else 0
-            fit_spec = specs[0]
-            # The fitting run first, then the streams interleaved (A1 B1 A2 B2 ...), so that
-            # whatever else loads the machine meanwhile falls on every stream alike.
-            plan = [(fit_spec, 0)] + [(s, i + (1 if s is fit_spec else 0))
-                                      for i in range(n_runs) for s in specs]
+            fit_spec = FIT_STREAM
+            # The streams interleaved (A0 B0 A1 B1 ...), so that whatever else loads the
+            # machine meanwhile falls on every stream alike, and the fitting run in the middle:
+            # the machine's speed drifts by some 10% over minutes here as other work comes
+            # and goes, and the middle is the nearest one run can be to all the others.
+            plan = [(s, i) for i in range(n_runs) for s in specs]
+            plan.insert(len(specs) * (n_runs // 2), (fit_spec, 0))
             fit_run = None
             for spec, i in plan:
                 t = time.monotonic()
                 rr, offset = real_run(server, spec, i, offset, log)
-                role = "fit" if fit_run is None else "scored"
+                role = "fit" if spec is fit_spec else "scored"
                 worker = rr.sched.get("VLLM::Worker", {}).get("cpu_s", math.nan)
                 log(f"  {spec.name}#{i} ({role}): {len(rr.arrival_s)} requests in "
                     f"{rr.wall_s:.1f} s, {int(rr.stats['steps'])} steps (p50 "
@@ -686,7 +719,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
                     f"{rr.stats['preemptions']:.0f} (/metrics {rr.metrics['num_preemptions']:.0f}),"
                     f" TTFT p50 {1000 * rr.stats['ttft_p50_s']:.0f} ms, worker CPU "
                     f"{worker:.1f} s [{time.monotonic() - t:.0f} s]")
-                if fit_run is None:
+                if spec is fit_spec:
                     fit_run = rr
                 else:
                     real[spec.name].append(rr)
@@ -698,7 +731,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
 
     fit = fit_steps(fit_records(fit_run.steps), name=f"vllm-cpu-{MODEL}",
                     source={"engine": VLLM_PIN, "model": MODEL, "run": f"{fit_spec.name}#0"})
-    step_model = fit.step
+    step_model = fit.step                       # fit_steps re-weights by the fit: no bias
     log(f"fit on {fit_spec.name}#0 ({fit.rows} steps): c0 {step_model.c0_ms:.3g} ms, prefill "
         f"{step_model.c_prefill_ms:.3g} ms/token, decode {step_model.c_decode_ms:.3g} ms/seq, "
         f"kv {step_model.c_kv_ms:.3g} ms/token, attn {step_model.c_attn_ms:.3g}, cv "

@@ -188,13 +188,18 @@ def test_score_requires_the_simulator_inside_the_real_band(sim_ttft, passed):
 def test_streams_have_known_lengths_and_quick_keeps_two_streams():
     quick, full = V.streams(True), V.streams(False)
     assert len(quick) >= 2 and len(full) > len(quick)
-    for spec in full:
+    for spec in [V.FIT_STREAM, *full]:
         arrival, prompt, output = spec.draw()
         assert arrival[0] == 0.0 and np.all(np.diff(arrival) >= 0)
-        assert prompt.min() >= spec.prompt[0] and prompt.max() <= spec.prompt[1]
-        assert output.min() >= spec.output[0] and output.max() <= spec.output[1]
+        inside = np.zeros(len(prompt), bool)
+        for _, (plo, phi), (olo, ohi) in spec.classes:
+            inside |= (prompt >= plo) & (prompt <= phi) & (output >= olo) & (output <= ohi)
+        assert inside.all()
         assert np.all(prompt + output <= V.ENGINE["max_model_len"])
         assert np.array_equal(spec.draw()[1], prompt)                 # seeded
+    # the fitting stream has both of its classes
+    _, prompt, output = V.FIT_STREAM.draw()
+    assert (prompt > 64).sum() >= 5 and (output > 96).sum() >= 3
 
 
 def test_scheduler_config_matches_the_vllm_flags():

@@ -7,26 +7,32 @@ scheduled tokens: ``t0``/``t1`` (time.monotonic, seconds: step start, outputs re
 (scheduling done), the step's composition in the terms of trimtab's StepModel (``P`` prefill
 tokens, ``D`` decode sequences, ``K`` KV tokens attended, ``A`` prefill attention pairs, ``n``
 sequences scheduled), ``run``/``wait`` right after scheduling, ``pre`` (preemptions in this
-step) and ``ft`` (the ids of the requests whose first token this step made). It also writes
-one ``{"add": t, "id": ...}`` line when a request reaches the engine core
-(``EngineCore.add_request``). CLOCK_MONOTONIC is shared by all processes, so these times line
-up with the client's clock.
+step) and ``ft`` (the ids of the requests whose first token this step made). Per request it
+writes ``{"recv": t, "id": ...}`` when the engine core's input thread receives it
+(``preprocess_add_request``) and ``{"add": t, "id": ...}`` when the busy loop hands it to the
+scheduler between two steps (``add_request``). CLOCK_MONOTONIC is shared by all processes,
+so these times line up with the client's clock.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 _STATE = {"file": None, "pending": None, "preempted": 0}
+_LOCK = threading.Lock()            # the input thread writes too
 
 
-def _out():
-    f = _STATE["file"]
-    if f is None:
-        f = open(os.environ["TRIMTAB_VLLM_STEP_LOG"], "a", buffering=1 << 16)
-        _STATE["file"] = f
-    return f
+def _write(doc: dict) -> None:
+    line = json.dumps(doc, separators=(",", ":")) + "\n"
+    with _LOCK:
+        f = _STATE["file"]
+        if f is None:
+            f = open(os.environ["TRIMTAB_VLLM_STEP_LOG"], "a", buffering=1 << 16)
+            _STATE["file"] = f
+        f.write(line)
+        f.flush()
 
 
 def _patch_scheduler() -> None:
@@ -86,21 +92,25 @@ def _patch_engine() -> None:
             rec["t0"] = t0
             rec["t1"] = t1
             rec["ft"] = [r.request_id for r in rec.pop("_fresh") if r.num_output_tokens > 0]
-            f = _out()
-            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-            f.flush()
+            _write(rec)
         return result
 
     orig_add = EngineCore.add_request
+    orig_pre = EngineCore.preprocess_add_request
 
     def add_request(self, request, *args, **kwargs):
-        f = _out()
-        f.write(json.dumps({"add": time.monotonic(), "id": request.request_id},
-                           separators=(",", ":")) + "\n")
+        _write({"add": time.monotonic(), "id": request.request_id})
         return orig_add(self, request, *args, **kwargs)
+
+    def preprocess_add_request(self, request, *args, **kwargs):
+        t = time.monotonic()
+        out = orig_pre(self, request, *args, **kwargs)
+        _write({"recv": t, "id": out[0].request_id})
+        return out
 
     EngineCore.step = step
     EngineCore.add_request = add_request
+    EngineCore.preprocess_add_request = preprocess_add_request
     EngineCore._trimtab_patched = True
 
 
