@@ -225,6 +225,13 @@ def test_a_missing_venv_names_make_vllm(tmp_path):
         V.vllm_paths(tmp_path)
 
 
+@pytest.mark.parametrize("sim_ks,passed", [([0.25, 0.2, 0.35], True), ([0.31, 0.4, 0.5], False)])
+def test_step_time_check_compares_replays_with_the_real_runs_own_spread(sim_ks, passed):
+    c = V.ks_check("A", {"ks_real_leave_one_out": [0.1, 0.2, 0.3], "ks_sim_runs": sim_ks})
+    assert (c.real_min, c.real_median, c.real_max) == (0.1, 0.2, 0.3)
+    assert c.scored and c.passed is passed
+
+
 # --------------------------------------------------------------------------- the real thing
 def _validate_command() -> list[str]:
     script = Path(sys.executable).with_name("trimtab")
@@ -261,3 +268,4 @@ def test_real_vllm_quick_validation_passes(tmp_path):
         assert all(r["stats"]["preemptions"] == r["metrics"]["num_preemptions"] for r in runs)
         assert all(r["stats"]["steps"] == r["metrics"]["iteration_steps"] for r in runs)
     assert 0 < report["fit"]["mape"] < 1
+
