@@ -172,7 +172,8 @@ def trace_parse(rows: int) -> dict[str, float]:
 
 
 def run_bench(quick: bool = False, log: Callable[..., None] = print) -> dict[str, Any]:
-    """Every figure, as ``{"mmc": {...}, "fleet": {...}, "trace": {...}}`` (plus context)."""
+    """Every figure, as ``{"mmc": {...}, "fleet": {...}, "trace": {...}, "llm": {...}}`` (the
+    LLM engine's parts are printed in full by ``trimtab.sim.llm.bench.report``)."""
     n_engine, n_simpy = (20_000, 10_000) if quick else (1_000_000, 200_000)
     engine_rate, req = engine_mmc(n_engine, seed=7)
     log(f"engine M/M/4: {engine_rate:,.0f} customers/s")
@@ -195,6 +196,10 @@ def run_bench(quick: bool = False, log: Callable[..., None] = print) -> dict[str
     log(f"10M replay: peak RSS {big['peak_rss_bytes'] / 2**20:,.0f} MiB")
     parse = trace_parse(50_000 if quick else 1_000_000)
     log(f"Azure CSV: {parse['azure_rows']:,} rows parsed in {parse['azure_parse_s']:.2f} s")
+    from trimtab.sim.llm.bench import report as llm_report, run_llm_bench
+
+    llm = run_llm_bench(quick, log=log)
+    llm_report(llm, quick)
     return {
         "mmc": {"engine_customers_per_s": engine_rate, "simpy_customers_per_s": simpy_rate,
                 "ratio": engine_rate / simpy_rate, "heapq_customers_per_s": heap_rate,
@@ -207,4 +212,5 @@ def run_bench(quick: bool = False, log: Callable[..., None] = print) -> dict[str
                   "rss_run_requests": big["requests"],
                   "rss_run_requests_per_s": big["requests_per_s"]},
         "trace": parse,
+        "llm": llm["summary"],
     }

@@ -1,7 +1,7 @@
 """Throughput and memory of the compiled LLM engine (``CompiledFleet``), against the reference.
 
-Run ``.venv/bin/python bench/llm_core.py [--quick] [--json FILE]``. Parts, each in its own
-process (so each peak RSS is its own):
+The ``llm`` section of ``trimtab sim bench`` (or ``python -m trimtab.sim.llm.bench [--quick]
+[--json FILE]`` alone). Parts, each in its own process (so each peak RSS is its own):
 
 - ``day``: a 50-replica Llama-2-70B fleet (A100 TP2: the fitted profile
   ``llama2-70b-a100-tp2``, and the stand-in model c0 25 ms, c_prefill 0.06, c_decode 0.25,
@@ -16,7 +16,7 @@ process (so each peak RSS is its own):
   stream and on the first 300 s of the 50-replica fleet (both engines), so figures print as
   ratios.
 
-``--quick``: an hour instead of a day, 1M requests for ``mem``, 300 for ``one``.
+``--quick``: an hour instead of a day, 200k requests for ``mem``, 300 for ``one``.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve()
+MODULE = "trimtab.sim.llm.bench"
 PROFILE = "llama2-70b-a100-tp2"
 STAND_IN = dict(c0_ms=25.0, c_prefill_ms=0.06, c_decode_ms=0.25, c_kv_ms=0.00005, cv=0.1)
 SCHED = dict(max_num_seqs=128, max_num_batched_tokens=4096, chunked_prefill=False,
@@ -137,28 +138,18 @@ def compile_times() -> dict:
 
 def child(part: str, argv: list[str]) -> dict:
     """Run one part in a fresh process; its JSON line back."""
-    res = subprocess.run([sys.executable, str(HERE), "--part", part, *argv], check=True,
+    res = subprocess.run([sys.executable, "-m", MODULE, "--part", part, *argv], check=True,
                          capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="an hour, 1M requests, 300 on one")
-    ap.add_argument("--json", type=Path, help="write the figures here")
-    ap.add_argument("--part", help=argparse.SUPPRESS)
-    ap.add_argument("--args", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.part:
-        kw = json.loads(a.args)
-        res = compile_times() if a.part == "compile" else run_fleet(**kw)
-        print(json.dumps(res))
-        return 0
-    span_s = 3600.0 if a.quick else DAY_S
+def run_llm_bench(quick: bool = False, log=print) -> dict:
+    """Every part (see the module docstring), each in its own process; the figures by part."""
+    span_s = 3600.0 if quick else DAY_S
     n_day = int(50 * span_s)
-    n_mem = 1_000_000 if a.quick else 10_000_000
-    n_one = 300 if a.quick else 2000
-    slice_s = 60.0 if a.quick else 300.0      # the reference on the 50-replica fleet
+    n_mem = 200_000 if quick else 10_000_000
+    n_one = 300 if quick else 2000
+    slice_s = 60.0 if quick else 300.0      # the reference on the 50-replica fleet
     load0 = os.getloadavg()
     jobs = {
         "compile": {},
@@ -173,13 +164,40 @@ def main() -> int:
         "fleet_slice": dict(engine="compiled", replicas=50, n=n_day, model=PROFILE,
                             until_s=slice_s),
     }
-    res = {}
+    res: dict = {}
     for name, kw in jobs.items():
         t0 = time.perf_counter()
         res[name] = child("compile" if name == "compile" else "fleet", ["--args",
                                                                          json.dumps(kw)])
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        log(f"llm {name}: {time.perf_counter() - t0:.0f} s")
     res["load_avg"] = dict(start=load0, end=os.getloadavg())
+    day, ref = res["day_fitted"], res["ref_fleet_slice"]
+    res["summary"] = {
+        "day_requests": day["requests"], "day_wall_s": day["wall_s"], "day_cpu_s": day["cpu_s"],
+        "day_requests_per_s": day["requests_per_s"], "day_steps_per_s": day["steps_per_s"],
+        "day_vs_reference": day["requests_per_s"] / ref["requests_per_s"],
+        "one_replica_vs_reference": (res["one_replica"]["requests_per_s"]
+                                     / res["ref_one_replica"]["requests_per_s"]),
+        "mem_requests": res["mem_10m"]["requests"],
+        "mem_peak_rss_mb": res["mem_10m"]["peak_rss_mb"],
+        "compile_cold_s": res["compile"]["cold_s"], "compile_warm_s": res["compile"]["warm_s"],
+    }
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="an hour, 1M requests, 300 on one")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--part", help=argparse.SUPPRESS)
+    ap.add_argument("--args", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.part:
+        kw = json.loads(a.args)
+        res = compile_times() if a.part == "compile" else run_fleet(**kw)
+        print(json.dumps(res))
+        return 0
+    res = run_llm_bench(a.quick, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     report(res, a.quick)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -119,3 +119,7 @@ def test_bench_quick_writes_the_documented_shape(tmp_path):
     assert mmc["heapq_mean_wq_s"] == pytest.approx(mmc["engine_mean_wq_s"], rel=1e-9)
     assert figures["fleet"]["mean_batch"] >= 1 and figures["fleet"]["peak_rss_bytes"] > 10**7
     assert figures["trace"]["azure_rows"] == 50_000
+    llm = figures["llm"]       # the LLM engine's section: a simulated hour of 50 replicas
+    assert llm["day_requests"] > 150_000 and llm["mem_requests"] == 200_000
+    assert llm["day_requests_per_s"] == pytest.approx(llm["day_requests"] / llm["day_wall_s"])
+    assert llm["day_vs_reference"] > 1 and llm["compile_warm_s"] > 0
