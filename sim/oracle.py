@@ -68,6 +68,15 @@ def schedule_from_needs(need: np.ndarray, bounds: FleetBounds, interval_s: float
     return np.clip(out, bounds.min_replicas, bounds.max_replicas)
 
 
+def llm_needs(rates: np.ndarray, replica_rps: float, bounds: FleetBounds,
+              factor: float) -> np.ndarray:
+    """An LLM fleet's replicas per interval: the interval's rate times ``factor`` over what one
+    replica sustains (``trimtab.sim.llm.fleet.llm_replica_rps``); the verified search below
+    finds the factor, so the estimate need only be monotone in the rate."""
+    need = np.ceil(np.asarray(rates, dtype=np.float64) * factor / replica_rps)
+    return np.clip(need, bounds.min_replicas, bounds.max_replicas).astype(np.int64)
+
+
 def true_fit(ctx: ReplayContext) -> capacity.BatchFit:
     """The scenario's real service model (affine), or one fitted on a pilot run (profile)."""
     scenario = ctx.scenario
@@ -99,12 +108,22 @@ class PilotPolicy:
                 capacity.observe(state, snapshot.batch_samples))
 
 
-def _misses_by_interval(run: Any, slo_s: float, interval_s: float, n_ticks: int) -> np.ndarray:
+def _misses_by_interval(run: Any, slo: Any, interval_s: float, n_ticks: int) -> np.ndarray:
+    """Requests that missed the SLO (every bound it gives: end to end, and for an LLM fleet
+    TTFT and TPOT), counted by the interval they arrived in."""
     req = run.requests
     from trimtab.sim.fleet.model import SERVED
 
     lat = req["finish_s"] - req["arrival_s"]
-    miss = (req["outcome"] != SERVED) | ~(lat <= slo_s)
+    served = req["outcome"] == SERVED
+    miss = ~served
+    if slo.latency_s is not None:
+        miss |= ~(lat <= slo.latency_s)
+    if "ttft_s" in req:
+        if slo.ttft_s is not None:
+            miss |= served & (req["ttft_s"] > slo.ttft_s)
+        if slo.tpot_s is not None:
+            miss |= served & (req["tpot_s"] > slo.tpot_s)     # NaN (one token): no miss
     idx = np.minimum((req["arrival_s"][miss] // interval_s).astype(np.int64), n_ticks - 1)
     return np.bincount(idx, minlength=n_ticks)[:n_ticks]
 
@@ -115,7 +134,13 @@ def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: i
     scenario, trace = ctx.scenario, ctx.trace
     n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
     rates = interval_rates(trace.arrival_s, interval_s, n_ticks)
-    fit = true_fit(ctx)
+    llm = scenario.service.model == "llm"
+    if llm:
+        from trimtab.sim.llm.fleet import llm_replica_rps
+
+        replica_rps = llm_replica_rps(scenario, trace)
+    else:
+        fit = true_fit(ctx)
     max_batch = scenario.service.max_batch
     timeout_s = scenario.service.batch_timeout_ms / 1000.0
     runs = 0
@@ -127,8 +152,9 @@ def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: i
         return ctx.run(pol, record_requests=True)
 
     def build(f: float) -> np.ndarray:
-        return schedule_from_needs(needs(rates, fit, bounds, max_batch, timeout_s, f), bounds,
-                                   interval_s)
+        need = llm_needs(rates, replica_rps, bounds, f) if llm else \
+            needs(rates, fit, bounds, max_batch, timeout_s, f)
+        return schedule_from_needs(need, bounds, interval_s)
 
     best: tuple[float, np.ndarray] | None = None
     lo, hi = 0.6, 1.0
@@ -157,12 +183,13 @@ def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: i
             r = attempt(sched)
             if r.summary["meets_slo"]:
                 break
-            bad = np.nonzero(_misses_by_interval(r, bounds.slo_latency_s, interval_s,
+            bad = np.nonzero(_misses_by_interval(r, scenario.slo, interval_s,
                                                  n_ticks) > allowed)[0]
             for k in bad:
                 lo_k = max(0, k - ahead + 1)
                 sched[lo_k:k + 2] = np.minimum(sched[lo_k:k + 2] + 1, bounds.max_replicas)
-    return sched, {"runs": runs, "load_factor": hi, "a_s": fit.a_s, "c_s": fit.c_s}
+    model = {"replica_rps": replica_rps} if llm else {"a_s": fit.a_s, "c_s": fit.c_s}
+    return sched, {"runs": runs, "load_factor": hi, **model}
 
 
 def make_oracle_policy(params: dict[str, Any], bounds: FleetBounds, interval_s: float,

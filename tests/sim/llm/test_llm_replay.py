@@ -433,3 +433,26 @@ def test_num_blocks_is_derived_from_memory_as_vllm_sizes_its_cache(tmp_path):
     sc = load_scenario(write(tmp_path, yaml.safe_dump(doc)))
     assert sc.service.scheduler_config().num_blocks == 1000
     assert sc.bounds().gpu_memory_bytes is None and sc.bounds().max_batch_size == 128
+
+
+# --- the oracle -------------------------------------------------------------------------------
+
+def test_the_oracle_plans_an_llm_fleet_and_its_plan_meets_the_slo(tmp_path):
+    """The oracle sizes an LLM fleet from what one replica sustains (no batch line to fit),
+    verifies by replaying, and counts a miss of every bound (TTFT and TPOT here)."""
+    from trimtab.sim.oracle import _misses_by_interval
+
+    d = small_dir(tmp_path)
+    feasible = SMALL.format(engine="compiled").replace(   # 8 replicas meet this one
+        "slo: {ttft_s: 1.0, tpot_s: 0.05", "slo: {ttft_s: 2.0, tpot_s: 0.2").replace(
+        "initial: 1, min: 1, max: 4", "initial: 3, min: 1, max: 8")
+    sc = load_scenario(write(d, feasible, "oracle.yaml"))
+    run = simulate(sc, "oracle", record_requests=True)
+    assert run.summary["meets_slo"], run.summary
+    assert run.summary["params"]["replica_rps"] > 0 and run.summary["params"]["runs"] >= 1
+    n_miss = int(_misses_by_interval(run, sc.slo, 10.0, 1000).sum())
+    served = run.requests["outcome"] == SERVED
+    assert run.summary["replica_hours"] < simulate(sc, "static:replicas=8").summary[
+        "replica_hours"]
+    assert n_miss == int(misses(run.requests, {"ttft_s": 2.0, "tpot_s": 0.2}).sum()) + \
+        int((~served).sum())

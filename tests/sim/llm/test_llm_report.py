@@ -274,7 +274,8 @@ def test_the_cli_table_and_report_of_an_llm_scenario(tmp_path, monkeypatch):
 
 def test_an_llm_static_baseline_is_sized_from_the_step_model():
     """The docstring's example: (100 x 32.8 + 128 x 10) ms per 128 requests = 28.07 rps."""
-    from trimtab.sim.cli import llm_replica_rps, static_replicas
+    from trimtab.sim.cli import static_replicas
+    from trimtab.sim.llm.fleet import llm_replica_rps
     from trimtab.sim.llm.types import SchedulerConfig
 
     model = StepModel(c0_ms=20.0, c_prefill_ms=0.1, c_decode_ms=0.1)
