@@ -21,7 +21,7 @@ import numpy as np
 from trimtab.controllers.core.registry import ReplayContext, make_policy, register_replay
 from trimtab.controllers.core.spec import SpecError
 from trimtab.controllers.core.types import FleetBounds
-from trimtab.sim.oracle import SchedulePolicy, interval_rates, needs, true_fit
+from trimtab.sim.oracle import SchedulePolicy, capacity_model, interval_rates, needs_for
 
 WINDOWS_TICKS = (4, 8, 16, 40)    # how much past the schedule holds the peak of
 
@@ -42,10 +42,10 @@ def causal_schedule(need: np.ndarray, window: int, initial: int, lo: int, hi: in
 
 
 def inputs(ctx: ReplayContext, interval_s: float) -> tuple[np.ndarray, Any]:
-    """The true arrival rate per interval and the true service line (a pilot run for a
+    """The true arrival rate per interval and the true capacity model (a pilot run for a
     profile service, so worth computing once for many schedules)."""
     n_ticks = max(1, int(math.ceil(ctx.trace.duration_s / interval_s)))
-    return interval_rates(ctx.trace.arrival_s, interval_s, n_ticks), true_fit(ctx)
+    return interval_rates(ctx.trace.arrival_s, interval_s, n_ticks), capacity_model(ctx)
 
 
 def schedule_policy(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, window: int,
@@ -53,8 +53,7 @@ def schedule_policy(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, 
     """The schedule of ``window`` at ``load_factor`` from the inputs ``given``."""
     sc = ctx.scenario
     rates, fit = given
-    need = needs(rates, fit, bounds, sc.service.max_batch, sc.service.batch_timeout_ms / 1000.0,
-                 load_factor)
+    need = needs_for(fit, rates, bounds, sc, load_factor)
     sched = causal_schedule(need, window, sc.replicas.initial, bounds.min_replicas,
                             bounds.max_replicas)
     return SchedulePolicy(tuple(int(x) for x in sched), interval_s, name="causal",

@@ -77,6 +77,32 @@ def llm_needs(rates: np.ndarray, replica_rps: float, bounds: FleetBounds,
     return np.clip(need, bounds.min_replicas, bounds.max_replicas).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class LlmCapacity:
+    """What an LLM fleet's schedules are sized from: requests/s one replica sustains."""
+
+    replica_rps: float
+
+
+def capacity_model(ctx: ReplayContext) -> capacity.BatchFit | LlmCapacity:
+    """The schedules' capacity model: the batch line (request-level fleets) or one LLM
+    replica's sustained rate (``trimtab.sim.llm.fleet.llm_replica_rps``)."""
+    if ctx.scenario.service.model == "llm":
+        from trimtab.sim.llm.fleet import llm_replica_rps
+
+        return LlmCapacity(llm_replica_rps(ctx.scenario, ctx.trace))
+    return true_fit(ctx)
+
+
+def needs_for(model: capacity.BatchFit | LlmCapacity, rates: np.ndarray, bounds: FleetBounds,
+              scenario: Any, factor: float) -> np.ndarray:
+    """Replicas per interval at ``factor`` times the rates, under either capacity model."""
+    if isinstance(model, LlmCapacity):
+        return llm_needs(rates, model.replica_rps, bounds, factor)
+    return needs(rates, model, bounds, scenario.service.max_batch,
+                 scenario.service.batch_timeout_ms / 1000.0, factor)
+
+
 def true_fit(ctx: ReplayContext) -> capacity.BatchFit:
     """The scenario's real service model (affine), or one fitted on a pilot run (profile)."""
     scenario = ctx.scenario
@@ -134,15 +160,7 @@ def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: i
     scenario, trace = ctx.scenario, ctx.trace
     n_ticks = max(1, int(math.ceil(trace.duration_s / interval_s)))
     rates = interval_rates(trace.arrival_s, interval_s, n_ticks)
-    llm = scenario.service.model == "llm"
-    if llm:
-        from trimtab.sim.llm.fleet import llm_replica_rps
-
-        replica_rps = llm_replica_rps(scenario, trace)
-    else:
-        fit = true_fit(ctx)
-    max_batch = scenario.service.max_batch
-    timeout_s = scenario.service.batch_timeout_ms / 1000.0
+    model = capacity_model(ctx)
     runs = 0
 
     def attempt(sched: np.ndarray) -> Any:
@@ -152,9 +170,8 @@ def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: i
         return ctx.run(pol, record_requests=True)
 
     def build(f: float) -> np.ndarray:
-        need = llm_needs(rates, replica_rps, bounds, f) if llm else \
-            needs(rates, fit, bounds, max_batch, timeout_s, f)
-        return schedule_from_needs(need, bounds, interval_s)
+        return schedule_from_needs(needs_for(model, rates, bounds, scenario, f), bounds,
+                                   interval_s)
 
     best: tuple[float, np.ndarray] | None = None
     lo, hi = 0.6, 1.0
@@ -188,8 +205,9 @@ def plan(ctx: ReplayContext, bounds: FleetBounds, interval_s: float, max_runs: i
             for k in bad:
                 lo_k = max(0, k - ahead + 1)
                 sched[lo_k:k + 2] = np.minimum(sched[lo_k:k + 2] + 1, bounds.max_replicas)
-    model = {"replica_rps": replica_rps} if llm else {"a_s": fit.a_s, "c_s": fit.c_s}
-    return sched, {"runs": runs, "load_factor": hi, **model}
+    about = ({"replica_rps": model.replica_rps} if isinstance(model, LlmCapacity)
+             else {"a_s": model.a_s, "c_s": model.c_s})
+    return sched, {"runs": runs, "load_factor": hi, **about}
 
 
 def make_oracle_policy(params: dict[str, Any], bounds: FleetBounds, interval_s: float,
