@@ -456,3 +456,7 @@ def test_the_oracle_plans_an_llm_fleet_and_its_plan_meets_the_slo(tmp_path):
         "replica_hours"]
     assert n_miss == int(misses(run.requests, {"ttft_s": 2.0, "tpot_s": 0.2}).sum()) + \
         int((~served).sum())
+    # The past-only schedule sizes from the same capacity model and meets it too (the
+    # oracle's search is a heuristic, so no order of their costs is asserted).
+    causal = simulate(sc, "causal").summary
+    assert causal["meets_slo"] and causal["params"]["load_factor"] > 0
