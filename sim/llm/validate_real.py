@@ -406,6 +406,19 @@ def step_durations(steps: dict[str, np.ndarray]) -> np.ndarray:
     return d
 
 
+def fit_slots(n_runs: int, n_streams: int) -> list[int]:
+    """Where the fitting runs go among the ``n_runs`` rounds of ``n_streams`` scored runs:
+    before the first round, the middle one and the last (fewer when there are few rounds)."""
+    rounds = sorted({0, n_runs // 2, n_runs - 1})
+    return [r * n_streams for r in rounds]
+
+
+def decode_level_ms(run: "RealRun") -> float:
+    """The median decode-only step of a run, in ms: how fast the machine was meanwhile."""
+    d = step_durations(run.steps)
+    return 1000.0 * _pct(d[run.steps["P"] == 0], 50)
+
+
 def fit_records(steps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"prefill_tokens": steps["P"], "decode_seqs": steps["D"], "kv_tokens": steps["K"],
             "attn_pairs": steps["A"], "duration_s": step_durations(steps)}
@@ -733,12 +746,14 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
             offset = server.step_log.stat().st_size if server.step_log.exists() else 0
             fit_spec = FIT_STREAM
             # The streams interleaved (A0 B0 A1 B1 ...), so that whatever else loads the
-            # machine meanwhile falls on every stream alike, and the fitting run in the middle:
-            # the machine's speed drifts by some 10% over minutes here as other work comes
-            # and goes, and the middle is the nearest one run can be to all the others.
+            # machine meanwhile falls on every stream alike. The machine's speed drifts (by
+            # 10% to 50% over minutes here, as other work comes and goes), so the fitting
+            # stream runs at the start, in the middle and at the end, and the model is fitted
+            # on the one of median speed: the nearest one run can be to all the others.
             plan = [(s, i) for i in range(n_runs) for s in specs]
-            plan.insert(len(specs) * (n_runs // 2), (fit_spec, 0))
-            fit_run = None
+            for k, at in enumerate(fit_slots(n_runs, len(specs))):
+                plan.insert(at + k, (fit_spec, k))
+            fit_runs: list[RealRun] = []
             for spec, i in plan:
                 t = time.monotonic()
                 rr, offset = real_run(server, spec, i, offset, log)
@@ -751,7 +766,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
                     f" TTFT p50 {1000 * rr.stats['ttft_p50_s']:.0f} ms, worker CPU "
                     f"{worker:.1f} s [{time.monotonic() - t:.0f} s]")
                 if spec is fit_spec:
-                    fit_run = rr
+                    fit_runs.append(rr)
                 else:
                     real[spec.name].append(rr)
                 time.sleep(0.5)
@@ -760,10 +775,16 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
         _set_priority(own_nice)
     real_s = time.monotonic() - t_start
 
+    speeds = [decode_level_ms(r) for r in fit_runs]
+    fit_run = fit_runs[int(np.argsort(speeds)[(len(speeds) - 1) // 2])]
+    fit_name = f"{fit_spec.name}#{fit_run.index}"
+    log(f"fitting runs' median decode step: "
+        + ", ".join(f"{fit_spec.name}#{r.index} {v:.1f} ms" for r, v in zip(fit_runs, speeds))
+        + f"; fitted on {fit_name}")
     fit = fit_steps(fit_records(fit_run.steps), name=f"vllm-cpu-{MODEL}",
-                    source={"engine": VLLM_PIN, "model": MODEL, "run": f"{fit_spec.name}#0"})
+                    source={"engine": VLLM_PIN, "model": MODEL, "run": fit_name})
     step_model = fit.step                       # fit_steps re-weights by the fit: no bias
-    log(f"fit on {fit_spec.name}#0 ({fit.rows} steps): c0 {step_model.c0_ms:.3g} ms, prefill "
+    log(f"fit on {fit_name} ({fit.rows} steps): c0 {step_model.c0_ms:.3g} ms, prefill "
         f"{step_model.c_prefill_ms:.3g} ms/token, decode {step_model.c_decode_ms:.3g} ms/seq, "
         f"kv {step_model.c_kv_ms:.3g} ms/token, attn {step_model.c_attn_ms:.3g}, cv "
         f"{step_model.cv:.2f}, MAPE {100 * fit.mape:.1f}%")
@@ -773,7 +794,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
     if not (math.isfinite(ingress_s) and math.isfinite(egress_s)):
         raise RuntimeError("the step log matched no request of the fitting run (is the "
                            "step-log plugin current? run `make vllm`)")
-    log(f"front end on {fit_spec.name}#0: send to engine {1000 * ingress_s:.1f} ms, step end "
+    log(f"front end on {fit_name}: send to engine {1000 * ingress_s:.1f} ms, step end "
         f"to client {1000 * egress_s:.1f} ms (medians)")
     checks: list[Check] = []
     report_streams = []
@@ -800,13 +821,15 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
             "sim_runs": sims, "step_distribution": dist,
             "checks": [asdict(c) for c in cs]})
     passed = all(c.passed for c in checks) and all(
-        r.failed == 0 for rs in real.values() for r in rs) and fit_run.failed == 0
+        r.failed == 0 for rs in real.values() for r in rs) and all(r.failed == 0 for r in fit_runs)
     return {"passed": passed, "quick": quick, "runs_per_stream": n_runs, "engine": engine,
             "vllm": VLLM_PIN, "model": MODEL, "vllm_args": server.args()[3:],
             "scheduler": asdict(sched_config()), "nice": nice,
             "cores": {"engine": sorted(server.engine_cores),
                       "client": sorted(server.client_cores)},
-            "fit": {"run": f"{fit_spec.name}#0", "step_model": asdict(step_model),
+            "fit": {"run": fit_name, "step_model": asdict(step_model),
+                    "fit_runs": [{"index": r.index, "decode_step_p50_ms": v, "stats": r.stats}
+                                 for r, v in zip(fit_runs, speeds)],
                     "rows": fit.rows, "mape": fit.mape, "max_rel_error": fit.max_rel_error,
                     "attn_used": fit.attn_used, "residual_cv": fit.residual_cv,
                     "step_durations": "engine-core step start to the next step's start when "
@@ -866,7 +889,7 @@ def validate_cmd(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the whole report "
                                              "(every run, fit, check) as JSON."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Scored runs per stream (default "
-                                       "7, --quick 5), plus one fitting run."),
+                                       "7, --quick 5), plus three fitting runs."),
     quick: bool = typer.Option(False, "--quick", help="Two streams of 20 requests, 5 runs "
                                "each (about 5 minutes on 2 cores)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Simulator: reference "

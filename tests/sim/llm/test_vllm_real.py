@@ -82,7 +82,9 @@ def test_loadgen_times_every_token_and_checks_the_prompt_length(tokens_per_chunk
     assert all(r.ok for r in run.requests)
     assert [r.usage_prompt_tokens for r in run.requests] == prompt
     sent = np.array([r.sent_s - run.t0_s for r in run.requests])
-    assert np.all(sent >= np.array(arrival) - 1e-3) and np.all(sent < np.array(arrival) + 0.05)
+    # open loop: each request leaves at its own time (late only by what a loaded machine
+    # delays an event loop), not after the previous one is answered
+    assert np.all(sent >= np.array(arrival) - 1e-3) and np.all(sent < np.array(arrival) + 0.5)
     assert max(run.gauge_running) == 3.0 and max(run.gauge_waiting) == 1.0
     fig = loadgen.request_figures(run)
     assert np.all(fig["ttft_s"] > 0) and np.all(fig["e2e_s"] >= fig["ttft_s"])
@@ -230,6 +232,12 @@ def test_step_time_check_compares_replays_with_the_real_runs_own_spread(sim_ks, 
     c = V.ks_check("A", {"ks_real_leave_one_out": [0.1, 0.2, 0.3], "ks_sim_runs": sim_ks})
     assert (c.real_min, c.real_median, c.real_max) == (0.1, 0.2, 0.3)
     assert c.scored and c.passed is passed
+
+
+@pytest.mark.parametrize("n_runs,slots", [(5, [0, 4, 8]), (7, [0, 6, 12]), (2, [0, 2]),
+                                           (1, [0])])
+def test_fitting_runs_go_first_in_the_middle_and_last(n_runs, slots):
+    assert V.fit_slots(n_runs, 2) == slots
 
 
 # --------------------------------------------------------------------------- the real thing
