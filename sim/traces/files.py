@@ -76,7 +76,10 @@ def read_azure(path: Path) -> Events:
     if not data.strip():
         raise TraceError(f"{path}: empty file, expected a CSV header")
     first_line = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
-    header = next(csv.reader([first_line]), [])
+    try:
+        header = next(csv.reader([first_line]), [])
+    except csv.Error as exc:         # a stray carriage return or NUL in the header line
+        raise TraceError(f"{path} line 1: not a CSV header: {exc}") from None
     cols = _header(path, header, AZURE_COLUMNS)
     fast = _azure_fast(data, len(header), cols)
     return fast if fast is not None else _azure_slow(path)

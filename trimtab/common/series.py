@@ -100,7 +100,10 @@ def csv_rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str
     """(header, [(line number, fields)]) of a CSV text; blank lines are not rows, and every row
     has as many fields as the header."""
     reader = csv.reader(io.StringIO(text))
-    rows = [(reader.line_num, row) for row in reader]
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:         # a stray carriage return or NUL inside a field, say
+        raise SeriesError(f"{path} line {reader.line_num + 1}: not CSV: {exc}") from None
     if not rows:
         raise SeriesError(f"{path}: empty file, expected a CSV header")
     header = rows[0][1]
