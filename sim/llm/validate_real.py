@@ -546,6 +546,14 @@ def real_run(server: VllmServer, spec: StreamSpec, index: int, offset: int,
                "iteration_tokens": run.metric_delta("vllm:iteration_tokens_total_sum"),
                "generation_tokens": run.metric_delta("vllm:generation_tokens_total"),
                "prompt_tokens": run.metric_delta("vllm:prompt_tokens_total")}
+    # vLLM's own latency histograms (engine-side clocks): their means beside the client's
+    for key, name in (("ttft", "time_to_first_token_seconds"),
+                      ("itl", "inter_token_latency_seconds"),
+                      ("e2e", "e2e_request_latency_seconds"),
+                      ("queue", "request_queue_time_seconds")):
+        count = run.metric_delta(f"vllm:{name}_count")
+        metrics[f"{key}_mean_s"] = (run.metric_delta(f"vllm:{name}_sum") / count
+                                    if count else math.nan)
     peaks = {"running": float(np.nanmax(run.gauge_running)) if run.gauge_running else math.nan,
              "waiting": float(np.nanmax(run.gauge_waiting)) if run.gauge_waiting else math.nan,
              "samples": float(len(run.gauge_t_s))}
@@ -812,6 +820,9 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
                            "gauge_peaks": r.gauge_peaks, "failed": r.failed,
                            "wall_s": r.wall_s, "schedstat": r.sched,
                            "front_end": r.front_end(),
+                           "client_means": {"ttft_mean_s": float(np.nanmean(r.ttft_s)),
+                                            "itl_mean_s": float(np.mean(r.gaps_s)),
+                                            "e2e_mean_s": float(np.nanmean(r.e2e_s))},
                            "requests": {"sent_s": r.arrival_s, "prompt": r.prompt_tokens,
                                         "output": r.output_tokens, "ttft_s": r.ttft_s,
                                         "tpot_s": r.tpot_s, "e2e_s": r.e2e_s},
