@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -413,10 +413,24 @@ def fit_slots(n_runs: int, n_streams: int) -> list[int]:
     return [r * n_streams for r in rounds]
 
 
-def decode_level_ms(run: "RealRun") -> float:
-    """The median decode-only step of a run, in ms: how fast the machine was meanwhile."""
-    d = step_durations(run.steps)
-    return 1000.0 * _pct(d[run.steps["P"] == 0], 50)
+def fitted_speeds(fits: list, runs: list["RealRun"]) -> list[float]:
+    """For each fit, the mean step time (ms) it predicts for the steps of all ``runs``
+    together: how fast the machine was during the run it was fitted on, compared on one
+    common set of steps."""
+    recs = [fit_records(r.steps) for r in runs]
+    cols = {k: np.concatenate([r[k] for r in recs]) for k in recs[0]}
+    return [float(np.mean(f.step.mean_ms(cols["prefill_tokens"], cols["decode_seqs"],
+                                         cols["kv_tokens"], cols["attn_pairs"])))
+            for f in fits]
+
+
+def robust_cv(rel_errors: np.ndarray) -> float:
+    """The lognormal cv whose log-spread matches the interquartile range of log(measured /
+    fitted): the body of the step-time noise, not the rare long stalls."""
+    ratio = 1.0 / (1.0 + np.asarray(rel_errors, dtype=np.float64))
+    q1, q3 = np.percentile(np.log(ratio), [25, 75])
+    sigma = (q3 - q1) / 1.3489795
+    return float(math.sqrt(math.expm1(sigma * sigma)))
 
 
 def fit_records(steps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -783,19 +797,25 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
         _set_priority(own_nice)
     real_s = time.monotonic() - t_start
 
-    speeds = [decode_level_ms(r) for r in fit_runs]
-    fit_run = fit_runs[int(np.argsort(speeds)[(len(speeds) - 1) // 2])]
+    fits = [fit_steps(fit_records(r.steps), name=f"vllm-cpu-{MODEL}",
+                      source={"engine": VLLM_PIN, "model": MODEL,
+                              "run": f"{fit_spec.name}#{r.index}"}) for r in fit_runs]
+    speeds = fitted_speeds(fits, fit_runs)
+    pick = int(np.argsort(speeds)[(len(speeds) - 1) // 2])
+    fit, fit_run = fits[pick], fit_runs[pick]
     fit_name = f"{fit_spec.name}#{fit_run.index}"
-    log(f"fitting runs' median decode step: "
-        + ", ".join(f"{fit_spec.name}#{r.index} {v:.1f} ms" for r, v in zip(fit_runs, speeds))
-        + f"; fitted on {fit_name}")
-    fit = fit_steps(fit_records(fit_run.steps), name=f"vllm-cpu-{MODEL}",
-                    source={"engine": VLLM_PIN, "model": MODEL, "run": fit_name})
-    step_model = fit.step                       # fit_steps re-weights by the fit: no bias
+    log("fitting runs, mean step each one's fit predicts for all their steps: "
+        + ", ".join(f"{fit_spec.name}#{r.index} {v:.2f} ms" for r, v in zip(fit_runs, speeds))
+        + f"; the median: {fit_name}")
+    # fit_steps re-weights by the fit, so the model is the mean step; the noise cv is taken
+    # from the middle of the residuals, so that a few stalls of other work do not widen the
+    # whole distribution (their share of the mean stays in the model).
+    step_model = replace(fit.step, cv=robust_cv(fit.rel_errors))
     log(f"fit on {fit_name} ({fit.rows} steps): c0 {step_model.c0_ms:.3g} ms, prefill "
         f"{step_model.c_prefill_ms:.3g} ms/token, decode {step_model.c_decode_ms:.3g} ms/seq, "
         f"kv {step_model.c_kv_ms:.3g} ms/token, attn {step_model.c_attn_ms:.3g}, cv "
-        f"{step_model.cv:.2f}, MAPE {100 * fit.mape:.1f}%")
+        f"{step_model.cv:.2f} (std of the residuals {fit.step.cv:.2f}), MAPE "
+        f"{100 * fit.mape:.1f}%")
 
     ingress_s = float(np.nanmedian(fit_run.ingress_s))
     egress_s = float(np.nanmedian(fit_run.egress_s))
@@ -839,8 +859,10 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
             "cores": {"engine": sorted(server.engine_cores),
                       "client": sorted(server.client_cores)},
             "fit": {"run": fit_name, "step_model": asdict(step_model),
-                    "fit_runs": [{"index": r.index, "decode_step_p50_ms": v, "stats": r.stats}
-                                 for r, v in zip(fit_runs, speeds)],
+                    "fit_runs": [{"index": r.index, "predicted_mean_step_ms": v,
+                                  "step_model": asdict(f.step), "mape": f.mape,
+                                  "stats": r.stats}
+                                 for r, v, f in zip(fit_runs, speeds, fits)],
                     "rows": fit.rows, "mape": fit.mape, "max_rel_error": fit.max_rel_error,
                     "attn_used": fit.attn_used, "residual_cv": fit.residual_cv,
                     "step_durations": "engine-core step start to the next step's start when "

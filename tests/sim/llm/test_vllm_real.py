@@ -240,6 +240,32 @@ def test_fitting_runs_go_first_in_the_middle_and_last(n_runs, slots):
     assert V.fit_slots(n_runs, 2) == slots
 
 
+def test_robust_cv_ignores_rare_stalls_and_recovers_a_lognormal_cv():
+    rng = np.random.default_rng(3)
+    cv = 0.2
+    s = math.sqrt(math.log1p(cv * cv))
+    measured = np.exp(rng.normal(-s * s / 2, s, 20000))         # lognormal, mean 1
+    rel = 1.0 / measured - 1.0                                   # fitted / measured - 1
+    assert V.robust_cv(rel) == pytest.approx(cv, rel=0.05)
+    stalled = measured.copy()
+    stalled[::50] *= 8.0                                         # 2% of steps stall 8x
+    assert V.robust_cv(1.0 / stalled - 1.0) == pytest.approx(cv, rel=0.1)
+    assert np.std(stalled) > 2 * cv                              # the plain std does not
+
+
+def test_fitted_speeds_compare_fits_on_the_same_steps():
+    from types import SimpleNamespace
+
+    from trimtab.sim.llm.types import StepModel
+
+    runs = [SimpleNamespace(steps=_steps([0.0, 1.0], [0.01, 1.02], P=[100, 0], D=[0, 2])),
+            SimpleNamespace(steps=_steps([0.0], [0.01], P=[0], D=[4]))]
+    fits = [SimpleNamespace(step=StepModel(c0_ms=10.0, c_prefill_ms=0.5)),
+            SimpleNamespace(step=StepModel(c0_ms=12.0, c_decode_ms=1.0))]
+    # three steps: P 100, 0, 0 and D 0, 2, 4
+    assert V.fitted_speeds(fits, runs) == pytest.approx([10.0 + 50.0 / 3, 12.0 + 2.0])
+
+
 # --------------------------------------------------------------------------- the real thing
 def _validate_command() -> list[str]:
     script = Path(sys.executable).with_name("trimtab")
