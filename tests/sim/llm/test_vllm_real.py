@@ -253,7 +253,7 @@ def test_robust_cv_ignores_rare_stalls_and_recovers_a_lognormal_cv():
     assert np.std(stalled) > 2 * cv                              # the plain std does not
 
 
-def test_fitted_speeds_compare_fits_on_the_same_steps():
+def test_fitted_speeds_compare_fits_on_the_same_steps(monkeypatch):
     from types import SimpleNamespace
 
     from trimtab.sim.llm.types import StepModel
@@ -263,7 +263,10 @@ def test_fitted_speeds_compare_fits_on_the_same_steps():
     fits = [SimpleNamespace(step=StepModel(c0_ms=10.0, c_prefill_ms=0.5)),
             SimpleNamespace(step=StepModel(c0_ms=12.0, c_decode_ms=1.0))]
     # three steps: P 100, 0, 0 and D 0, 2, 4
+    monkeypatch.setattr(V, "DECODE_TERM", True)
     assert V.fitted_speeds(fits, runs) == pytest.approx([10.0 + 50.0 / 3, 12.0 + 2.0])
+    monkeypatch.setattr(V, "DECODE_TERM", False)                # D left out of the records
+    assert V.fitted_speeds(fits, runs) == pytest.approx([10.0 + 50.0 / 3, 12.0])
 
 
 # --------------------------------------------------------------------------- the real thing
