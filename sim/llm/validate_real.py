@@ -145,6 +145,22 @@ def vllm_paths(cache: Path | None = None) -> tuple[Path, Path]:
     return py, model
 
 
+def machine_lock(log=print):
+    """An exclusive lock (a file in the cache, held open) for the real side: two validations
+    at once would both bind their worker to the same core and measure each other."""
+    import fcntl
+
+    path = cache_dir() / "validate.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"  waiting for another `trimtab llm validate` to finish (lock {path})")
+        fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -760,6 +776,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
     engine = engine or "reference"
     nice = 0 if nice is None else nice
     specs = streams(quick)
+    lock = machine_lock(log)
     workdir = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="trimtab-vllm-"))
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
@@ -809,6 +826,7 @@ def validate(quick: bool = False, runs: int | None = None, engine: str | None = 
     finally:
         os.sched_setaffinity(0, own_affinity)
         _set_priority(own_nice)
+        lock.close()                            # the next validation may start
     real_s = time.monotonic() - t_start
 
     fit_name = "+".join(f"{fit_spec.name}#{r.index}" for r in fit_runs)

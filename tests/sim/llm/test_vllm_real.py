@@ -269,6 +269,25 @@ def test_fitted_speeds_compare_fits_on_the_same_steps(monkeypatch):
     assert V.fitted_speeds(fits, runs) == pytest.approx([10.0 + 50.0 / 3, 12.0])
 
 
+def test_a_second_validation_waits_for_the_first(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TRIMTAB_VLLM_CACHE", str(tmp_path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from trimtab.sim.llm import validate_real as V; "
+         "f = V.machine_lock(lambda m: None); print('held', flush=True); time.sleep(1.5)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    said: list[str] = []
+    t0 = time.monotonic()
+    lock = V.machine_lock(said.append)
+    waited = time.monotonic() - t0
+    lock.close()
+    holder.wait(timeout=30)
+    assert said and "waiting for another" in said[0]
+    assert waited > 0.5
+
+
 # --------------------------------------------------------------------------- the real thing
 def _validate_command() -> list[str]:
     script = Path(sys.executable).with_name("trimtab")
