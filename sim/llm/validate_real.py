@@ -635,7 +635,7 @@ def simulate_run(run: RealRun, step_model, engine: str, seed: int, ingress_s: fl
                  egress_s: float = 0.0) -> dict[str, float]:
     """Replay the run's recorded send times and lengths through the simulator. The engine
     sees request i at ``send + ingress_s``; the client sees a token ``egress_s`` after the
-    step that made it ended (both fixed, measured on the fitting run)."""
+    step that made it ended (both fixed, measured on the fitting runs)."""
     from trimtab.sim.llm.types import ITL_BOUNDS_S, LlmRequests
 
     order = np.argsort(run.arrival_s, kind="stable")
