@@ -475,19 +475,12 @@ def _pct(x: np.ndarray, q: float) -> float:
 
 
 def hist_quantile(counts: np.ndarray, bounds: tuple[float, ...], q: float) -> float:
-    """Prometheus' histogram_quantile over ``le`` buckets (linear inside a bucket)."""
-    total = float(np.sum(counts))
-    if total <= 0:
-        return math.nan
-    rank = q * total
-    cum = np.cumsum(counts)
-    b = int(np.searchsorted(cum, rank, side="left"))
-    if b >= len(bounds):
-        return float(bounds[-1])
-    lo = 0.0 if b == 0 else float(bounds[b - 1])
-    below = 0.0 if b == 0 else float(cum[b - 1])
-    inside = float(counts[b])
-    return lo + (float(bounds[b]) - lo) * ((rank - below) / inside if inside else 1.0)
+    """Prometheus' histogram_quantile over ``le`` buckets (linear inside a bucket): the
+    controllers' ``LatencyHistogram.quantile``, written once there."""
+    from trimtab.controllers.core.types import LatencyHistogram
+
+    return LatencyHistogram(bounds_s=tuple(float(b) for b in bounds),
+                            counts=tuple(int(c) for c in counts)).quantile(q)
 
 
 def run_stats(ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray, preemptions: float,
