@@ -2,12 +2,22 @@
 small defaults (a replica that feels KV pressure within a few dozen requests)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from trimtab.sim.fleet.types import PENDING
+from trimtab.sim.llm.closed_form import MG1_STEP
 from trimtab.sim.llm.types import LlmRequests, SchedulerConfig, StepModel, block_keys
+
+# The M/G/1 closed-form cases both engines are checked on (keyword arguments of mg1_check).
+MG1_CASES = {
+    "mg1": dict(),
+    "mg1-noise": dict(step=replace(MG1_STEP, cv=0.5), rate_rps=30.0),
+    "md1": dict(prompt_values=(512,), prompt_probs=None,
+                step=StepModel(c0_ms=4.0, c_prefill_ms=0.02), rate_rps=40.0),
+}
 
 Lengths = int | tuple[int, int] | Sequence[int]
 

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from trimtab.sim.llm.closed_form import (MG1_STEP, fixed_decode_check, mg1_check,
+from trimtab.sim.llm.closed_form import (fixed_decode_check, mg1_check,
                                          pollaczek_khinchine_s)
 from trimtab.sim.llm.reference import ReferenceFleet
 from trimtab.sim.llm.types import StepModel
+from tests.sim.llm.builders import MG1_CASES
 
 
 class SlowFleet(ReferenceFleet):
@@ -38,12 +39,6 @@ def test_pollaczek_khinchine_rejects_an_unstable_queue():
         pollaczek_khinchine_s(2.0, 0.5, 1.0)
 
 
-MG1_CASES = {
-    "mg1-prompt-mix": dict(),
-    "mg1-prompt-mix-noise": dict(step=replace(MG1_STEP, cv=0.5), rate_rps=30.0),
-    "md1": dict(prompt_values=(512,), prompt_probs=None,
-                step=StepModel(c0_ms=4.0, c_prefill_ms=0.02), rate_rps=40.0),
-}
 
 
 @pytest.mark.parametrize("kw", MG1_CASES.values(), ids=MG1_CASES.keys())

@@ -4,7 +4,6 @@ table, growth of the replica tables and the step log, and the errors."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from tests.sim.llm import builders as B
 from trimtab.sim.fleet.types import DRAINING, FAILED, PENDING, READY, SERVED, STOPPED
 from trimtab.sim.llm import kernels as K
-from trimtab.sim.llm.closed_form import MG1_STEP, fixed_decode_check, mg1_check
+from trimtab.sim.llm.closed_form import fixed_decode_check, mg1_check
 from trimtab.sim.llm.core import CompiledFleet
 from trimtab.sim.llm.types import (ITL_BOUNDS_S, MASK64, LlmRequests, SchedulerConfig,
                                    StepModel, noise_factor)
@@ -62,12 +61,7 @@ def test_step_time_is_bit_for_bit(cv: float) -> None:
 
 
 # --------------------------------------------------------------------------- closed forms
-MG1_CASES = {
-    "mg1": dict(),
-    "mg1-noise": dict(step=replace(MG1_STEP, cv=0.5), rate_rps=30.0),
-    "md1": dict(prompt_values=(512,), prompt_probs=None,
-                step=StepModel(c0_ms=4.0, c_prefill_ms=0.02), rate_rps=40.0),
-}
+MG1_CASES = B.MG1_CASES
 
 
 @pytest.mark.parametrize("kw", MG1_CASES.values(), ids=MG1_CASES.keys())
