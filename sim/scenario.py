@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from trimtab.common import errors
+from trimtab.common.strict import StrictModel
 from trimtab.common.slo import SLO_TARGET, SloTarget
 from trimtab.controllers.core.defaults import INTERVAL_S, MAX_REPLICAS
 from trimtab.controllers.core.types import FleetBounds
@@ -23,8 +24,7 @@ class ScenarioError(ValueError):
     the rule."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel        # unknown keys and inf/nan refused in every section
 
 
 class MemoryConfig(_Strict):

@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trimtab.common import errors
+from trimtab.common.strict import StrictModel
 from trimtab.common.slo import SLO_TARGET, SloTarget
 from trimtab.controllers.core.defaults import INTERVAL_S, MAX_REPLICAS
 from trimtab.controllers.core.spec import SpecError, parse_spec
@@ -18,8 +19,8 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file, key, value and rule."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):          # unknown keys and inf/nan refused; frozen
+    model_config = ConfigDict(frozen=True)
 
 
 class WorkloadConfig(_Strict):

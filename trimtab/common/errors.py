@@ -25,6 +25,8 @@ def describe(err: dict[str, Any], top: str = TOP_LEVEL) -> str:
     kind = err.get("type")
     if kind == "missing":
         return f"{key}: required key is missing"
+    if kind == "finite_number":           # pydantic's allow_inf_nan=False (common.strict)
+        msg = "must be a finite number (not inf or nan)"
     if kind == "extra_forbidden":
         return f"{key} = {value!r}: unknown key ({msg}); check the spelling"
     if isinstance(value, dict):
