@@ -118,3 +118,97 @@ def test_shipped_defaults():
             cfg.panic_threshold_pct, cfg.max_scale_up_rate, cfg.max_scale_down_rate,
             cfg.scale_down_delay_s) == (0.7, 60.0, 10.0, 200.0, 1000.0, 2.0, 0.0)
     assert cfg.target_per_pod() == pytest.approx(70.0)   # container-concurrency-target-default 100
+
+
+# --- The data path: excess burst capacity and the activator (issue 14) ---------------------
+
+def _ebc_config(target_value: float, tbc: float) -> kpa.KpaConfig:
+    # newTestAutoscaler: TargetValue = target, TotalValue = target / 0.75 (75 % utilisation),
+    # no containerConcurrency.
+    return _config(target_value / 0.75, target_utilization=0.75, container_concurrency=0,
+                   target_burst_capacity=tbc)
+
+
+# (upstream case, TargetValue, TBC, ready pods, panic concurrency, expected EBC); the expected
+# value is autoscaler_test.go expectedEBC: floor(target / 0.75 x pods - TBC - concurrency).
+EBC_CASES = [
+    ("TestAutoscalerScale/AutoscalerStableModeUnlimitedTBC", 181, -1, 1, 26, -1),
+    ("TestAutoscalerScale/Autoscaler0TBC", 10, 0, 1, 49, 0),
+    ("TestAutoscalerScale/AutoscalerStableModeNoChange", 10, 100, 1, 50, -137),
+    ("TestAutoscalerScale/AutoscalerStableModeNoChangeAlreadyScaled", 10, 100, 5, 50, -84),
+    ("TestAutoscalerScale/AutoscalerStableModeDecreaseWithSmallScaleDownRate", 10, 1982, 100, 1,
+     -650),
+    ("TestAutoscalerScale/AutoscalerPanicModeDoublePodCount", 10, 84, 1, 100, -171),
+    ("TestAutoscalerStableModeDecrease", 10, 98, 8, 50, -42),
+    ("TestAutoscalerRateLimitScaleDown", 10, 61, 10, 1, 71),
+    ("TestAutoscalerPanicModeExponentialTrackAndStabilize", 1, 101, 1296, 1296, 331),
+    # No endpoints: the EBC uses the 0 pods read, not the max(1, 0) of the rates.
+    ("TestAutoscalerUseOnePodAsMinimumIfEndpointsNotFound", 10, 81, 0, 888, -969),
+]
+
+
+@pytest.mark.parametrize("target,tbc,ready,panic,expected", [c[1:] for c in EBC_CASES],
+                         ids=[c[0] for c in EBC_CASES])
+def test_excess_burst_capacity(target, tbc, ready, panic, expected):
+    assert kpa.excess_burst_capacity(ready, panic, _ebc_config(target, tbc)) == expected
+
+
+# pkg/reconciler/autoscaling/kpa/kpa_test.go TestReconcile: the SKS mode from the decider's
+# (desired scale, EBC); defaultScale is 11. Proxy = the activator in the data path.
+MODE_CASES = [
+    ("steady not serving", 0, 0, True),
+    ("from serving to proxy", 0, 0, True),
+    ("steady not enough capacity", 11, -42, True),
+    ("traffic increased, no longer enough burst capacity", 11, -18, True),
+    ("traffic decreased, now we have enough burst capacity", 11, 1, False),
+]
+
+
+@pytest.mark.parametrize("want,ebc,in_path", [c[1:] for c in MODE_CASES],
+                         ids=[c[0] for c in MODE_CASES])
+def test_activator_in_path(want, ebc, in_path):
+    assert kpa.activator_in_path(want, ebc) is in_path
+
+
+# pkg/reconciler/autoscaling/resources/target_test.go TestResolveMetricTarget (concurrency):
+# (case, containerConcurrency, target annotation, utilisation, want target, want total).
+TARGET_CASES = [
+    ("defaults", 0, None, 1.0, 100, 100),
+    ("with container concurrency 10 and TU=80%", 10, None, 0.8, 8, 10),
+    ("with container concurrency 1", 1, None, 1.0, 1, 1),
+    ("with target annotation 1 and TU=0.1%", 0, 1, 0.001, 0.01, 1),     # TargetMin
+    ("with target annotation 10 and TU=75%", 0, 10, 0.75, 7.5, 10),
+    ("with container concurrency greater than target annotation (ok)", 10, 1, 1.0, 1, 1),
+    ("with target annotation greater than default (ok)", 0, 500, 1.0, 500, 500),
+    ("with target annotation greater than container concurrency (ignore annotation for "
+     "safety)", 1, 10, 1.0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("cc,target,tu,want_target,want_total", [c[1:] for c in TARGET_CASES],
+                         ids=[c[0] for c in TARGET_CASES])
+def test_resolve_metric_target(cc, target, tu, want_target, want_total):
+    cfg = kpa.KpaConfig(bounds=bounds(), target=target, container_concurrency=cc,
+                        target_utilization=tu)
+    assert (cfg.target_per_pod(), cfg.total_value()) == pytest.approx((want_target, want_total))
+
+
+def test_target_burst_capacity_default_and_rule():
+    # config.go: target-burst-capacity 211; "must be either non-negative or -1 (for unlimited)".
+    assert make_policy("kpa", bounds(), 15.0).config.target_burst_capacity == 211
+    with pytest.raises(Exception, match="target_burst_capacity = -2.*non-negative or -1"):
+        make_policy("kpa:target_burst_capacity=-2", bounds(), 15.0)
+
+
+def test_decision_names_the_data_path():
+    # The demo's pods (containerConcurrency 32): 6 ready, 1,900 requests in the revision
+    # (192 in pods, the rest buffered): EBC = 6 x 32 - 211 - 1900 < 0, the activator proxies;
+    # 60 ready and 45 in flight: 60 x 32 - 211 - 45 >= 0, the pods serve directly.
+    pol = make_policy("kpa", bounds(max_replicas=60), 15.0)
+    d, state = pol.decide(snap(t_s=2, window_s=2.0, ready=6, desired=60, in_flight=192.0,
+                               queue_depth=1708.0), pol.initial_state(), 2.0)
+    assert d.details["excess_burst_capacity"] == 6 * 32 - 211 - 1900
+    assert d.details["activator_in_path"] == 1.0
+    d, _ = pol.decide(snap(t_s=4, window_s=2.0, ready=60, desired=60, in_flight=45.0,
+                           queue_depth=0.0), pol.initial_state(), 4.0)
+    assert d.details["excess_burst_capacity"] >= 0 and d.details["activator_in_path"] == 0.0

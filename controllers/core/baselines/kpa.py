@@ -2,26 +2,49 @@
 
 Follows knative.dev/serving pkg/autoscaler/scaling/autoscaler.go with the shipped defaults:
 2 s tick, stable window 60 s, panic window 10 % of it (6 s), target utilisation 70 %, panic
-threshold 200 %, max scale-up rate 1000, max scale-down rate 2, scale-down-delay 0 s.
-Panic starts when the panic want is at least 200 % of the ready pods, holds the highest
-count, and ends once strictly more than a stable window has passed since the last tick
-over the threshold; a new autoscaler with more than one ready pod starts in panic.
-Concurrency is what the queue-proxies and activator see: requests held by pods plus
-requests buffered in front (the router queue).
+threshold 200 %, max scale-up rate 1000, max scale-down rate 2, scale-down-delay 0 s,
+target-burst-capacity 211. Panic starts when the panic want is at least 200 % of the ready
+pods, holds the highest count, and ends once strictly more than a stable window has passed
+since the last tick over the threshold; a new autoscaler with more than one ready pod starts
+in panic. The per-pod total is resources/target.go's (containerConcurrency, 100 when it is 0,
+a target annotation capped by a non-zero containerConcurrency), the target that times it.
 
-Not modelled: the activator as its own data path (its concurrency reports, the
-target-burst-capacity 211 and excess-burst-capacity switch; the buffered requests are
-counted through the router queue instead); the KPA reconciler's scale-to-zero grace period
-(30 s) and pod retention period; activation-scale (1) and initial-scale; the RPS metric;
-the metric collector's 1 s buckets and pod sampling (the windows average the snapshots);
-an unreachable revision (max scale-down unlimited).
+The data path: the observed concurrency is the revision's, as the metric collector adds it up
+(metrics/collector.go): the activator reports every request it holds, buffered in its
+throttler or proxied to a pod (handler/concurrency_reporter.go), and each queue-proxy its own
+minus the proxied ones, so the sum is every request in the revision, waiting or in a pod.
+The simulator's fleet is that data path: its router queue is the activator's buffer (it
+holds what no ready pod has room for, containerConcurrency = the replicas' concurrency limit
+per ready pod, as the throttler's capacity, net/throttler.go), and the snapshot's
+``queue_depth + in_flight`` is every request in the system; while replicas start, what waits
+for them is counted. Each tick also computes the excess burst capacity (ready pods x total -
+TBC - panic concurrency, floored) and so whether the activator is in the path (kpa.go: the
+SKS serves directly only when the want is above 0 and EBC >= 0), both in the details.
+
+Not modelled: serve mode's own routing (with EBC >= 0 the requests go straight to the pods
+through kube-proxy and queue in each queue-proxy; the fleet keeps its one router queue, which
+differs only when a pod is full, and EBC >= 0 means TBC (211) slots are free); several
+activators and their split of the capacity (one is assumed); the activator's lb policies
+(the fleet routes least-outstanding); the revision timeout (300 s: the scenario's queue
+timeout applies instead); the activator's immediate poke on a revision's first request (the
+next 2 s tick sees it); the KPA reconciler's scale-to-zero grace period (30 s) and pod
+retention period; activation-scale (1) and initial-scale; the RPS metric; the metric
+collector's 1 s buckets and pod sampling (the windows average the snapshots); an unreachable
+revision (max scale-down unlimited).
+
+What remains on the demo trace (issue 14) is Knative's own rule: the target, 32 x 0.7 = 22.4
+requests per pod, is above what a pod holds while it keeps up (about 1 to 8 here, each batch
+of 8 taking 350 ms), so with the load served the stable want is a few pods; they cannot serve
+it, the buffered requests push the panic want to the maximum, the 60 s cold start and the
+60 s panic hold follow, then the scale-down halves the count every tick: a two-minute cycle.
+A target near what a pod holds at the SLO (the ``--sweep``) removes it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trimtab.controllers.core.baselines.window import Sample, add_sample, window_mean
 from trimtab.controllers.core.binding import PolicyConfig
@@ -34,6 +57,9 @@ TICK_S = 2.0
 REASON_PANIC = "kpa_panic"                 # in panic: max(stable, panic), never decreasing
 REASON_NO_DATA = "kpa_no_data"
 REASON_SCALE_DOWN_DELAY = "kpa_scale_down_delay"   # held by the scale-down-delay window
+CC_TARGET_DEFAULT = 100.0     # container-concurrency-target-default, for containerConcurrency 0
+TARGET_MIN = 0.01             # autoscaling.TargetMin
+TBC_UNLIMITED = -1.0          # target-burst-capacity -1: the activator always in the path
 
 
 class KpaConfig(PolicyConfig):
@@ -49,10 +75,31 @@ class KpaConfig(PolicyConfig):
     # scale-down-delay (config-autoscaler, default 0s, at most 1h): the decision is the
     # highest desired count of the last ``scale_down_delay_s``.
     scale_down_delay_s: float = Field(0.0, ge=0, le=3600)
+    # target-burst-capacity (config-autoscaler, default 211): requests of headroom the ready
+    # pods must have beyond the panic concurrency for the activator to leave the data path;
+    # 0: it leaves once a pod is ready; -1: it never leaves.
+    target_burst_capacity: float = Field(211.0)
+
+    @field_validator("target_burst_capacity")
+    @classmethod
+    def _tbc(cls, v: float) -> float:
+        if not (v >= 0 or v == TBC_UNLIMITED):
+            raise ValueError("must be either non-negative or -1 (for unlimited)")
+        return v
+
+    def total_value(self) -> float:
+        """The most a pod may hold (resources/target.go ResolveMetricTarget, concurrency).
+
+        E.g. containerConcurrency 32 and no target: 32; containerConcurrency 0: 100; target
+        40 with containerConcurrency 32: 32 (the pod cannot hold more); target 40 with 0: 40.
+        """
+        cc = float(self.container_concurrency)
+        if self.target is not None:
+            return min(self.target, cc) if cc > 0 else self.target
+        return cc or CC_TARGET_DEFAULT
 
     def target_per_pod(self) -> float:
-        soft = self.target or (self.container_concurrency or 100)
-        return soft * self.target_utilization
+        return max(TARGET_MIN, self.total_value() * self.target_utilization)
 
 
 @dataclass(frozen=True)
@@ -69,7 +116,31 @@ def initial_state(config: KpaConfig) -> KpaState:
 
 
 def observed_concurrency(snapshot: Snapshot) -> float:
+    """The revision's concurrency as the collector sums it: the activator's (buffered and
+    proxied) plus the pods' own (minus the proxied): every request waiting or in a pod."""
     return float(snapshot.in_flight or 0.0) + float(snapshot.queue_depth or 0.0)
+
+
+def excess_burst_capacity(ready: int, panic: float, config: KpaConfig) -> int:
+    """autoscaler.go: floor(ready pods x total - TBC - panic concurrency); 0 with TBC 0,
+    -1 with TBC -1. ``ready`` is the count read, 0 included (not the max(1, ready) the
+    rates use).
+
+    Example (autoscaler_test.go AutoscalerStableModeNoChange): total 10 / 0.75, TBC 100,
+    panic 50, 1 pod: floor(13.33 - 100 - 50) = -137: the activator stays in the path.
+    """
+    tbc = config.target_burst_capacity
+    if tbc == 0:
+        return 0
+    if tbc < 0:
+        return -1
+    return math.floor(ready * config.total_value() - tbc - panic)
+
+
+def activator_in_path(want: int, ebc: int) -> bool:
+    """kpa.go: the SKS serves from the pods directly only when the revision is wanted above
+    zero and has excess burst capacity (EBC >= 0); otherwise the activator proxies."""
+    return not (want > 0 and ebc >= 0)
 
 
 def begin(state: KpaState, ready: int, now_s: float) -> KpaState:
@@ -143,9 +214,11 @@ def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
     want, reason, state = scale(stable, panic, ready, snapshot.current_replicas, state, now_s,
                                 config)
     replicas, why = clamp(want, b.min_replicas, b.max_replicas)
-    return (Decision(replicas=replicas, reason=why or reason,
-                     details={"stable_concurrency": stable, "panic_concurrency": panic}),
-            state)
+    ebc = excess_burst_capacity(ready, panic, config)
+    details = {"stable_concurrency": stable, "panic_concurrency": panic,
+               "excess_burst_capacity": float(ebc),
+               "activator_in_path": float(activator_in_path(replicas, ebc))}
+    return Decision(replicas=replicas, reason=why or reason, details=details), state
 
 
 def delay_scale_down(want: int, recent: tuple[tuple[float, int], ...], now_s: float,
