@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import typer
 
@@ -56,13 +55,6 @@ def static_replicas(sc: Any, trace: Any) -> int:
     return int(min(max(n, sc.replicas.min, 1), sc.replicas.max))
 
 
-def _run_one(args: tuple[Any, str, Any]) -> Any:
-    from trimtab.sim.replay import simulate
-
-    sc, spec, trace = args
-    return spec, simulate(sc, spec, trace)
-
-
 def _has_replay_policy(name: str) -> bool:
     """Whether trimtab.sim registered the replay-only policy ``name`` (the oracle)."""
     import trimtab.sim.replay  # noqa: F401  (registers the replay-only policies)
@@ -81,97 +73,121 @@ def _sweeps() -> dict[str, list[str]]:
     return dict(getattr(mod, "SWEEPS", {}))
 
 
-def run_replay(scenario: Path | None, policies: list[str], sweep: bool, out: Path | None,
-               json_path: Path | None, openmetrics: Path | None,
-               openmetrics_end_unix: float | None, workers: int, quiet: bool = False
-               ) -> dict[str, Any]:
+def load_case(path: Path | None, policies: Sequence[str], sweep: bool, console: Any) -> Any:
+    """One scenario of the set, loaded, with its policies and (``sweep``) each one's sweep."""
+    from trimtab.controllers.core.spec import parse_spec
+    from trimtab.sim.compare import Case
+    from trimtab.sim.scenario import load_scenario
+    from trimtab.sim.traces import load_trace
+
+    sc = load_scenario(path)
+    trace = load_trace(sc.trace, sc.base_dir)
+    for w in getattr(trace, "warnings", []) or []:
+        console.print(f"[yellow]warning:[/] {w} ({sc.name})")
+    specs = list(policies) or default_policies(sc, trace)
+    auto = frozenset() if policies else frozenset(s for s in specs if s.startswith("static:"))
+    for s in specs:
+        parse_spec(s)   # fail early on a malformed spec
+    sweeps: dict[str, list[str]] = {}
+    if sweep:
+        chosen = {parse_spec(s).name for s in specs}
+        sweeps = {k: v for k, v in _sweeps().items() if k in chosen}
+    return Case(sc, trace, specs, auto, sweeps, past_only=sweep and _has_replay_policy("oracle"))
+
+
+def run_replay(scenario: Path | Sequence[Path] | None, policies: list[str], sweep: bool,
+               out: Path | None, json_path: Path | None, openmetrics: Path | None,
+               openmetrics_end_unix: float | None, workers: int, quiet: bool = False,
+               ray_address: str | None = None) -> dict[str, Any]:
+    """Replay each scenario (a file, several, or a folder of them) under the policies; with
+    several the JSON is ``{"scenarios": [...]}`` and baselines also get their carried-over
+    setting (trimtab.sim.compare)."""
     import json
 
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
-    from trimtab.controllers.core.spec import parse_spec
-    from trimtab.sim.report import (is_llm, results_json, run_label, slo_text, table_fields,
-                                    write_report)
-    from trimtab.sim.scenario import load_scenario
-    from trimtab.sim.traces import load_trace
+    from trimtab.sim.compare import assemble, run_jobs, scenario_paths
+    from trimtab.sim.scenario import ScenarioError
 
     console = Console(quiet=quiet)
     if not console.is_terminal:       # a log or a pipe: do not squeeze the table to 80
         console = Console(quiet=quiet, width=160)
-    sc = load_scenario(scenario)
-    trace = load_trace(sc.trace, sc.base_dir)
-    for w in getattr(trace, "warnings", []) or []:
-        console.print(f"[yellow]warning:[/] {w}")
-    specs = list(policies) or default_policies(sc, trace)
-    for s in specs:
-        parse_spec(s)   # fail early on a malformed spec
-    sweep_specs: dict[str, list[str]] = {}
-    if sweep:
-        chosen = {parse_spec(s).name for s in specs}
-        sweep_specs = {k: v for k, v in _sweeps().items() if k in chosen}
-    has_oracle = sweep and _has_replay_policy("oracle")
-    jobs = specs + [s for v in sweep_specs.values() for s in v if s not in specs]
-    if has_oracle:
-        jobs.append("oracle")
-    results: dict[str, Any] = {}
+    given = [] if scenario is None else [scenario] if isinstance(scenario, Path) \
+        else list(scenario)
+    paths = scenario_paths(given)
+    if openmetrics is not None and len(paths) > 1:
+        raise ScenarioError("--openmetrics writes one scenario's metrics: give one --scenario")
+    cases = [load_case(p, policies, sweep, console) for p in paths]
+    names = [c.scenario.name for c in cases]
+    if len(set(names)) < len(names):
+        raise ScenarioError(f"scenario names repeat ({sorted(names)}): each needs its own name")
+    jobs = [(i, j) for i, c in enumerate(cases) for j in c.jobs()]
     with Progress(console=console, transient=quiet) as bar:
-        task = bar.add_task(f"replaying {sc.name} ({len(trace.arrival_s)} requests)",
-                            total=len(jobs))
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for spec, res in pool.map(_run_one, [(sc, j, trace) for j in jobs]):
-                    results[spec] = res
-                    bar.advance(task)
-        else:
-            for j in jobs:
-                results[j] = _run_one((sc, j, trace))[1]
-                bar.advance(task)
-    main = [results[s].summary | {"sweep": False} for s in specs]
-    for name, group in sweep_specs.items():
-        ok = [results[s].summary for s in group if results[s].summary["meets_slo"]]
-        if ok:
-            best = min(ok, key=lambda r: r["cost"])
-            main.append(best | {"sweep": True})
-    oracle = results["oracle"].summary if has_oracle else None
-    if oracle is not None and oracle.get("cost"):
-        for r in main:
-            r["cost_vs_oracle"] = round(r["cost"] / oracle["cost"], 4)
-    doc = results_json(sc.name, len(trace.arrival_s), main, oracle)
-    slo = sc.slo
-    table = Table(title=f"trimtab replay: {sc.name} ({doc['requests']} requests, SLO "
-                        f"{slo_text(slo.latency_s, slo.target, slo.ttft_s, slo.tpot_s)})")
-    fields = table_fields(doc["results"], oracle is not None)
-    short = dict(SHORT, **LLM_SHORT) if is_llm(doc["results"]) else SHORT
-    table.add_column("policy", no_wrap=True)
-    for f in fields:
-        table.add_column(short.get(f, f), justify="right")
-    for r in doc["results"] + ([doc["oracle"]] if oracle else []):
-        label = run_label(r) + (" (sweep best)" if r.get("sweep") else "")
-        table.add_row(label, *(_cell(r.get(f)) for f in fields))
-    console.print(table)
-    label_runs = [(s, results[s]) for s in specs]
+        what = cases[0].scenario.name if len(cases) == 1 else f"{len(cases)} scenarios"
+        task = bar.add_task(f"replaying {what} ({len(jobs)} replays)", total=len(jobs))
+        results = run_jobs(cases, jobs, workers, ray_address, lambda: bar.advance(task))
+    docs = assemble(cases, results, names)
+    for case, doc in zip(cases, docs):
+        _print_table(console, case.scenario, doc)
     if out is not None:
-        if sc.service.model == "llm":
-            sc.policy_latency_s(trace)        # the page states it; the trace is loaded here
-        files = write_report(out, doc, label_runs, sc.slo.latency_s, sc.slo.target,
-                             scenario=sc)
-        console.print(f"report: {files['html']}")
+        _write_reports(console, out, cases, docs, results)
+    whole: dict[str, Any] = docs[0] if len(docs) == 1 else {"scenarios": docs}
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        json_path.write_text(json.dumps(whole, indent=2) + "\n")
     if openmetrics is not None:
         from trimtab.sim.clock import wall_unix_s
         from trimtab.sim.openmetrics import write_openmetrics
 
+        sc, spec = cases[0].scenario, cases[0].specs[0]
         end = openmetrics_end_unix if openmetrics_end_unix is not None else wall_unix_s()
         mem = sc.service.memory
-        write_openmetrics(openmetrics, results[specs[0]], model=sc.name, end_unix_s=end,
+        write_openmetrics(openmetrics, results[(0, spec)], model=sc.name, end_unix_s=end,
                           max_replicas=sc.replicas.max,
                           gpu_memory_bytes=mem.gpu_bytes if mem else None)
-        console.print(f"openmetrics ({specs[0]}): {openmetrics}")
-    return doc
+        console.print(f"openmetrics ({spec}): {openmetrics}")
+    return whole
+
+
+def _print_table(console: Any, sc: Any, doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from trimtab.sim.report import display_label, is_llm, slo_text, table_fields
+
+    slo = sc.slo
+    table = Table(title=f"trimtab replay: {sc.name} ({doc['requests']} requests, SLO "
+                        f"{slo_text(slo.latency_s, slo.target, slo.ttft_s, slo.tpot_s)})")
+    bounds = [r for r in (doc.get("oracle"), doc.get("past_only")) if r]
+    fields = table_fields(doc["results"], bool(bounds))
+    short = dict(SHORT, **LLM_SHORT) if is_llm(doc["results"]) else SHORT
+    table.add_column("policy", no_wrap=True)
+    for f in fields:
+        table.add_column(short.get(f, f), justify="right")
+    for r in doc["results"]:
+        table.add_row(display_label(r), *(_cell(r.get(f)) for f in fields))
+    if doc.get("oracle"):
+        table.add_row("oracle", *(_cell(doc["oracle"].get(f)) for f in fields))
+    if "past_only" in doc:
+        p = doc["past_only"]
+        table.add_row(display_label(p, past_only=True) if p else "past only (none met the SLO)",
+                      *(_cell(p.get(f)) if p else "-" for f in fields))
+    console.print(table)
+
+
+def _write_reports(console: Any, out: Path, cases: Sequence[Any], docs: Sequence[dict],
+                   results: dict[tuple[int, str], Any]) -> None:
+    """One report per scenario: ``out`` itself for one, ``out/<name>/`` for several."""
+    from trimtab.sim.report import write_report
+
+    for i, (case, doc) in enumerate(zip(cases, docs)):
+        sc = case.scenario
+        where = out if len(cases) == 1 else out / sc.name
+        if sc.service.model == "llm":
+            sc.policy_latency_s(case.trace)   # the page states it; the trace is loaded here
+        runs = [(s, results[(i, s)]) for s in case.specs]
+        files = write_report(where, doc, runs, sc.slo.latency_s, sc.slo.target, scenario=sc)
+        console.print(f"report: {files['html']}")
 
 
 def _cell(v: Any) -> str:
@@ -187,8 +203,10 @@ def _cell(v: Any) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay(
-        scenario: Optional[Path] = typer.Option(
-            None, "--scenario", "-s", help="Scenario YAML (default: the bundled demo)."),
+        scenario: list[Path] = typer.Option(
+            [], "--scenario", "-s", help="Scenario YAML, or a folder of them (repeatable; "
+            "default: the bundled demo). With several, each baseline also runs at the setting "
+            "carried over from the others."),
         policy: list[str] = typer.Option(
             [], "--policy", "-p", help="Policy spec, e.g. static:replicas=8 (repeatable)."),
         sweep: bool = typer.Option(False, "--sweep", help="Also sweep each baseline's target "
@@ -200,15 +218,18 @@ def register(app: typer.Typer) -> None:
         openmetrics_end_unix: Optional[float] = typer.Option(
             None, "--openmetrics-end-unix", help="Unix time of the last sample (default now)."),
         workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes."),
+        ray_address: Optional[str] = typer.Option(
+            None, "--ray-address", help="Run the replays as Ray tasks on this cluster "
+            "('auto', 'ray://host:10001', or 'local' for a private one with --workers CPUs)."),
     ) -> None:
-        """Replay a scenario's trace under one or more policies and compare them."""
+        """Replay scenarios under one or more policies and compare them."""
         from trimtab.controllers.core.spec import SpecError
         from trimtab.sim.scenario import ScenarioError
         from trimtab.sim.traces import TraceError
 
         try:
             run_replay(scenario, policy, sweep, out, json_path, openmetrics,
-                       openmetrics_end_unix, workers)
+                       openmetrics_end_unix, workers, ray_address=ray_address)
         except (ScenarioError, TraceError, SpecError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -49,8 +49,8 @@ dl.facts dt{{font-weight:600}} dl.facts dd{{margin:0}}
 table{{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}}
 th,td{{padding:4px 6px;border-bottom:1px solid #e3e7eb;text-align:right;vertical-align:top}}
 th{{font-weight:600;font-size:12px;color:#48525c;border-bottom:2px solid #c9d0d7}}
-th:first-child,td:first-child{{text-align:left}} table.results td{{white-space:nowrap}}
-td.policy{{white-space:nowrap}} .swatch{{display:inline-block;width:10px;height:10px;
+th:first-child,td:first-child{{text-align:left}} table.results td:not(.policy){{white-space:nowrap}}
+td.policy{{max-width:18em}} .swatch{{display:inline-block;width:10px;height:10px;
   border-radius:2px;margin-right:6px}}
 .tag{{font-size:11px;color:#48525c;background:#eef1f4;border-radius:3px;padding:0 4px;
   margin-left:4px}}
@@ -456,15 +456,28 @@ def _settings_section(rows: Sequence[dict[str, Any]], sc: Any) -> str:
             "</table>")
 
 
-def _display_name(res: dict[str, Any]) -> str:
-    return "oracle" if res.get("oracle") else run_label(res)
+TUNING_TAGS = {"carried_over": "carried over", "hindsight": "hindsight"}
+
+
+def display_label(res: dict[str, Any], past_only: bool = False) -> str:
+    """A result's row name, unique in its table: the oracle, the past-only bound, or the spec
+    with how it was tuned when not at its defaults (``hpa:target=6 (hindsight)``)."""
+    if res.get("oracle"):
+        return "oracle"
+    if past_only or res.get("past_only"):
+        return f"past only ({run_label(res)})"
+    tag = TUNING_TAGS.get(res.get("tuning", ""))
+    return run_label(res) + (f" ({tag})" if tag else "")
+
+
+_display_name = display_label
 
 
 def _results_table(rows: Sequence[dict[str, Any]], colours: dict[str, str],
                    fields: Sequence[str]) -> str:
     headings = dict(HEADINGS, **LLM_HEADINGS) if is_llm(rows) else HEADINGS
     meeting = [r["cost"] for r in rows if r.get("meets_slo") and r.get("cost") is not None
-               and not r.get("oracle")]
+               and not r.get("oracle") and not r.get("past_only")]
     cheapest = min(meeting) if meeting else None
     head = "<th>policy</th>" + "".join(
         f'<th title="{f}">{html.escape(headings.get(f, f))}</th>' for f in fields)
@@ -473,11 +486,11 @@ def _results_table(rows: Sequence[dict[str, Any]], colours: dict[str, str],
         label = _display_name(res)
         swatch = colours.get(run_label(res))
         name = (f'<span class="swatch" style="background:{swatch}"></span>' if swatch else "")
-        name += html.escape(label)
-        if res.get("sweep"):
-            name += '<span class="tag">sweep best</span>'
+        name += html.escape(label).replace(",", ",<wbr>")
         if res.get("oracle"):
             name += '<span class="tag">lower bound</span>'
+        if res.get("past_only"):
+            name += '<span class="tag">knows only the past</span>'
         if res.get("cost") is not None and res.get("cost") == cheapest:
             name += '<span class="tag">cheapest meeting the SLO</span>'
         cells = "".join(_cell(f, res.get(f)) for f in fields)
@@ -509,7 +522,8 @@ def write_report(out: Path, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
         files[f"ticks:{label}"] = p
     colours = _colours([label for label, _ in runs])
     plots = _plots(out, runs, slo_latency_s, colours, slo_ttft_s, slo_tpot_s) if runs else []
-    rows = list(doc["results"]) + ([dict(doc["oracle"], oracle=True)] if doc.get("oracle") else [])
+    rows = list(doc["results"]) + ([dict(doc["oracle"], oracle=True)] if doc.get("oracle") else []) \
+        + ([dict(doc["past_only"], past_only=True)] if doc.get("past_only") else [])
     fields = table_fields(rows, bool(doc.get("oracle")))
     name = html.escape(doc["scenario"])
     lede = (f"{doc['requests']:,} requests; SLO: "

@@ -222,10 +222,10 @@ def test_sweep_adds_the_cheapest_slo_meeting_setting_and_the_oracle(tmp_path, mo
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "r.json").read_text())
     main, best = doc["results"]
-    assert main["sweep"] is False and main["params"] == {"replicas": 8}
+    assert main["tuning"] == "default" and main["params"] == {"replicas": 8}
     # 100 rps; a replica does at most 4 per 90 ms = 44 rps: 1 replica is overloaded,
     # 3 meet; 3 is cheaper than 6.
-    assert best["sweep"] is True and best["params"] == {"replicas": 3} and best["meets_slo"]
+    assert best["tuning"] == "hindsight" and best["params"] == {"replicas": 3} and best["meets_slo"]
     assert doc["oracle"]["policy"] == "oracle"
     for r in doc["results"]:
         assert r["cost_vs_oracle"] == pytest.approx(r["cost"] / doc["oracle"]["cost"], rel=1e-3)

@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from trimtab.cli import app
-from trimtab.sim.report import PAGE_WIDTH_PX, run_label
+from trimtab.sim.report import PAGE_WIDTH_PX, display_label, run_label
 from tests.conftest import require_binary
 
 pytestmark = pytest.mark.browser
@@ -105,9 +105,11 @@ def _rows(text: str) -> list[str]:
 
 def test_every_policy_has_a_row(report: Path, dom: tuple[str, dict[str, Any]]) -> None:
     doc = _results(report)
-    expected = [run_label(r) for r in doc["results"]] + ["oracle"]
-    assert len(doc["results"]) == 7 and any(r["sweep"] for r in doc["results"]), doc["results"]
-    assert "oracle" in doc, "the sweep should have added the oracle"
+    expected = [display_label(r) for r in doc["results"]] + ["oracle"] + (
+        [display_label(doc["past_only"], past_only=True)] if doc.get("past_only") else [])
+    assert len(doc["results"]) == 7, doc["results"]
+    assert [r["tuning"] for r in doc["results"]].count("hindsight") == 2, doc["results"]
+    assert "oracle" in doc and "past_only" in doc, "the sweep should add oracle and past only"
     assert _rows(dom[0]) == expected
 
 
@@ -117,8 +119,9 @@ def test_the_scenario_and_every_setting_are_stated(dom: tuple[str, dict[str, Any
                  "latency \u2264 0.5 s for 99.00%", "2.5 per replica-hour", "every 15 s",
                  "1 to 20"):
         assert fact in text, f"scenario fact {fact!r} not on the page"
-    # Each baseline's main setting with its default, the swept one as set, the oracle's plan.
-    for setting in ("metric=in_flight", "target=8", "target=4", "threshold=10",
+    # Each baseline's main setting with its default, the oracle's plan. (hpa's hindsight row is
+    # the cheaper of its default and hpa:target=4 meeting the SLO: its label is a row.)
+    for setting in ("metric=in_flight", "target=8", "threshold=10",
                     "container_concurrency=32", "target_ongoing_requests=2", "replicas=",
                     "load_factor=", "lower bound on cost"):
         assert setting in text, f"setting {setting!r} not on the page"

@@ -248,11 +248,11 @@ def llm_scenario(tmp_path, **over) -> str:
 def test_the_cli_table_and_report_of_an_llm_scenario(tmp_path, monkeypatch):
     """The replay itself is stood in for (fabricated results), so this checks the table and
     page of the CLI path."""
-    from trimtab.sim import cli as sim_cli
+    from trimtab.sim import compare
     from trimtab.cli import app
 
     made = {"hpa": llm_result("hpa", {}, 3), "keda": llm_result("keda", {}, 4)}
-    monkeypatch.setattr(sim_cli, "_run_one", lambda args: (args[1], made[args[1]]))
+    monkeypatch.setattr(compare, "run_job", lambda sc, trace, spec: made[spec])
     out = tmp_path / "report"
     res = CliRunner().invoke(app, ["replay", "--scenario", llm_scenario(tmp_path), "--policy",
                                    "hpa", "--policy", "keda", "--workers", "1", "--out",
