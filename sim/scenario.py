@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from trimtab.common import errors
-from trimtab.common.strict import StrictModel
 from trimtab.common.slo import SLO_TARGET, SloTarget
+from trimtab.common.strict import StrictModel
+from trimtab.common.yamlfile import YamlFileError, read_yaml
 from trimtab.controllers.core.defaults import INTERVAL_S, MAX_REPLICAS
 from trimtab.controllers.core.types import FleetBounds
 from trimtab.sim.llm.profile import num_blocks_for
@@ -359,16 +359,9 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     errors name the file, key, value and rule."""
     path = resolve_scenario(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ScenarioError(f"scenario {path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ScenarioError(f"{path}: {where}not valid YAML: "
-                            f"{getattr(exc, 'problem', exc)}") from None
+        data = read_yaml(path)
+    except YamlFileError as exc:
+        raise ScenarioError(f"scenario {exc}") from None
     return scenario_from_dict(data, str(path), path.parent.resolve())
 
 

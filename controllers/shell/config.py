@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trimtab.common import errors
-from trimtab.common.strict import StrictModel
 from trimtab.common.slo import SLO_TARGET, SloTarget
+from trimtab.common.strict import StrictModel
+from trimtab.common.yamlfile import YamlFileError, read_yaml
 from trimtab.controllers.core.defaults import INTERVAL_S, MAX_REPLICAS
 from trimtab.controllers.core.spec import SpecError, parse_spec
 from trimtab.controllers.core.types import FleetBounds
@@ -169,13 +169,9 @@ def load_config(path: str | Path) -> ControllerConfig:
     """Read and validate a YAML file; every problem is reported, naming file, key, value, rule."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = read_yaml(p)
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
     return parse_config(data, str(p))

@@ -108,7 +108,10 @@ def profile_name(model: str, hardware: str, tensor_parallel: int) -> str:
 def _resolve(name_or_path: str, base_dir: Path | None) -> Path:
     text = str(name_or_path)
     if "/" in text or "\\" in text or text.endswith(".json"):
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:            # ~user with no such user, or no home directory
+            raise ProfileError(f"profile file {text}: its ~ names no home directory") from None
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
         if not path.is_file():
@@ -136,8 +139,13 @@ def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
     path = _resolve(name_or_path, base_dir)
     try:
         doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ProfileError(f"profile file {path}: cannot read: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ProfileError(f"profile file {path}: not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ProfileError(f"profile file {path}: not JSON text (binary, or nested too "
+                           "deeply)") from None
     if not isinstance(doc, dict):
         raise ProfileError(f"profile file {path}: must hold a JSON object, not "
                            f"{type(doc).__name__}")
@@ -202,7 +210,9 @@ def num_blocks_for(gpu_bytes: int, weights_bytes: int, kv_bytes_per_token: int,
         raise ValueError(f"num_blocks_for: gpu_memory_utilization = {gpu_memory_utilization!r}"
                          ", must be in (0, 1]")
     kv_bytes = tensor_parallel * gpu_bytes * gpu_memory_utilization - weights_bytes
-    blocks = int(kv_bytes // (kv_bytes_per_token * block_size))
+    block_bytes = kv_bytes_per_token * block_size
+    # Compared first: a block of over 1.8e308 bytes (a 400-digit int) overflows a float's //.
+    blocks = int(kv_bytes // block_bytes) if block_bytes <= kv_bytes else 0
     if blocks < 1:
         raise ValueError(f"num_blocks_for: the weights ({weights_bytes:,} bytes) leave no KV "
                          f"space in {tensor_parallel} x {gpu_bytes:,} bytes at utilization "

@@ -1,11 +1,23 @@
 """A pydantic ValidationError as messages naming the field, the value and the rule."""
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pydantic import ValidationError
 
 TOP_LEVEL = "(top level)"
+
+# A value quoted in a message is cut short: a YAML file's aliases can make a value of 9^8
+# shared items ("billion laughs"), whose full repr takes seconds and hundreds of MB.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 200, 200, 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 10
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` bounded in length and depth (``[1, 2, ...]``), for error messages."""
+    return _SHORT.repr(value)
 
 
 def error_field(err: dict[str, Any], top: str = TOP_LEVEL) -> str:
@@ -28,10 +40,10 @@ def describe(err: dict[str, Any], top: str = TOP_LEVEL) -> str:
     if kind == "finite_number":           # pydantic's allow_inf_nan=False (common.strict)
         msg = "must be a finite number (not inf or nan)"
     if kind == "extra_forbidden":
-        return f"{key} = {value!r}: unknown key ({msg}); check the spelling"
+        return f"{key} = {short_repr(value)}: unknown key ({msg}); check the spelling"
     if isinstance(value, dict):
         return f"{key}: {msg}"
-    return f"{key} = {value!r}: {msg}"
+    return f"{key} = {short_repr(value)}: {msg}"
 
 
 def problems(exc: ValidationError, top: str = TOP_LEVEL) -> list[str]:
