@@ -24,8 +24,10 @@ from trimtab.sim.fleet.service import AffineService
 from trimtab.sim.replay import simulate
 from trimtab.sim.scenario import load_scenario
 from trimtab.sim.snapshot import build_snapshot
+from trimtab.sim.source import IDEAL, SimSourceConfig, view_snapshot
 from trimtab.sim.traces import load_trace
 from tests.controllers.builders import bounds
+from tests.sim.builders import BOUNDS_S, piece
 
 CC = 10          # containerConcurrency = the replicas' concurrency limit
 DEMO_S = 600.0   # the demo trace's first ten minutes: warm-up, then the first two swings
@@ -66,6 +68,19 @@ def test_buffered_requests_are_counted_and_pods_get_cc_each():
     s = _snapshot(fleet)
     assert fleet.queue_depth == 0 and fleet.in_system == 50
     assert (s.in_flight, s.queue_depth) == pytest.approx((35.0, 15.0))   # 20 then 50 held
+
+
+@pytest.mark.parametrize("cfg", [IDEAL, SimSourceConfig(gate_per_replica=16),
+                                 SimSourceConfig(counted_at_completion=True, gate_per_replica=4)],
+                         ids=["ideal", "live-gate-16", "live-gate-4"])
+def test_every_source_view_keeps_the_buffered_requests(cfg):
+    # 2 ready pods, 8 starting, 300 waiting and 64 in the pods over the window. The live
+    # demo's view splits them at the sidecar's gate (per replica x desired), not at the
+    # pods; the KPA adds both, so it sees the 364 in every view.
+    pieces = [piece(0.0, 2.0, queue=300.0, held=64.0, ready=2, starting=8)]
+    s = view_snapshot(cfg, pieces, 2.0, 2.0, latency_bounds_s=BOUNDS_S, concurrency_limit=32,
+                      max_batch_size=8, batch_timeout_ms=10.0)
+    assert kpa.observed_concurrency(s) == pytest.approx(364.0)
 
 
 def _recording(log: list):
