@@ -7,7 +7,8 @@ target-burst-capacity 211. Panic starts when the panic want is at least 200 % of
 pods, holds the highest count, and ends once strictly more than a stable window has passed
 since the last tick over the threshold; a new autoscaler with more than one ready pod starts
 in panic. The per-pod total is resources/target.go's (containerConcurrency, 100 when it is 0,
-a target annotation capped by a non-zero containerConcurrency), the target that times it.
+a target annotation capped by a non-zero containerConcurrency); the target is that total
+times the utilisation, at least 0.01.
 
 The data path: the observed concurrency is the revision's, as the metric collector adds it up
 (metrics/collector.go): the activator reports every request it holds, buffered in its
@@ -37,7 +38,9 @@ requests per pod, is above what a pod holds while it keeps up (about 1 to 8 here
 of 8 taking 350 ms), so with the load served the stable want is a few pods; they cannot serve
 it, the buffered requests push the panic want to the maximum, the 60 s cold start and the
 60 s panic hold follow, then the scale-down halves the count every tick: a two-minute cycle.
-A target near what a pod holds at the SLO (the ``--sweep``) removes it.
+The signal is not what is missing (tests/sim/test_kpa_data_path.py checks it against each
+request's stay); a target near what a pod holds at the SLO (``--sweep``) keeps the load
+served, and panic mode still answers the trace's bursts.
 """
 from __future__ import annotations
 
