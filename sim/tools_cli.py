@@ -1,4 +1,4 @@
-"""``trimtab sim validate`` and ``trimtab sim bench``: the simulator checked and measured."""
+"""``trimtab sim validate``, ``bench`` and ``family``: the simulator checked, measured, fed."""
 from __future__ import annotations
 
 import json
@@ -85,6 +85,31 @@ def bench_cmd(
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
         console.print(f"wrote {json_path}")
+
+
+@sim_app.command("family")
+def family_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder to write the scenarios into."),
+    kind: list[str] = typer.Option([], "--kind", help="Kinds to write (repeatable; default "
+                                   "all: step, flash-crowd, diurnal-noise, heavy-tail, "
+                                   "idle-burst)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per kind (1..N)."),
+    mean_rps: float = typer.Option(40.0, "--mean-rps", min=0.001, help="Mean arrival rate."),
+    duration_s: float = typer.Option(7200.0, "--duration-s", min=60, max=7 * 86400.0),
+    cold_start_s: float = typer.Option(60.0, "--cold-start-s", min=0, max=3600.0),
+) -> None:
+    """Write the generated held-out family (trimtab.sim.heldout) as scenarios: replay them
+    with ``trimtab replay -s FOLDER``."""
+    from trimtab.sim.heldout import write_family
+    from trimtab.sim.traces.family import KINDS
+
+    try:
+        paths = write_family(out, kind or KINDS, range(1, seeds + 1), mean_rps, duration_s,
+                             cold_start_s)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {len(paths)} scenarios into {out}")
 
 
 def register(app: typer.Typer) -> None:

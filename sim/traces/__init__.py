@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trimtab.sim.traces import files, rates
+from trimtab.sim.traces import family, files, rates
 from trimtab.sim.traces.config import (FILE_FORMATS, FORMATS, GENERATOR_FORMATS, LengthsConfig,
                                        TraceConfig, TraceError)
 from trimtab.sim.traces.lengths import HASH_BLOCK_TOKENS, with_lengths
@@ -111,6 +111,12 @@ def _load_arrivals(cfg: TraceConfig, base_dir: Path) -> Trace:
                 raise TraceError(f"diurnal generator: duration_s / period_s = "
                                  f"{pieces / 48:.3g} periods, over the limit of "
                                  f"{MAX_RATE_PIECES // 48:,}: shorten duration_s")
+        if cfg.format == "family":
+            pieces = float(cfg.duration_s) / family.PIECE_S  # type: ignore[arg-type]
+            if not pieces <= MAX_RATE_PIECES:
+                raise TraceError(f"family generator: duration_s = {cfg.duration_s:g} is "
+                                 f"{pieces:.3g} pieces of {family.PIECE_S:g} s, over the limit "
+                                 f"of {MAX_RATE_PIECES:,}: shorten duration_s")
         return _from_curve(cfg, _generator(cfg), rng, f"{cfg.format} generator", [])
     path = Path(cfg.path)  # type: ignore[arg-type]
     if not path.is_absolute():
@@ -135,6 +141,8 @@ def _generator(cfg: TraceConfig) -> RateCurve:
                              duration_s)
     if cfg.format == "step":
         return rates.step(cfg.steps, duration_s)  # type: ignore[arg-type]
+    if cfg.format == "family":
+        return family.curve(cfg.family, duration_s, cfg.seed)  # type: ignore[arg-type]
     return rates.flash_crowd(cfg.base_rps, cfg.peak_rps, cfg.at_s, cfg.ramp_s,  # type: ignore[arg-type]
                              cfg.hold_s, duration_s)
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trimtab.sim.traces.family import FamilyConfig
+
 
 class TraceError(ValueError):
     """A trace that cannot be read; the message names the file, line and column and the rule."""
@@ -13,7 +15,7 @@ class TraceError(ValueError):
 
 # Formats read from a file, and synthetic generators that need no file.
 FILE_FORMATS = ("azure-llm", "mooncake", "counts", "prometheus")
-GENERATOR_FORMATS = ("poisson", "diurnal", "step", "flash-crowd")
+GENERATOR_FORMATS = ("poisson", "diurnal", "step", "flash-crowd", "family")
 FORMATS = FILE_FORMATS + GENERATOR_FORMATS
 
 # Parameters each generator needs (checked eagerly so a scenario fails at load, not mid-run).
@@ -22,6 +24,7 @@ _GENERATOR_NEEDS: dict[str, tuple[str, ...]] = {
     "diurnal": ("peak_rps", "trough_rps", "period_s", "duration_s"),
     "step": ("steps", "duration_s"),
     "flash-crowd": ("base_rps", "peak_rps", "at_s", "ramp_s", "hold_s", "duration_s"),
+    "family": ("family", "duration_s"),
 }
 
 # Trace formats whose rows carry (prompt, output) token counts: a ``lengths`` source.
@@ -81,6 +84,8 @@ class TraceConfig(BaseModel):
     bucket_s: float | None = None
     # Token counts drawn from another trace's rows (traces without their own counts).
     lengths: LengthsConfig | None = None
+    # family: one member of the generated held-out family (trimtab.sim.traces.family).
+    family: FamilyConfig | None = None
 
     @field_validator("format")
     @classmethod
