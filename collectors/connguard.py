@@ -32,6 +32,7 @@ class ConnectionGuard:
         self.header_timeout_s = header_timeout_s
         self.max_connections = max_connections
         self.open = 0
+        self.draining = False      # stopping: each answer closes its connection
         self._closed = Counter(names.PROXY_CONNECTIONS_CLOSED,
                                names.BY_NAME[names.PROXY_CONNECTIONS_CLOSED].help, ["reason"],
                                registry=registry)
@@ -87,6 +88,13 @@ class GuardedHandler(web.RequestHandler):
             self._disarm()     # a complete head arrived: the handler's own timeouts take over
         elif self._head_timer is None and self._idle():
             self._arm()        # the first bytes of the next head on a kept-alive connection
+
+    async def finish_response(self, request: Any, resp: Any, start_time: Any) -> Any:
+        # Draining: answer, then close (Connection: close), so the client's next request opens
+        # a new connection, refused at once, instead of being written to one about to close.
+        if self._guard.draining and not resp.prepared:
+            resp.force_close()
+        return await super().finish_response(request, resp, start_time)
 
     def _idle(self) -> bool:
         return self._current_request is None and not self._messages

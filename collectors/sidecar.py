@@ -21,6 +21,7 @@ from trimtab.collectors.proxy_metrics import ProxyMetrics
 from trimtab.collectors.settings import SidecarConfig
 
 log = logging.getLogger(__name__)
+DRAIN_S = 2.0            # SIGTERM: how long answers are still given before connections are cut
 _HEALTH_PATHS = {"triton": "/v2/health/ready", "vllm": "/health"}
 
 
@@ -101,8 +102,9 @@ class Sidecar:
         if self.triton is not None:
             await self.triton.close()
         if self._proxy_server is not None:
-            self._proxy_server.close()
-            await self._proxy_lowlevel.shutdown(2.0)
+            self._proxy_server.close()           # new connections are refused from here
+            await self._drain(DRAIN_S)
+            await self._proxy_lowlevel.shutdown(1.0)
             await self._proxy_server.wait_closed()
         if self.proxy is not None:
             await self.proxy.close()
@@ -110,8 +112,20 @@ class Sidecar:
             await runner.cleanup()
         self.gpu.stop()
 
+    async def _drain(self, drain_s: float) -> None:
+        """Until every proxy connection has closed, or ``drain_s``: requests in progress finish
+        and requests still sent on kept-alive connections are answered, each answer closing its
+        connection. (aiohttp's own shutdown drops a request that arrives on a kept-alive
+        connection once it has begun, and cuts the connection after its timeout.)"""
+        self.connections.draining = True
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + drain_s
+        while self.connections.open > 0 and loop.time() < deadline_s:
+            await asyncio.sleep(0.02)
+
     async def run_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then drain for up to 2 s and stop."""
+        """Run until SIGTERM or SIGINT, then drain for up to 2 s (and 1 s more for what is
+        still running) and stop."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
