@@ -100,15 +100,16 @@ def _heavy_tail(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _idle_bursts(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Idle minutes (0-0.3 % of a burst's rate) between bursts: gaps exponential with a mean of
-    7-30 minutes, each burst an exponential 15-120 s (mean 45 s) at 0.5-1.5x the burst level,
-    at full rate within one piece; bursts come to about 10-40 times the mean rate."""
+    4-15 minutes (many shorter than a scale-down window, some far longer), each burst an
+    exponential 10-120 s (mean 30 s) at 0.5-1.5x the burst level, at full rate within one
+    piece; bursts come to about 10-30 times the mean rate."""
     idle = rng.uniform(0.0, 0.003)
     out = np.full_like(t, idle)
     span = t[-1] + PIECE_S
-    gap = rng.uniform(400, 1800)
+    gap = rng.uniform(240, 900)
     at = rng.exponential(gap)
     while at < span:
-        length = float(np.clip(rng.exponential(45), 15, 120))
+        length = float(np.clip(rng.exponential(30), 10, 120))
         out[(t >= at) & (t < at + length)] = rng.uniform(0.5, 1.5)
         at += length + rng.exponential(gap)
     if out.max() <= idle:       # no burst drawn inside a short trace: one in the middle
