@@ -124,8 +124,12 @@ def view_snapshot(cfg: SimSourceConfig, pieces: Sequence[Piece], now_s: float,
         if p.scraped and p.w.t1_s <= now_s - cfg.scrape_delay_s + EPS_S:
             end = i
             break
-    if end is None:                       # nothing scraped yet: no series
-        return Snapshot(time_s=now_s, window_s=window_s, missing=frozenset(expected))
+    if end is None:
+        # Nothing scraped yet: Prometheus answers with no series (Snapshot.empty), not an
+        # error. Once a sidecar is scraped its series exist (it creates every child at zero),
+        # so a window without requests reads 0, as the exact view does: no other "no series".
+        return Snapshot(time_s=now_s, window_s=window_s, missing=frozenset(expected),
+                        empty=frozenset(expected))
     newest_s = pieces[end].w.t1_s
     first = end
     while first > 0 and pieces[first - 1].w.t1_s > newest_s - window_s + EPS_S:

@@ -150,7 +150,13 @@ class Snapshot:
     Rates and depths are averages over the window ``[time_s - window_s, time_s]``; ``None``
     means the value could not be read (its group is then also named in ``missing``).
     ``stale`` names groups whose newest sample is older than the source's staleness limit.
-    Both hold ``FieldGroup`` members; plain names are turned into members, unknown ones refused.
+    ``empty`` names the groups of ``missing`` whose query succeeded with no series for this
+    target (no pod exports them: scaled to zero, not scraped yet), as opposed to a failed
+    query; it is always a subset of ``missing``, so a reader that does not look at it treats
+    "no series" as "could not read" (see ``unread``). Only the KEDA baseline reads it
+    (KEDA's Prometheus scaler: an empty result is 0 with ignoreNullValues).
+    All three hold ``FieldGroup`` members; plain names are turned into members, unknown ones
+    refused.
 
     The ``FieldGroup.LLM`` fields are an LLM engine's (vLLM's series, as the sidecar reads
     them); a target that is no LLM server leaves them None without naming the group missing.
@@ -193,9 +199,10 @@ class Snapshot:
     prefix_cache_hit_ratio: float | None = None  # prefix_cache_hits / prefix_cache_queries
     missing: frozenset[FieldGroup] = frozenset()
     stale: frozenset[FieldGroup] = frozenset()
+    empty: frozenset[FieldGroup] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("missing", "stale"):
+        for name in ("missing", "stale", "empty"):
             groups = getattr(self, name)
             if not all(type(g) is FieldGroup for g in groups):
                 try:
@@ -203,6 +210,14 @@ class Snapshot:
                 except ValueError as exc:
                     raise ValueError(f"Snapshot.{name}: {exc}") from None
                 object.__setattr__(self, name, typed)
+        if not self.empty <= self.missing:
+            raise ValueError(f"Snapshot.empty: {sorted(map(str, self.empty - self.missing))} "
+                             "not named in missing (an empty group is a missing one too)")
+
+    @property
+    def unread(self) -> frozenset[FieldGroup]:
+        """The groups of ``missing`` whose query failed (``missing`` less ``empty``)."""
+        return self.missing - self.empty
 
     @property
     def current_replicas(self) -> int:

@@ -239,6 +239,8 @@ def decide(snapshot: Snapshot, config: HpaConfig, state: HpaState, now_s: float
         return Decision(replicas=current, reason=REASON_NO_READY_PODS, valid=False), state
     desired, reason, holds = -1, REASON_STEADY, []
     for metric, target in config.metric_targets():
+        # "No series" (Snapshot.empty) holds like a failed query: the HPA's metrics client
+        # answers an empty list with "no metrics returned from external metrics API".
         hold = hold_on_unreadable(snapshot, [_field(metric)])
         if hold is not None:
             holds.append(hold)

@@ -10,12 +10,17 @@ with ``ignoreNullValues`` (the default) and a scaler error otherwise; a field th
 could not read is a failed query, also an error. An error holds (the HPA's metric fails)
 unless ``fallback`` is set: after more than ``fallback_failure_threshold`` consecutive
 errors the HPA is fed ``fallback_replicas * threshold`` (fallback.go, behavior "static").
+The source tells the two apart: a field named in ``Snapshot.empty`` was answered with no
+series (0, or an error without ignoreNullValues), one only in ``missing`` failed. The
+replica count is the workload's (the scale subresource), so "no series" for the ready count
+(no pod up) does not hold when the count asked for is known.
 
 Not modelled: idleReplicaCount, the fallback behaviours other than "static", pausing
 annotations, scalingModifiers and several triggers, initialCooldownPeriod (default 0, as
-here), the metrics adapter's cache (useCachedMetrics, off by default), and the source's
-own distinction of "no series" (0) from "query failed" (an error): the baseline reads a
-None value not named in ``missing`` as an empty result and a missing field as a failure.
+here) and the metrics adapter's cache (useCachedMetrics, off by default). A None value not
+named in ``missing`` is also read as an empty result. The loop's safety stages still hold
+what is applied while the arrival rate is "no series" (trimtab's production rule, for every
+policy): the baseline's own decision (exported as a shadow) is KEDA's.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from trimtab.controllers.core.baselines.hpa import (
 )
 from trimtab.controllers.core.baselines.window import Sample, add_sample, window_mean
 from trimtab.controllers.core.guards import hold_on_unreadable
-from trimtab.controllers.core.types import REASON_AT_MIN, REASON_HOLD_MISSING, Decision, Snapshot
+from trimtab.controllers.core.types import (FIELD_REPLICAS, REASON_AT_MIN, REASON_HOLD_MISSING,
+                                            Decision, Snapshot)
 
 REASON_ACTIVATE = "keda_activate"
 REASON_COOLDOWN = "keda_cooldown_to_zero"
@@ -96,8 +102,9 @@ def _read(snapshot: Snapshot, state: KedaState, now_s: float, config: KedaConfig
           ) -> tuple[float | None, tuple[Sample, ...]]:
     """This sync's query result (None: a scaler error) and the samples behind its range."""
     field_name = _FIELDS[config.metric]
-    if field_name in snapshot.missing:
+    if field_name in snapshot.unread:
         return None, state.samples          # the query itself failed
+    # Empty (no series): the value is None, read as KEDA reads an empty result.
     observed = getattr(snapshot, field_name)
     if observed is None or not math.isfinite(observed):
         # A null or non-finite result is the whole answer, whatever the range in the query.
@@ -107,9 +114,19 @@ def _read(snapshot: Snapshot, state: KedaState, now_s: float, config: KedaConfig
     return window_mean(samples, now_s, config.query_window_s) or 0.0, samples
 
 
+def _replicas_from_workload(snapshot: Snapshot) -> Snapshot:
+    """The snapshot with "no series" for the ready count not holding, when the workload's
+    count (``desired_replicas``, its scale subresource) is known: KEDA reads the count from
+    the workload, so a fleet with no pod up (no series) is still a known count."""
+    if FIELD_REPLICAS in snapshot.empty and snapshot.desired_replicas is not None:
+        return snapshot.with_(missing=snapshot.missing - {FIELD_REPLICAS},
+                              empty=snapshot.empty - {FIELD_REPLICAS})
+    return snapshot
+
+
 def decide(snapshot: Snapshot, config: KedaConfig, state: KedaState, now_s: float
            ) -> tuple[Decision, KedaState]:
-    hold = hold_on_unreadable(snapshot, [])      # the replica count itself
+    hold = hold_on_unreadable(_replicas_from_workload(snapshot), [])   # the replica count
     if hold is not None:
         return hold, state
     b = config.bounds
@@ -123,7 +140,7 @@ def decide(snapshot: Snapshot, config: KedaConfig, state: KedaState, now_s: floa
         fallback = config.fallback_replicas
         if fallback is None or failures <= config.fallback_failure_threshold or current == 0:
             # The executor does nothing on an inactive error; the HPA's metric fails.
-            failed = _FIELDS[config.metric] in snapshot.missing
+            failed = _FIELDS[config.metric] in snapshot.unread
             return Decision(replicas=current, valid=False,
                             reason=REASON_HOLD_MISSING if failed else REASON_SCALER_ERROR), base
         value, reason_hint = fallback * config.threshold, REASON_FALLBACK

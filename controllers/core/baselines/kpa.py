@@ -200,6 +200,8 @@ def scale(stable: float, panic: float, ready: int, current: int, state: KpaState
 
 def decide(snapshot: Snapshot, config: KpaConfig, state: KpaState, now_s: float
            ) -> tuple[Decision, KpaState]:
+    # "No series" (Snapshot.empty) holds like a failed read: Knative's autoscaler.go returns
+    # an invalid result on metrics.ErrNoData ("No data to scale on yet").
     hold = hold_on_unreadable(snapshot, [FIELD_IN_FLIGHT])
     if hold is not None:
         return hold, state

@@ -86,6 +86,8 @@ def desired_replicas(total: float, running: int, config: RayConfig) -> int:
 
 def decide(snapshot: Snapshot, config: RayConfig, state: RayState, now_s: float
            ) -> tuple[Decision, RayState]:
+    # "No series" (Snapshot.empty) holds like a failed read: Ray Serve queries no Prometheus
+    # (replicas and handles push their counts), so upstream has no empty-result rule to follow.
     hold = hold_on_unreadable(snapshot, [FIELD_IN_FLIGHT])
     if hold is not None:
         return hold, state

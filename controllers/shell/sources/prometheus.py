@@ -18,6 +18,10 @@ _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Fields whose absence means the policy would see imputed data (so: no scale-down).
 EXPECTED = (FIELD_ARRIVAL_RATE, FIELD_QUEUE_DEPTH, FIELD_IN_FLIGHT, FIELD_LATENCY,
             FIELD_REPLICAS)
+# The query each expected field is read from: an answer without this target's series is
+# "no series" (Snapshot.empty), a query that failed is not.
+QUERY_OF = {FIELD_ARRIVAL_RATE: "outcomes", FIELD_QUEUE_DEPTH: "queue",
+            FIELD_IN_FLIGHT: "in_flight", FIELD_LATENCY: "latency", FIELD_REPLICAS: "replicas"}
 
 
 class SourceUnavailable(Exception):
@@ -96,8 +100,9 @@ class PrometheusSource(Source):
     Targets are grouped by their matcher label keys; each group costs ``len(queries_for())``
     requests per tick however many targets it holds (the values go into one regex matcher).
     Unreachable -> SourceUnavailable (the loop holds everything); one failed query -> that
-    field missing for the group; NaN -> missing; newest sample older than ``staleness_s`` ->
-    every field stale.
+    field missing for the group; a query answered without the target's series -> missing and
+    ``empty`` (no series: e.g. no pod up); NaN -> missing; newest sample older than
+    ``staleness_s`` -> every field stale.
     """
 
     name = "prometheus"
@@ -226,6 +231,8 @@ def _snapshot(key: str, rows: dict, now_s: float, window_s: float, at_s: float,
     present = {FIELD_ARRIVAL_RATE: arrival, FIELD_QUEUE_DEPTH: queue,
                FIELD_IN_FLIGHT: in_flight, FIELD_LATENCY: latency, FIELD_REPLICAS: replicas}
     missing = frozenset(f for f in EXPECTED if present[f] is None)
+    empty = frozenset(f for f in missing
+                      if rows[QUERY_OF[f]] is not None and key not in rows[QUERY_OF[f]])
     gpu_memory, gpu_busy = _one(rows["gpu_memory"], key), _one(rows["gpu_busy"], key)
     newest = _one(rows["newest"], key)
     stale = frozenset()
@@ -240,4 +247,4 @@ def _snapshot(key: str, rows: dict, now_s: float, window_s: float, at_s: float,
         mean_batch_size=size_total / count_total if count_total > 0 else None,
         ready_replicas=int(replicas) if replicas is not None else None, shed_rps=shed,
         gpu_memory_used_ratio=gpu_memory, gpu_busy_ratio=gpu_busy,
-        timed_out_rps=timed_out, missing=missing, stale=stale)
+        timed_out_rps=timed_out, missing=missing, stale=stale, empty=empty)

@@ -53,7 +53,8 @@ class RayReplicaSource(Source):
         try:
             details = self.ray.deployment_details(workload)
         except ActuationError:
-            return snap.with_(ready_replicas=None, missing=snap.missing | {FIELD_REPLICAS})
+            return snap.with_(ready_replicas=None, missing=snap.missing | {FIELD_REPLICAS},
+                              empty=snap.empty - {FIELD_REPLICAS})     # Ray's read failed
         running, starting = replica_counts(details)
         knobs = steered_settings(details.get("deployment_config") or {})
         timeout_s = knobs["batch_wait_timeout_s"]
@@ -62,5 +63,5 @@ class RayReplicaSource(Source):
             concurrency_limit=knobs["concurrency_limit"],
             max_batch_size=knobs["max_batch_size"],
             batch_timeout_ms=None if timeout_s is None else 1000.0 * float(timeout_s),
-            missing=snap.missing - {FIELD_REPLICAS},
+            missing=snap.missing - {FIELD_REPLICAS}, empty=snap.empty - {FIELD_REPLICAS},
             stale=snap.stale - {FIELD_REPLICAS})
