@@ -49,16 +49,26 @@ def finish_run(run: Any, out: Path) -> dict[str, Any]:
 def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(
-        duration: float = typer.Option(180.0, "--duration", help="Seconds of load (30-3600)."),
+        duration: Optional[float] = typer.Option(None, "--duration", help="Seconds of load"
+                                                 " (30-3600; default 180, with --soak 420)."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures here."),
         out: Path = typer.Option(DEFAULT_OUT, "--out", help="Report directory."),
-        base_rps: float = typer.Option(3.0, help="Steady load, requests/s."),
+        base_rps: Optional[float] = typer.Option(None, help="Steady load, requests/s"
+                                                 " (default 3, with --soak 8)."),
         surge_factor: float = typer.Option(5.0, help="The surge is this many times the load."),
         max_replicas: int = typer.Option(4, help="Upper replica bound (keep small here)."),
         policy: Optional[str] = typer.Option(None, help="Policy spec (default: trimtab tuned"
                                                         " for a minutes-long run)."),
         seed: int = typer.Option(0, help="Seed of the arrival times."),
         view: bool = typer.Option(True, "--view/--no-view", help="Show the live view."),
+        soak: bool = typer.Option(False, "--soak", help="Fault soak: steady load, faults in"
+                                  " turn, a table of wrong scale-downs, lost requests and"
+                                  " recovery times (trimtab.up.soak)."),
+        faults: Optional[str] = typer.Option(None, help="--soak: comma-separated faults"
+                                             " (default: every Ray-phase fault)."),
+        fault_s: float = typer.Option(10.0, help="--soak: how long a timed fault lasts."),
+        kubeconfig: Optional[Path] = typer.Option(None, help="--soak: also run the Kubernetes"
+                                                  " phase (409/429/500) against this API server."),
     ) -> None:
         """Start Ray Serve, the sidecar, Prometheus and the controller; drive a load ramp."""
         from pydantic import ValidationError
@@ -74,9 +84,15 @@ def register(app: typer.Typer) -> None:
         except RayMissingError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
+        if soak:
+            from trimtab.up.soak import soak_main
+
+            raise typer.Exit(soak_main(duration, base_rps, faults, fault_s, seed, kubeconfig,
+                                       json_path))
         from trimtab.up.run import LiveConfig, run_live_with
 
-        params: dict[str, Any] = {"duration_s": duration, "base_rps": base_rps,
+        params: dict[str, Any] = {"duration_s": 180.0 if duration is None else duration,
+                                  "base_rps": 3.0 if base_rps is None else base_rps,
                                   "surge_factor": surge_factor, "max_replicas": max_replicas,
                                   "seed": seed}
         if policy is not None:

@@ -121,6 +121,20 @@ class LiveRun:
     load_offset_s: float = 0.0
 
 
+@dataclass
+class LiveParts:
+    """The running pieces, handed to ``on_started`` (the fault soak kills and restarts them)."""
+
+    fleet: RayFleet
+    sidecar: "Sidecar"
+    prom: object                            # common.prometheus.PrometheusServer
+    source: PrometheusSource
+    actuator: RecordingActuator
+    load: LoadGenerator
+    clock_s: Callable[[], float]            # the controller's time base (``ticks``, ``applied``)
+    ticks: list[tuple[float, TickRecord]]
+
+
 class Sidecar:
     """``trimtab sidecar --proxy`` as a subprocess in front of Ray Serve's HTTP proxy."""
 
@@ -182,9 +196,12 @@ def interrupt_on_signal(signum: int, frame: object) -> None:
 
 def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
                   work_dir: Path | None = None,
-                  on_progress: Callable[[dict], None] | None = None) -> object:
+                  on_progress: Callable[[dict], None] | None = None, *,
+                  on_started: Callable[[LiveParts], None] | None = None,
+                  load_factory: Callable[..., LoadGenerator] = LoadGenerator) -> object:
     """Start everything, drive the load, call ``finish(run)`` while Prometheus still runs,
-    then stop everything (also on error and Ctrl-C); returns what ``finish`` returned."""
+    then stop everything (also on error and Ctrl-C); returns what ``finish`` returned.
+    ``on_started(parts)`` is called once the load runs; ``load_factory`` builds the load."""
     require_ray()
     if find_binary("prometheus") is None:
         raise RuntimeError("prometheus not found: install the Debian package 'prometheus'"
@@ -236,7 +253,8 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
 
         t0 = wall_clock.now_s()
         actuator = RecordingActuator(RayServeActuator(), lambda: wall_clock.now_s() - t0)
-        source = RayReplicaSource(PrometheusSource(prom.url, staleness_s=30.0),
+        prom_source = PrometheusSource(prom.url, staleness_s=30.0)
+        source = RayReplicaSource(prom_source,
                                   actuator.inner, {"demo/mlp": fleet.workload})
         bounds = cfg.bounds()
         policy = make_policy(cfg.policy, bounds, cfg.interval_s)
@@ -258,12 +276,15 @@ def run_live_with(cfg: LiveConfig, finish: Callable[[LiveRun], object],
         stack.callback(stop.set)
 
         arrival_s = arrivals(cfg.profile(), cfg.seed)
-        load = LoadGenerator(sidecar.url, arrival_s, timeout_s=30.0)
+        load = load_factory(sidecar.url, arrival_s, timeout_s=30.0)
         replica_samples: list[tuple[float, int, int]] = []
         actor_ids: list[tuple[float, dict[str, str]]] = []
         load_start_unix_s = wall_clock.unix_s()
         load.start()
         stack.callback(load.stop)
+        if on_started is not None:
+            on_started(LiveParts(fleet, sidecar, prom, prom_source, actuator, load,
+                                 lambda: wall_clock.now_s() - t0, ticks))
         settle_until_s: float | None = None
         while settle_until_s is None or wall_clock.now_s() < settle_until_s:
             wall_clock.sleep_s(1.0)
