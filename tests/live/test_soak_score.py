@@ -86,3 +86,12 @@ def test_fields_missing_all_along_before_the_fault_do_not_block_recovery() -> No
 def test_bad_soak_settings_name_the_field(field, value, rule) -> None:
     with pytest.raises(ValueError, match=rule.replace("[", r"\[").replace("]", r"\]")):
         SoakConfig(**{field: value})
+
+
+def test_the_command_refuses_bad_settings_before_starting_anything(capsys, tmp_path) -> None:
+    from trimtab.up.soak import soak_main
+
+    assert soak_main(None, None, "nope", 10.0, 0, None, None) == 2
+    assert "faults: unknown ['nope']" in capsys.readouterr().err
+    assert soak_main(None, None, None, 10.0, 0, tmp_path / "missing.kubeconfig", None) == 2
+    assert "no such file" in capsys.readouterr().err
