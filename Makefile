@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.stamp-install
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := prometheus prometheus-alertmanager nginx chromium
+DEB_PACKAGES := prometheus prometheus-alertmanager nginx wrk chromium
 
 .PHONY: demo test live-demo venv debs npm-tools kube vllm validate bench clean
 
@@ -37,12 +37,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Debian packages the tests drive for real: promtool, prometheus, alertmanager, amtool, nginx,
+# wrk (the sidecar bench's load generator),
 # chromium (the report in a browser).
 debs:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

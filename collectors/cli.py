@@ -1,7 +1,6 @@
 """`trimtab sidecar` (run the sidecar) and `trimtab sidecar bench` (its overhead benchmark)."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
@@ -117,7 +116,7 @@ def register(app: typer.Typer) -> None:
         from trimtab.common.errors import first_error
         from prometheus_client import disable_created_metrics
 
-        from trimtab.collectors.sidecar import Sidecar
+        from trimtab.collectors.sidecar import Sidecar, run_loop
         disable_created_metrics()   # _created series double the page and nobody queries them
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -152,7 +151,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:    # e.g. a bad adapter mapping file, named in the message
             raise typer.BadParameter(str(exc)) from None
         try:
-            asyncio.run(sidecar_.run_forever())
+            run_loop(sidecar_.run_forever())
         except OSError as exc:      # a port in use, an address that is not ours
             typer.echo(f"error: cannot listen: {exc.strerror or exc} (--listen {listen}, "
                        f"--metrics-port {metrics_port})", err=True)

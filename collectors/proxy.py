@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from itertools import chain
 
 import aiohttp
 from aiohttp import web
@@ -110,30 +111,37 @@ class AdmissionProxy:
                 raise BodyTooLarge()
             chunks.append(chunk)
 
+    def _reject_early(self, request: web.BaseRequest, reason: str, status: int,
+                      message: str) -> web.Response:
+        """Refused before the body is read: the label comes from the path alone."""
+        model = model_from_request(request.path, b"", self._models, self._default)
+        return self._reject(self._metrics.by_model[model], reason, status, message)
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         t0 = self._clock()
         limits = self._limits
-        header_bytes = len(request.raw_path) + sum(len(k) + len(v) + 4
-                                                   for k, v in request.raw_headers)
-        path_model = model_from_request(request.path, b"", self._models, self._default)
+        raw = request.raw_headers
+        header_bytes = len(request.raw_path) + 4 * len(raw) + sum(map(len, chain(*raw)))
         if header_bytes > limits.max_header_bytes:
-            return self._reject(self._metrics.by_model[path_model], "header_too_large", 431,
-                                f"request headers are {header_bytes} bytes; the limit is "
-                                f"{limits.max_header_bytes}")
-        codings = [c.strip().lower() for c in request.headers.get("Transfer-Encoding", "").split(",")
-                   if c.strip()]
-        if any(c != "chunked" for c in codings):
-            # The hop to the model server sends the body whole with a Content-Length, so a
-            # coding other than chunked (gzip, deflate) would be silently dropped: refuse it
-            # (RFC 9112 6.1: 501 for a transfer coding the server does not implement).
-            return self._reject(self._metrics.by_model[path_model], "bad_request", 501,
-                                f"Transfer-Encoding {', '.join(codings)} is not supported; send "
-                                "the body as is or chunked (Content-Encoding passes through)")
+            return self._reject_early(request, "header_too_large", 431,
+                                      f"request headers are {header_bytes} bytes; the limit is "
+                                      f"{limits.max_header_bytes}")
+        coding = request.headers.get("Transfer-Encoding")
+        if coding is not None:
+            codings = [c.strip().lower() for c in coding.split(",") if c.strip()]
+            if any(c != "chunked" for c in codings):
+                # The hop to the model server sends the body whole with a Content-Length, so a
+                # coding other than chunked (gzip, deflate) would be silently dropped: refuse
+                # it (RFC 9112 6.1: 501 for a transfer coding the server does not implement).
+                return self._reject_early(
+                    request, "bad_request", 501,
+                    f"Transfer-Encoding {', '.join(codings)} is not supported; send the body "
+                    "as is or chunked (Content-Encoding passes through)")
         length = request.content_length
         if length is not None and length > limits.max_body_bytes:
-            return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,
-                                f"request body is {length} bytes; the limit is "
-                                f"{limits.max_body_bytes}")
+            return self._reject_early(request, "body_too_large", 413,
+                                      f"request body is {length} bytes; the limit is "
+                                      f"{limits.max_body_bytes}")
         try:
             if request.content.is_eof():        # all of it arrived with the head: no timer
                 body = await self._read_body(request)
@@ -141,14 +149,15 @@ class AdmissionProxy:
                 async with asyncio.timeout(limits.body_timeout_s):
                     body = await self._read_body(request)
         except BodyTooLarge:
-            return self._reject(self._metrics.by_model[path_model], "body_too_large", 413,
-                                f"request body exceeds {limits.max_body_bytes} bytes")
+            return self._reject_early(request, "body_too_large", 413,
+                                      f"request body exceeds {limits.max_body_bytes} bytes")
         except asyncio.TimeoutError:
-            return self._reject(self._metrics.by_model[path_model], "body_timeout", 408,
-                                f"request body not received within {limits.body_timeout_s} s")
+            return self._reject_early(request, "body_timeout", 408,
+                                      f"request body not received within "
+                                      f"{limits.body_timeout_s} s")
         except aiohttp.ClientPayloadError as exc:   # malformed chunked encoding and the like
-            return self._reject(self._metrics.by_model[path_model], "bad_request", 400,
-                                f"malformed request body: {exc}")
+            return self._reject_early(request, "bad_request", 400,
+                                      f"malformed request body: {exc}")
         model = model_from_request(request.path, body, self._models, self._default)
         ch = self._metrics.by_model[model]
         try:

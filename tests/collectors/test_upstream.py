@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 
 import pytest
+import uvloop
 
 from trimtab.collectors.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
@@ -57,8 +58,22 @@ async def body_of(pool: UpstreamPool, method: str = "GET", body: bytes = b""):
         resp.release()
 
 
+# The sidecar runs on uvloop (collectors.sidecar.run_loop); the client must behave the same on
+# asyncio's own loop, which the in-process proxy tests use.
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+_loop_factory = [asyncio.new_event_loop]
+
+
+@pytest.fixture(autouse=True, params=LOOPS.values(), ids=LOOPS.keys())
+def event_loop_kind(request):
+    _loop_factory[0] = request.param
+    yield
+    _loop_factory[0] = asyncio.new_event_loop
+
+
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    with asyncio.Runner(loop_factory=_loop_factory[0]) as runner:
+        return runner.run(asyncio.wait_for(coro, 20))
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
@@ -212,3 +227,52 @@ def test_idle_connections_expire():
 def test_bad_upstream_url(url):
     with pytest.raises(ValueError):
         UpstreamPool(url)
+
+
+def test_a_cancelled_request_closes_its_connection():
+    """The client left while the upstream was thinking: the connection is closed, not kept."""
+    async def scenario():
+        closed = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.read()                  # b"" once the proxy side closes
+            closed.set()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        pool = UpstreamPool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        task = asyncio.create_task(pool.request("GET", "/", [], b""))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 2)
+        assert len(pool._idle) == 0
+        await pool.close()
+        server.close()
+    run(scenario())
+
+
+def test_a_big_answer_read_slowly_is_not_buffered_whole():
+    """Back-pressure: past PAUSE_BYTES the upstream socket is paused until the reader catches up."""
+    from trimtab.collectors.upstream import PAUSE_BYTES
+    size = 8 * 1024 * 1024
+    answer = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode() + b"x" * size
+
+    async def scenario():
+        async with raw_server([answer]) as (url, _):
+            pool = UpstreamPool(url)
+            resp = await pool.request("GET", "/", [], b"")
+            conn = resp._conn
+            got, most = 0, 0
+            async for chunk in resp.iter_chunks():
+                got += len(chunk)
+                most = max(most, len(conn.buf))
+                await asyncio.sleep(0.001)           # a slow client downstream
+            resp.release()
+            await pool.close()
+            return got, most
+    got, most = run(scenario())
+    assert got == size
+    assert most <= PAUSE_BYTES + 256 * 1024          # one socket read past the mark at most
