@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from trimtab.controllers.core import budget as budget_
-from trimtab.controllers.core import capacity, forecast, knobs, peaks
+from trimtab.controllers.core import capacity, forecast, knobs, peaks, recurrence
 from trimtab.controllers.core.binding import BoundPolicy, PolicyConfig, build_config
 from trimtab.controllers.core.defaults import INTERVAL_S
 from trimtab.controllers.core.guards import (
@@ -33,11 +33,13 @@ from trimtab.controllers.core.types import (
 
 REASON_NO_MODEL = "no_capacity_model"     # no batch seen yet: hold unless work piles up
 REASON_BACKLOG = "backlog"                # reactive: queue beyond what batching explains
+REASON_QUIET_HOLD = "quiet_hold"          # a quiet spell bursts have ended before (recurrence)
 
 
 _FC = forecast.ForecastConfig()     # the defaults of the forecaster's, the peak statistics'
 _PK = peaks.PeakConfig()            # and the budget's tuning: each is written there once
 _BG = budget_.BudgetConfig()
+_RC = recurrence.RecurrenceConfig()
 
 
 class TrimtabConfig(PolicyConfig):
@@ -96,6 +98,14 @@ class TrimtabConfig(PolicyConfig):
     quantile_tail_mul: float = Field(_BG.quantile_tail_mul, ge=1)
     burn_power: float = Field(_BG.burn_power, ge=0)
     raise_burn: float = Field(_BG.raise_burn, ge=0)
+    # The idle-then-burst memory (recurrence.RecurrenceConfig).
+    quiet_ratio: float = Field(_RC.quiet_ratio, gt=0, lt=1)
+    return_ratio: float = Field(_RC.return_ratio, gt=0, le=1)
+    min_returns: int = Field(_RC.min_returns, ge=1)
+    hold_quantile: float = Field(_RC.hold_quantile, gt=0, le=1)
+    hold_factor: float = Field(_RC.hold_factor, ge=1)
+    max_hold_s: float = Field(_RC.max_hold_s, ge=0)
+    memory: int = Field(_RC.memory, ge=1)
 
     @field_validator("band_edges")
     @classmethod
@@ -116,6 +126,9 @@ class TrimtabConfig(PolicyConfig):
     def budget_config(self) -> budget_.BudgetConfig:
         return _bind(budget_.BudgetConfig, self)
 
+    def recurrence_config(self) -> recurrence.RecurrenceConfig:
+        return _bind(recurrence.RecurrenceConfig, self)
+
 
 def _bind(cls: type, config: TrimtabConfig, **given: Any) -> Any:
     """A core module's config (a dataclass) from the fields of ``config`` of the same names."""
@@ -134,6 +147,7 @@ class TrimtabState:
     last_replicas: int | None = None
     max_batch: int | None = None           # pod knobs last decided (held by knobs.settle)
     concurrency_limit: int | None = None
+    recurrence: recurrence.RecurrenceState = recurrence.RecurrenceState()
 
 
 def initial_state(config: TrimtabConfig) -> TrimtabState:
@@ -207,6 +221,15 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
                                       b.slo_target, b.max_replicas, timeout_s,
                                       config.max_utilisation)
     replicas, reason = _guards(current, need, need_down, load_reason, state, config, now_s)
+    need_now = capacity.replicas_for(fit, now_rps, budget_s, max_batch, b.slo_target,
+                                     b.max_replicas, timeout_s, config.max_utilisation)
+    rcfg = config.recurrence_config()
+    rstate = recurrence.observe(state.recurrence, need_now, replicas,
+                                _missed(snapshot, config), now_s, rcfg)
+    keep = recurrence.floor(rstate, rcfg, config.interval_s, now_s)
+    if keep > replicas:
+        replicas, why = clamp(keep, b.min_replicas, b.max_replicas)
+        reason = why or REASON_QUIET_HOLD
     recs = prune(state.recommendations, now_s, config.window_s()) + ((now_s, need_down),)
     pod: dict[str, Any] = {}
     if config.set_pod_knobs:
@@ -220,6 +243,7 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
             pod["queue_timeout_s"] = round(capacity.admission_wait_s(
                 fit, limit, max_batch, b.slo_latency_s, b.slo_target), 3)
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
+               "need_now": float(need_now), "quiet_floor": float(keep),
                "burn": burn, "quantile": q_plan,
                "a_s": fit.a_s, "c_s": fit.c_s}
     if fc is not None:
@@ -227,16 +251,26 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     decision = Decision(replicas=replicas, reason=reason, forecast_rps=load, details=details,
                         **pod)
     return decision, replace(state, recommendations=recs, last_replicas=replicas,
+                             recurrence=rstate,
                              max_batch=max_batch if config.set_pod_knobs else state.max_batch,
                              concurrency_limit=pod.get("concurrency_limit"))
 
 
+def _missed(snapshot: Snapshot, config: TrimtabConfig) -> bool:
+    """Whether this window missed the SLO (over its share of slow, shed and timed out)."""
+    b = config.bounds
+    counts = budget_.window_counts(snapshot, b.slo_latency_s) if b.slo_latency_s else None
+    return counts is not None and counts[0] >= 20 and counts[1] > (1 - b.slo_target) * counts[0]
+
+
 def _guards(current: int, need: int, need_down: int, load_reason: str, state: TrimtabState,
             config: TrimtabConfig, now_s: float) -> tuple[int, str]:
-    """Bounds, bounded scale-up, hysteresis band, stabilisation window, warm-up."""
+    """Bounds, bounded scale-up (unbounded for a burst or backlog measured now, not
+    forecast), hysteresis band, stabilisation window, warm-up."""
     b = config.bounds
     if need > current:
-        n, why = bounded_step_up(current, need, config.max_step_ratio, config.min_step)
+        n, why = (need, None) if load_reason in (REASON_BURST, REASON_BACKLOG) else \
+            bounded_step_up(current, need, config.max_step_ratio, config.min_step)
         n, bound_why = clamp(n, b.min_replicas, b.max_replicas)
         if n == current:
             return n, bound_why or REASON_STEADY
