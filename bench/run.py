@@ -1,7 +1,7 @@
 """Run every trimtab benchmark in one go and print the figures; `make bench` calls this.
 
 Each benchmark is a `trimtab ... bench` command (its code lives beside what it measures:
-sim/bench.py, collectors/bench.py, controllers/shell/bench.py, alerts/bench.py) that prints its figures as ratios
+sim/bench.py, sim/sweep_bench.py, collectors/bench.py, controllers/shell/bench.py, alerts/bench.py) that prints its figures as ratios
 against a baseline measured in the same run and writes JSON; this runner collects the JSON
 under bench/results/ so figures can be compared across commits.
 """
@@ -18,6 +18,7 @@ TRIMTAB = Path(sys.executable).with_name("trimtab")
 
 BENCHES = {
     "sim": ["sim", "bench"],
+    "sweep": ["sim", "sweep-bench"],
     "sidecar": ["sidecar", "bench"],
     "controller": ["controller", "bench"],
     "alerts": ["alerts", "bench"],

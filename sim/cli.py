@@ -73,7 +73,8 @@ def _sweeps() -> dict[str, list[str]]:
     return dict(getattr(mod, "SWEEPS", {}))
 
 
-def load_case(path: Path | None, policies: Sequence[str], sweep: bool, console: Any) -> Any:
+def load_case(path: Path | None, policies: Sequence[str], sweep: bool, console: Any,
+              past_only: bool = True) -> Any:
     """One scenario of the set, loaded, with its policies and (``sweep``) each one's sweep."""
     from trimtab.controllers.core.spec import parse_spec
     from trimtab.sim.compare import Case
@@ -92,13 +93,14 @@ def load_case(path: Path | None, policies: Sequence[str], sweep: bool, console: 
     if sweep:
         chosen = {parse_spec(s).name for s in specs}
         sweeps = {k: v for k, v in _sweeps().items() if k in chosen}
-    return Case(sc, trace, specs, auto, sweeps, past_only=sweep and _has_replay_policy("oracle"))
+    return Case(sc, trace, specs, auto, sweeps, bounds=sweep and _has_replay_policy("oracle"),
+                past_only=sweep and past_only and _has_replay_policy("oracle"))
 
 
 def run_replay(scenario: Path | Sequence[Path] | None, policies: list[str], sweep: bool,
                out: Path | None, json_path: Path | None, openmetrics: Path | None,
                openmetrics_end_unix: float | None, workers: int, quiet: bool = False,
-               ray_address: str | None = None) -> dict[str, Any]:
+               ray_address: str | None = None, past_only: bool = True) -> dict[str, Any]:
     """Replay each scenario (a file, several, or a folder of them) under the policies; with
     several the JSON is ``{"scenarios": [...]}`` and baselines also get their carried-over
     setting (trimtab.sim.compare)."""
@@ -118,7 +120,7 @@ def run_replay(scenario: Path | Sequence[Path] | None, policies: list[str], swee
     paths = scenario_paths(given)
     if openmetrics is not None and len(paths) > 1:
         raise ScenarioError("--openmetrics writes one scenario's metrics: give one --scenario")
-    cases = [load_case(p, policies, sweep, console) for p in paths]
+    cases = [load_case(p, policies, sweep, console, past_only) for p in paths]
     names = [c.scenario.name for c in cases]
     if len(set(names)) < len(names):
         raise ScenarioError(f"scenario names repeat ({sorted(names)}): each needs its own name")
@@ -130,6 +132,8 @@ def run_replay(scenario: Path | Sequence[Path] | None, policies: list[str], swee
     docs = assemble(cases, results, names)
     for case, doc in zip(cases, docs):
         _print_table(console, case.scenario, doc)
+    if len(docs) > 1:
+        _print_summary(console, docs)
     if out is not None:
         _write_reports(console, out, cases, docs, results)
     whole: dict[str, Any] = docs[0] if len(docs) == 1 else {"scenarios": docs}
@@ -172,6 +176,42 @@ def _print_table(console: Any, sc: Any, doc: dict[str, Any]) -> None:
         p = doc["past_only"]
         table.add_row(display_label(p, past_only=True) if p else "past only (none met the SLO)",
                       *(_cell(p.get(f)) if p else "-" for f in fields))
+    console.print(table)
+
+
+def summary_rows(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Over several scenarios, per policy and tuning: how many met the SLO, the worst and mean
+    attainment, and the mean and worst cost against the oracle."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for d in docs:
+        rows = [(r["policy"], r.get("tuning", "default"), r) for r in d["results"]]
+        rows += [("oracle", "-", d["oracle"])] if d.get("oracle") else []
+        rows += [("past only", "-", d["past_only"])] if d.get("past_only") else []
+        for name, tuning, r in rows:
+            groups.setdefault((name, tuning), []).append(r)
+    out = []
+    for (name, tuning), rs in groups.items():
+        att = [r["slo_attainment"] for r in rs]
+        ratio = [r["cost_vs_oracle"] for r in rs if r.get("cost_vs_oracle") is not None]
+        out.append({"policy": name, "tuning": tuning, "scenarios": len(rs),
+                    "met": sum(bool(r["meets_slo"]) for r in rs),
+                    "worst_attainment": min(att), "mean_attainment": sum(att) / len(att),
+                    "mean_cost_vs_oracle": sum(ratio) / len(ratio) if ratio else None,
+                    "worst_cost_vs_oracle": max(ratio) if ratio else None})
+    return out
+
+
+def _print_summary(console: Any, docs: Sequence[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"over {len(docs)} scenarios (past only: on those where one met the SLO)")
+    for col in ("policy", "tuning", "met SLO", "worst SLO", "mean SLO", "mean /oracle",
+                "worst /oracle"):
+        table.add_column(col, justify="left" if col in ("policy", "tuning") else "right")
+    for r in summary_rows(docs):
+        table.add_row(r["policy"], r["tuning"], f"{r['met']}/{r['scenarios']}",
+                      _cell(r["worst_attainment"]), _cell(r["mean_attainment"]),
+                      _cell(r["mean_cost_vs_oracle"]), _cell(r["worst_cost_vs_oracle"]))
     console.print(table)
 
 
@@ -218,6 +258,9 @@ def register(app: typer.Typer) -> None:
         openmetrics_end_unix: Optional[float] = typer.Option(
             None, "--openmetrics-end-unix", help="Unix time of the last sample (default now)."),
         workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes."),
+        past_only: bool = typer.Option(
+            True, "--past-only/--no-past-only", help="With --sweep, also the past-only bound "
+            "(trimtab causal: about thirty more replays per scenario)."),
         ray_address: Optional[str] = typer.Option(
             None, "--ray-address", help="Run the replays as Ray tasks on this cluster "
             "('auto', 'ray://host:10001', or 'local' for a private one with --workers CPUs)."),
@@ -229,7 +272,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             run_replay(scenario, policy, sweep, out, json_path, openmetrics,
-                       openmetrics_end_unix, workers, ray_address=ray_address)
+                       openmetrics_end_unix, workers, ray_address=ray_address,
+                       past_only=past_only)
         except (ScenarioError, TraceError, SpecError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -36,15 +36,18 @@ class Case:
     specs: list[str]                              # the policies as run (defaults or given)
     hindsight_specs: frozenset[str] = frozenset()   # specs sized on this trace (auto static)
     sweeps: dict[str, list[str]] = field(default_factory=dict)   # baseline -> its settings
-    past_only: bool = False
+    bounds: bool = False                          # the oracle beside the results
+    past_only: bool = False                       # ... and the past-only bound
 
     def jobs(self) -> list[str]:
         """Every replay this case needs, each once, in a stable order."""
         out = list(self.specs)
         for group in self.sweeps.values():
             out += [s for s in group if s not in out]
+        if self.bounds or self.past_only:
+            out.append("oracle")
         if self.past_only:
-            out += ["oracle", *PAST_ONLY_SPECS]
+            out += list(PAST_ONLY_SPECS)
         return out
 
 
@@ -215,7 +218,7 @@ def assemble(cases: Sequence[Case], results: dict[tuple[int, str], Any], names: 
             best = hindsight(results, i, specs)
             if best is not None:
                 main.append(results[(i, best)].summary | {"tuning": TUNING_HINDSIGHT})
-        oracle = _summary(results, i, "oracle") if case.past_only else None
+        oracle = _summary(results, i, "oracle") if case.bounds or case.past_only else None
         past = past_only(results, i) if case.past_only else None
         for r in main + ([past] if past else []):
             if oracle is not None and oracle.get("cost"):

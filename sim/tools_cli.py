@@ -87,6 +87,26 @@ def bench_cmd(
         console.print(f"wrote {json_path}")
 
 
+@sim_app.command("sweep-bench")
+def sweep_bench_cmd(
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Processes and Ray CPUs."),
+    quick: bool = typer.Option(False, "--quick", help="A third of the replays, shorter traces."),
+) -> None:
+    """A sweep's replays serially, on local processes and on a local Ray: the speed-ups."""
+    from rich.console import Console
+
+    from trimtab.sim.sweep_bench import run_sweep_bench
+
+    console = Console()
+    figures = run_sweep_bench(workers, quick, log=console.log)
+    for key, value in figures.items():
+        console.print(f"{key:32s} {value}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+
+
 @sim_app.command("family")
 def family_cmd(
     out: Path = typer.Option(..., "--out", help="Folder to write the scenarios into."),

@@ -156,3 +156,30 @@ def test_ray_tasks_give_the_results_local_processes_give(tmp_path: Path, fake_sw
     on_ray = _replay(tmp_path, *args, "--ray-address", "local")
     assert on_ray == local
     assert len(local["scenarios"]) == 2
+
+
+def test_without_the_past_only_bound_the_oracle_stays(tmp_path: Path, fake_sweep: None):
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(_scenario("one", 60)))
+    doc = _replay(tmp_path, "-s", str(path), "-p", "static:replicas=8", "--sweep",
+                  "--no-past-only", "--workers", "1")
+    assert "oracle" in doc and "past_only" not in doc
+
+
+def test_the_summary_over_scenarios_counts_each_policy_and_tuning():
+    from trimtab.sim.cli import summary_rows
+
+    def r(policy: str, tuning: str, att: float, ratio: float) -> dict[str, Any]:
+        return {"policy": policy, "tuning": tuning, "slo_attainment": att,
+                "meets_slo": att >= 0.99, "cost_vs_oracle": ratio}
+
+    docs = [{"results": [r("trimtab", "default", 0.995, 1.2), r("hpa", "hindsight", 0.99, 1.5)],
+             "oracle": r("oracle", "", 0.991, 1.0)},
+            {"results": [r("trimtab", "default", 0.97, 1.1), r("hpa", "hindsight", 0.999, 2.5)],
+             "oracle": r("oracle", "", 0.992, 1.0)}]
+    rows = {(x["policy"], x["tuning"]): x for x in summary_rows(docs)}
+    assert rows[("trimtab", "default")]["met"] == 1
+    assert rows[("trimtab", "default")]["worst_attainment"] == 0.97
+    assert rows[("trimtab", "default")]["mean_attainment"] == pytest.approx(0.9825)
+    assert rows[("hpa", "hindsight")]["worst_cost_vs_oracle"] == 2.5
+    assert rows[("oracle", "-")]["met"] == 2
