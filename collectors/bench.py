@@ -37,7 +37,11 @@ console = Console(stderr=True)
 RATE_PER_S = 500.0
 LATENCY_CONNS = 50          # each at RATE_PER_S / LATENCY_CONNS req/s
 SATURATION_CONNS = 64
-ROUNDS = 5       # latency rounds; the reported p99 is the median of the rounds' p99
+# Latency rounds of 1 s (500 requests) per target, interleaved; the reported p99 is the median
+# of the rounds' p99. On a shared machine a stall of tens of ms from another tenant lands in a
+# round every few seconds: short rounds keep most of them clean, the median drops the rest,
+# and every round's figure is in the JSON beside it.
+ROUNDS = 15
 MODELS = tuple(f"m{i}" for i in range(1, 11))
 RESULT_MARK = "TRIMTAB-WRK "
 
@@ -162,6 +166,15 @@ def _tree(pid: int) -> list[int]:
     return [pid, *(int(k) for k in kids)]
 
 
+def _cpu_pressure_s() -> float:
+    """Seconds some runnable task waited for a CPU, machine-wide (PSI, /proc/pressure/cpu)."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return 0.0
+    return int(first.rsplit("total=", 1)[1]) / 1e6
+
+
 def _steal_s() -> float:
     """Seconds all CPUs had work but the hypervisor ran another guest (/proc/stat steal)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()
@@ -242,7 +255,7 @@ def _tools() -> tuple[str, str]:
 
 def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
     nginx, wrk_path = _tools()
-    phase_s = 1.0 if quick else 4.0          # per round and target
+    phase_s = 1.0                            # per round and target
     rounds = 2 if quick else ROUNDS
     tmp = Path(tempfile.mkdtemp(prefix="trimtab-bench-"))
     up_port, ngx_port, sc_port, admin_port = (free_port() for _ in range(4))
@@ -278,7 +291,11 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
              *[a for m in MODELS for a in ("--model", m)], "--slo-latency-s", "0.5"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(sidecar)
-        for port in (up_port, ngx_port, sc_port, admin_port):
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "trimtab.collectors.bench",
+                                 "--serve-bare", str(bare_port)])
+        procs.append(bare)
+        for port in (up_port, ngx_port, sc_port, admin_port, bare_port):
             _wait_port(port)
 
         console.print("idle CPU of the sidecar (1 s GPU poll, 8 fake GPUs) ...")
@@ -288,13 +305,15 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
         time.sleep(idle_s)
         idle_ratio = (_sched_s([sidecar.pid])[0] - c0) / (time.monotonic() - t0)
 
-        console.print("latency: warm-up, then direct / nginx / sidecar, interleaved ...")
+        console.print("latency: warm-up, then direct / nginx / bare aiohttp / sidecar, "
+                      "interleaved ...")
         think_ms = LATENCY_CONNS / RATE_PER_S * 1000
         targets = {"direct": (up_port, []), "nginx": (ngx_port, _tree(nginx_procs["reference"].pid)),
-                   "sidecar": (sc_port, [sidecar.pid])}
+                   "bare": (bare_port, [bare.pid]), "sidecar": (sc_port, [sidecar.pid])}
         for port, _ in targets.values():
             wrk(wrk_path, script, port, all_cores, 1.0, conns=LATENCY_CONNS, think_ms=think_ms)
         runs: dict[str, list[dict]] = {k: [] for k in targets}
+        psi0, lat0 = _cpu_pressure_s(), time.monotonic()
         for rnd in range(rounds):   # interleaved, so drift in machine load hits all three
             for name, (port, pids) in targets.items():
                 s0, w0 = _sched_s(pids)
@@ -304,6 +323,7 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
                 r["cpu_us_per_request"] = (s1 - s0) / max(r["n"], 1) * 1e6
                 r["run_wait_ms_per_s"] = (w1 - w0) / phase_s * 1000
                 runs[name].append(r)
+        cpu_pressure = (_cpu_pressure_s() - psi0) / (time.monotonic() - lat0)
 
         sc_core, gen_cores = _cores()
         console.print(f"max req/s: closed loop, {SATURATION_CONNS} connections, sidecar pinned "
@@ -319,11 +339,7 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
         core_share = busy_s / sat_wall_s     # < 1: other processes took the core
         cpu_us_per_request = busy_s / max(1, max_rps["n"]) * 1e6
         gen_rps = wrk(wrk_path, script, up_port, gen_cores, sat_s, conns=SATURATION_CONNS)
-        bare_port = free_port()
-        bare = subprocess.Popen([sys.executable, "-m", "trimtab.collectors.bench",
-                                 "--serve-bare", str(bare_port)], preexec_fn=_pinned(sc_core))
-        procs.append(bare)
-        _wait_port(bare_port)
+        _pin_process(bare.pid, sc_core)
         bare_rps = wrk(wrk_path, script, bare_port, gen_cores, sat_s, conns=SATURATION_CONNS)
     finally:
         stop_all(procs)
@@ -340,7 +356,9 @@ def run_bench(json_path: Path | None = None, *, quick: bool = False) -> dict:
                           "idle_cpu_ratio_max": 0.02},
               "machine": {"load_average_1m_before": round(load_before, 2),
                           "load_average_1m_after": round(os.getloadavg()[0], 2),
-                          "cpus": os.cpu_count(), "steal_share": round(steal_share, 4)}}
+                          "cpus": os.cpu_count(), "steal_share": round(steal_share, 4),
+                          # share of the latency phase in which some task waited for a CPU
+                          "cpu_pressure_share": round(cpu_pressure, 3)}}
     _print_table(result, expo_ms, series, idle_ratio)
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     if json_path is not None:
@@ -372,6 +390,11 @@ def _proxy_figures(runs: dict[str, list[dict]], rounds: int, max_rps: dict, gen_
         "ratio_to_nginx_p50": round(added_p50 / nginx_p50, 2) if nginx_p50 > 0 else None,
         "added_p99_by_round_ms": [r3(x) for x in added("sidecar", "p99_ms")],
         "nginx_added_p99_by_round_ms": [r3(x) for x in added("nginx", "p99_ms")],
+        # a bare aiohttp server answering itself (no upstream hop): the floor of this stack
+        "bare_aiohttp_added_p50_ms": r3(med(added("bare", "p50_ms"))),
+        "bare_aiohttp_added_p99_ms": r3(med(added("bare", "p99_ms"))),
+        "bare_aiohttp_cpu_us_per_request_at_rate": round(med([r["cpu_us_per_request"]
+                                                              for r in runs["bare"]]), 1),
         # time runnable but waiting for a CPU, per second of each phase: other tenants
         "run_wait_ms_per_s": r3(med([r["run_wait_ms_per_s"] for r in runs["sidecar"]])),
         "nginx_run_wait_ms_per_s": r3(med([r["run_wait_ms_per_s"] for r in runs["nginx"]])),
@@ -406,11 +429,14 @@ def _print_table(result: dict, expo_ms: float, series: int, idle_ratio: float) -
     table.add_row("nginx added p50 / p99 (ms)", f"{p['nginx_added_p50_ms']} / "
                   f"{p['nginx_added_p99_ms']}", "reference")
     table.add_row("ratio to nginx (p99)", str(p["ratio_to_nginx"]), "")
+    table.add_row("bare aiohttp server, no hop: added p50 / p99 (ms)",
+                  f"{p['bare_aiohttp_added_p50_ms']} / {p['bare_aiohttp_added_p99_ms']}",
+                  "this stack's floor")
     table.add_row("run-queue wait, sidecar / nginx (ms/s)",
                   f"{p['run_wait_ms_per_s']} / {p['nginx_run_wait_ms_per_s']}", "other tenants")
-    table.add_row("CPU per request at the rate, sidecar / nginx (µs)",
-                  f"{p['cpu_us_per_request_at_rate']} / {p['nginx_cpu_us_per_request_at_rate']}",
-                  "")
+    table.add_row("CPU per request at the rate, sidecar / nginx / bare aiohttp (µs)",
+                  f"{p['cpu_us_per_request_at_rate']} / {p['nginx_cpu_us_per_request_at_rate']}"
+                  f" / {p['bare_aiohttp_cpu_us_per_request_at_rate']}", "")
     table.add_row("max req/s (one core)", str(p["max_rps"]), ">= 3000")
     table.add_row("CPU per proxied request (µs)", f"{p['cpu_us_per_request']} (= "
                   f"{p['cpu_bound_max_rps']} req/s on a whole core; it got "
@@ -424,6 +450,8 @@ def _print_table(result: dict, expo_ms: float, series: int, idle_ratio: float) -
     table.add_row("load average before / after, steal", f"{m['load_average_1m_before']} / "
                   f"{m['load_average_1m_after']} on {m['cpus']} CPUs, "
                   f"{m['steal_share']:.1%}", "")
+    table.add_row("CPU pressure (some task waiting) during latency", f"{m['cpu_pressure_share']:.0%}",
+                  "other tenants")
     console.print(table)
 
 
