@@ -47,6 +47,7 @@ def test_a_scale_down_before_recovery_or_on_missing_data_is_wrong() -> None:
     # a scale-down on fresh data, as is 30.
     assert row.recover_s == pytest.approx(1.0)
     assert (row.scale_downs, row.wrong_scale_downs) == (3, 1)
+    assert row.downs == ["+2.0s 3->2 test", "+6.0s 3->2 test", "+20.0s 3->2 test"]
 
 
 def test_a_killed_replica_recovers_only_once_it_is_replaced() -> None:

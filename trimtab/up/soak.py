@@ -97,6 +97,8 @@ class FaultRow:
     ticks: int
     unhealthy_ticks: int           # the fault as the loop saw it: held, stale, missing, errors
     note: str = ""
+    # Each scale-down of the slot: seconds after the slot's start, from -> to, the reason.
+    downs: list[str] = field(default_factory=list)
 
 
 # -- scoring (pure) ------------------------------------------------------------------------
@@ -163,7 +165,9 @@ def score(faults: Sequence[FaultRecord], ticks: Sequence[tuple[float, TickRecord
             recover_s=None if recovered_s is None else round(
                 recovered_s - max(fault.end_s, fault.healed_s or -math.inf), 1),
             ticks=len(in_slot), unhealthy_ticks=sum(not healthy(r, usual) for _, r in in_slot),
-            note=fault.note if fault else ""))
+            note=fault.note if fault else "",
+            downs=[f"+{t - lo_s:.1f}s {r.current_replicas}->{r.decision.replicas}"
+                   f" {r.decision.reason}" for t, r in downs]))
     return rows
 
 
