@@ -8,13 +8,13 @@ STAMP := $(VENV)/.stamp-install
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := prometheus prometheus-alertmanager nginx wrk chromium
 
-.PHONY: demo test live-demo venv debs npm-tools kube vllm validate bench clean
+.PHONY: demo test live-demo venv debs npm-tools kube vllm triton validate bench clean
 
 demo: venv
 	$(VENV)/bin/trimtab replay --out reports/demo
 	$(VENV)/bin/trimtab replay --scenario llm-azure-conv --out reports/demo-llm
 
-test: venv debs npm-tools kube vllm
+test: venv debs npm-tools kube vllm triton
 	$(VENV)/bin/python -m pytest -q
 
 live-demo: venv debs
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests drive for real: promtool, prometheus, alertmanager, amtool, nginx,
 # wrk (the sidecar bench's load generator),
-# chromium (the report in a browser).
+# chromium (the report in a browser), libpython3.11 and python3-numpy (Triton's Python backend stub).
 debs:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -46,6 +46,8 @@ debs:
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -e /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 ] || missing="$$missing libpython3.11"; \
+	/usr/bin/python3.11 -c "import numpy" 2>/dev/null || missing="$$missing python3-numpy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -76,6 +78,11 @@ kube:
 # machine into ~/.cache/trimtab/vllm (tools/vllm/setup.sh) for `trimtab llm validate`.
 vllm:
 	tools/vllm/setup.sh >/dev/null
+
+# A real tritonserver 2.51.0 (CPU, Python backend) unpacked from the nvidia-pytriton wheel into
+# ~/.cache/trimtab/triton (tools/triton/setup.sh, about 6 s the first time, reused after).
+triton: debs
+	tools/triton/setup.sh >/dev/null
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
