@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.stamp-install
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := prometheus prometheus-alertmanager nginx wrk chromium
+DEB_PACKAGES := prometheus prometheus-alertmanager nginx wrk chromium libpython3.11 python3-numpy
 
 .PHONY: demo test live-demo venv debs npm-tools kube vllm triton validate bench clean
 
