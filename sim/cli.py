@@ -17,14 +17,26 @@ SHORT = {"slo_attainment": "SLO", "meets_slo": "ok", "latency_p50_s": "p50 s",
 LLM_SHORT = {"latency_p50_s": "e2e50 s", "latency_p99_s": "e2e99 s"}   # beside TTFT and TPOT
 
 
-def default_policies(sc: Any, trace: Any) -> list[str]:
-    """Every registered name among trimtab/hpa/keda/kpa/ray, plus ``static`` sized for the
-    peak minute of the trace at 70 % of a replica's full-batch throughput."""
+def default_policies(sc: Any, trace: Any, given: Sequence[str] = ()) -> list[str]:
+    """The policies given, with ``all`` (or nothing given) expanded to: every registered
+    name among trimtab/hpa/keda/kpa/ray, the LLM-only baselines on an LLM scenario
+    (``registry.LLM_ONLY``), plus ``static`` sized for the peak minute of the trace at 70 %
+    of a replica's full-batch throughput."""
     from trimtab.controllers.core import registry
 
+    if given and "all" not in given:
+        return list(given)
     registry.load_builtin_policies()
+    llm = sc.service.model == "llm"
     names = [p for p in DEFAULT_POLICIES if p in registry.POLICIES]
-    return names + [f"static:replicas={static_replicas(sc, trace)}"]
+    names += sorted(p for p in registry.LLM_ONLY if llm and p in registry.POLICIES)
+    defaults = names + [f"static:replicas={static_replicas(sc, trace)}"]
+    out: list[str] = []
+    for spec in given or ["all"]:
+        for s in (defaults if spec == "all" else [spec]):
+            if s not in out:
+                out.append(s)
+    return out
 
 
 def static_replicas(sc: Any, trace: Any) -> int:
@@ -85,8 +97,8 @@ def load_case(path: Path | None, policies: Sequence[str], sweep: bool, console: 
     trace = load_trace(sc.trace, sc.base_dir)
     for w in getattr(trace, "warnings", []) or []:
         console.print(f"[yellow]warning:[/] {w} ({sc.name})")
-    specs = list(policies) or default_policies(sc, trace)
-    auto = frozenset() if policies else frozenset(s for s in specs if s.startswith("static:"))
+    specs = default_policies(sc, trace, policies)
+    auto = frozenset(s for s in specs if s.startswith("static:") and s not in policies)
     for s in specs:
         parse_spec(s)   # fail early on a malformed spec
     sweeps: dict[str, list[str]] = {}

@@ -44,10 +44,21 @@ POLICIES: dict[str, Factory] = {
     "static": _static,
 }
 REPLAY_POLICIES: dict[str, ReplayFactory] = {}
+# Names that steer only an LLM engine's fleet (``service: {model: llm}``): they read the
+# Snapshot's FieldGroup.LLM fields, which a request-level fleet leaves empty.
+LLM_ONLY: set[str] = set()
 
 
-def register(name: str, factory: Factory) -> None:
+def register(name: str, factory: Factory, llm_only: bool = False) -> None:
     POLICIES[name] = factory
+    if llm_only:
+        LLM_ONLY.add(name)
+
+
+def applies(name: str, llm: bool) -> bool:
+    """Whether policy ``name`` applies to a fleet of that kind: LLM-only names only to an
+    LLM fleet, every other name to both."""
+    return llm or name not in LLM_ONLY
 
 
 def register_replay(name: str, factory: ReplayFactory) -> None:

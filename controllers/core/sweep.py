@@ -10,10 +10,13 @@ _HPA_TARGETS = (2, 4, 6, 8, 10, 12, 16)
 _KEDA_THRESHOLDS = (5, 10, 15, 20, 30, 40, 60)
 _KPA_TARGETS = (4, 8, 12, 16, 24, 32, 48)
 _RAY_TARGETS = (1, 2, 4, 6, 8, 12, 16)
+# keda-vllm: vLLM's waiting requests per replica (KServe's target value, default 2).
+_KEDA_VLLM_THRESHOLDS = (0.5, 1, 2, 4, 8, 16, 32)
 
 SWEEPS: dict[str, list[str]] = {
     "hpa": [f"hpa:target={t}" for t in _HPA_TARGETS],
     "keda": [f"keda:threshold={t}" for t in _KEDA_THRESHOLDS],
     "kpa": [f"kpa:target={t}" for t in _KPA_TARGETS],
     "ray": [f"ray:target_ongoing_requests={t}" for t in _RAY_TARGETS],
+    "keda-vllm": [f"keda-vllm:threshold={t}" for t in _KEDA_VLLM_THRESHOLDS],
 }

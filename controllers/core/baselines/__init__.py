@@ -1,4 +1,6 @@
-"""The autoscalers people use today (HPA, KEDA, Knative KPA, Ray Serve), registered by name.
+"""The autoscalers people use today (HPA, KEDA, Knative KPA, Ray Serve), registered by name,
+and those of LLM fleets (``keda-vllm``: KServe's KEDA recipe on vLLM's waiting requests),
+registered as LLM-only.
 
 Each baseline runs at its real system's own period, whatever the scenario's controller
 interval: HPA and KEDA every 15 s, KPA every 2 s, Ray Serve every 1 s (see ray_serve.py).
@@ -37,3 +39,5 @@ register("hpa", _factory("hpa", hpa.HpaConfig, hpa, hpa.SYNC_PERIOD_S, _hpa_defa
 register("keda", _factory("keda", keda.KedaConfig, keda, keda.INTERVAL_S))
 register("kpa", _factory("kpa", kpa.KpaConfig, kpa, kpa.TICK_S, _kpa_defaults))
 register("ray", _factory("ray", ray_serve.RayConfig, ray_serve, ray_serve.TICK_S))
+register("keda-vllm", _factory("keda-vllm", keda.KedaConfig, keda, keda.INTERVAL_S,
+                               lambda params, bounds: dict(keda.VLLM_PRESET)), llm_only=True)

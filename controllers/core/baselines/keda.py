@@ -15,6 +15,18 @@ series (0, or an error without ignoreNullValues), one only in ``missing`` failed
 replica count is the workload's (the scale subresource), so "no series" for the ready count
 (no pod up) does not hold when the count asked for is known.
 
+``metric=vllm_waiting`` is KServe's recipe for vLLM (kserve/website docs/model-serving/
+generative-inference/autoscaling/autoscaling.md; kserve pkg/controller/v1beta1/inferenceservice/
+reconcilers/keda/keda_reconciler.go): an ``External`` metric with backend ``prometheus``,
+query ``vllm:num_requests_waiting`` and target ``Value: 2`` (the Red Hat OpenShift AI guide
+built on KServe), which KServe writes as a prometheus trigger with ``threshold`` 2 and no
+``metricType`` (so AverageValue: ``desired = ceil(waiting / 2)``), polling 30 s and cooldown
+300 s (KEDA's defaults: KServe sets neither). The gauge is read as an instant query: the last
+scrape, not a range. KServe's bare query returns one series per pod, which KEDA's scaler
+refuses ("returned multiple elements") once two pods run; it is modelled as the sum over the
+fleet (``sum(vllm:num_requests_waiting)``), what an operator writes to make it work.
+``keda-vllm`` names that preset.
+
 Not modelled: idleReplicaCount, the fallback behaviours other than "static", pausing
 annotations, scalingModifiers and several triggers, initialCooldownPeriod (default 0, as
 here) and the metrics adapter's cache (useCachedMetrics, off by default). A None value not
@@ -37,7 +49,7 @@ from trimtab.controllers.core.baselines.hpa import (
 from trimtab.controllers.core.baselines.window import Sample, add_sample, window_mean
 from trimtab.controllers.core.guards import hold_on_unreadable
 from trimtab.controllers.core.types import (FIELD_REPLICAS, REASON_AT_MIN, REASON_HOLD_MISSING,
-                                            Decision, Snapshot)
+                                            Decision, FieldGroup, Snapshot)
 
 REASON_ACTIVATE = "keda_activate"
 REASON_COOLDOWN = "keda_cooldown_to_zero"
@@ -46,11 +58,15 @@ REASON_SCALER_ERROR = "keda_scaler_error"   # the query failed, or a null/non-fi
 REASON_FALLBACK = "keda_fallback"           # too many errors: the HPA sees fallback replicas
 
 _FIELDS = {"arrival_rate": "arrival_rate_rps", "queue_depth": "queue_depth",
-           "in_flight": "in_flight"}
+           "in_flight": "in_flight", "vllm_waiting": "engine_waiting"}
+# Gauges read by an instant query (the last scrape), not over the query's range.
+_INSTANT = frozenset({"vllm_waiting"})
+# KServe's vLLM recipe (module docstring): the preset ``keda-vllm``.
+VLLM_PRESET = {"metric": "vllm_waiting", "threshold": 2.0}
 
 
 class KedaConfig(HpaBehavior):
-    metric: Literal["arrival_rate", "queue_depth", "in_flight"] = "arrival_rate"
+    metric: Literal["arrival_rate", "queue_depth", "in_flight", "vllm_waiting"] = "arrival_rate"
     threshold: float = Field(10.0, gt=0)
     activation_threshold: float = Field(0.0, ge=0)
     polling_interval_s: float = Field(30.0, gt=0)
@@ -102,16 +118,22 @@ def _read(snapshot: Snapshot, state: KedaState, now_s: float, config: KedaConfig
           ) -> tuple[float | None, tuple[Sample, ...]]:
     """This sync's query result (None: a scaler error) and the samples behind its range."""
     field_name = _FIELDS[config.metric]
-    if field_name in snapshot.unread:
+    if _failed(snapshot, config):
         return None, state.samples          # the query itself failed
     # Empty (no series): the value is None, read as KEDA reads an empty result.
     observed = getattr(snapshot, field_name)
-    if observed is None or not math.isfinite(observed):
-        # A null or non-finite result is the whole answer, whatever the range in the query.
+    if observed is None or not math.isfinite(observed) or config.metric in _INSTANT:
+        # A null or non-finite result is the whole answer, whatever the range in the query;
+        # an instant query's answer is the last scrape.
         return query_value(snapshot, config), state.samples
     samples = add_sample(state.samples, now_s, snapshot.window_s, float(observed),
                          keep_s=config.query_window_s)
     return window_mean(samples, now_s, config.query_window_s) or 0.0, samples
+
+
+def _failed(snapshot: Snapshot, config: KedaConfig) -> bool:
+    """Whether the query failed: its field's group is missing and not merely empty."""
+    return FieldGroup.of(_FIELDS[config.metric]) in snapshot.unread
 
 
 def _replicas_from_workload(snapshot: Snapshot) -> Snapshot:
@@ -140,9 +162,9 @@ def decide(snapshot: Snapshot, config: KedaConfig, state: KedaState, now_s: floa
         fallback = config.fallback_replicas
         if fallback is None or failures <= config.fallback_failure_threshold or current == 0:
             # The executor does nothing on an inactive error; the HPA's metric fails.
-            failed = _FIELDS[config.metric] in snapshot.unread
             return Decision(replicas=current, valid=False,
-                            reason=REASON_HOLD_MISSING if failed else REASON_SCALER_ERROR), base
+                            reason=(REASON_HOLD_MISSING if _failed(snapshot, config)
+                                    else REASON_SCALER_ERROR)), base
         value, reason_hint = fallback * config.threshold, REASON_FALLBACK
     else:
         reason_hint = None
