@@ -171,6 +171,7 @@ class LifecycleMixin:
     def set_queue_timeout_s(self, t_s: float | None) -> None:
         """Longest wait in the admission queue (None: no limit); the queue is purged at once."""
         self._qto = math.inf if t_s is None else max(0.0, float(t_s))
+        self._qto_since = self.eng._now     # no request leaves by the new rule before it holds
         self._feed(self.eng._now)
 
     def set_max_batch(self, b: int) -> None:

@@ -92,6 +92,7 @@ class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
         self._seq = engine._seq
         self._svc = cfg.service.sample_s
         self._qto = cfg.queue_timeout_s if cfg.queue_timeout_s is not None else math.inf
+        self._qto_since = 0.0       # when the admission wait in force was set
         self._arr = self.arrival_s
         self._max_queue = cfg.max_queue
         self._start_at_once = cfg.greedy or cfg.max_batch == 1 or cfg.batch_timeout_s == 0
@@ -198,10 +199,11 @@ class Fleet(RouterMixin, LifecycleMixin, WindowMixin):
             return
         while rq and arr[rq[0]] + to <= now:
             i = rq[0]
-            deadline = float(arr[i]) + to
+            # It left at its deadline, or when a shorter wait took effect if that was later
+            # (the time before was counted in its windows): take back the time since.
+            deadline = max(float(arr[i]) + to, self._qto_since)
             self._rq_mark(now)
             rq.popleft()
-            # It left at its deadline: take back the time counted since then.
             self.area_rq -= now - deadline
             self._sys_change(now, -1)
             self.area_n -= now - deadline

@@ -100,15 +100,22 @@ def test_queue_timeout_times_out_at_the_deadline():
 
 def test_queue_timeout_changed_at_runtime_sheds_waiters_past_the_new_deadline():
     # One slot busy for 10 s; waiters at 1, 2 and 8 s. At 4 s the wait is cut to 1.5 s:
-    # those queued past it leave at their new deadlines (2.5 s, 3.5 s) when the cut applies,
-    # accounted there; the one arriving later waits its 1.5 s.
+    # those queued past it leave when the cut applies (4 s: until then the rule was 30 s),
+    # the one arriving later waits its 1.5 s. A window closed at 3 s keeps the queue time
+    # it counted: the next one is never negative (it was, when the cut was back-dated).
     f = make_fleet([0.0, 1.0, 2.0, 8.0], base_ms=10_000, concurrency_limit=1,
                    queue_timeout_s=30.0)
+    f.eng.run(3.0)
+    first = f.take_window()
     f.eng.run(4.0)
     f.set_queue_timeout_s(1.5)
+    f.eng.run(5.0)
+    second = f.take_window()
     run_all(f)
     assert f.outcome.tolist() == [SERVED, TIMED_OUT, TIMED_OUT, TIMED_OUT]
-    assert f.finish_s[1:].tolist() == [2.5, 3.5, 9.5]
+    assert f.finish_s[1:].tolist() == [4.0, 4.0, 9.5]
+    assert first.queue_area == pytest.approx(2.0 + 1.0)      # waiters at 1 and 2 s, to 3 s
+    assert second.queue_area == pytest.approx(2 * 1.0)       # both from 3 s to the cut at 4 s
     kept = run_all(make_fleet([0.0, 0.5], base_ms=1000, concurrency_limit=1,
                               queue_timeout_s=0.4))
     lifted = make_fleet([0.0, 0.5], base_ms=1000, concurrency_limit=1, queue_timeout_s=0.4)
