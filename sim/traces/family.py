@@ -100,16 +100,16 @@ def _heavy_tail(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _idle_bursts(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Idle minutes (0-0.3 % of a burst's rate) between bursts: gaps exponential with a mean of
-    4-15 minutes (many shorter than a scale-down window, some far longer), each burst an
-    exponential 10-120 s (mean 30 s) at 0.5-1.5x the burst level, at full rate within one
+    1.5-6 minutes (most within a scale-down window, some far longer), each burst an
+    exponential 5-60 s (mean 15 s) at 0.5-1.5x the burst level, at full rate within one
     piece; bursts come to about 10-30 times the mean rate."""
     idle = rng.uniform(0.0, 0.003)
     out = np.full_like(t, idle)
     span = t[-1] + PIECE_S
-    gap = rng.uniform(240, 900)
+    gap = rng.uniform(90, 360)
     at = rng.exponential(gap)
     while at < span:
-        length = float(np.clip(rng.exponential(30), 10, 120))
+        length = float(np.clip(rng.exponential(15), 5, 60))
         out[(t >= at) & (t < at + length)] = rng.uniform(0.5, 1.5)
         at += length + rng.exponential(gap)
     if out.max() <= idle:       # no burst drawn inside a short trace: one in the middle
