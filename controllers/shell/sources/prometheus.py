@@ -10,9 +10,11 @@ from typing import Callable, Sequence
 from trimtab.collectors import names as n
 from trimtab.common.prometheus import PromClient
 from trimtab.controllers.shell.clock import WallClock
+from trimtab.controllers.shell.sources import llm
 from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.controllers.core.types import (FIELD_ARRIVAL_RATE, FIELD_IN_FLIGHT, FIELD_LATENCY,
-                               FIELD_QUEUE_DEPTH, FIELD_REPLICAS, LatencyHistogram, Snapshot)
+                               FIELD_LLM, FIELD_QUEUE_DEPTH, FIELD_REPLICAS, LatencyHistogram,
+                               Snapshot)
 
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Fields whose absence means the policy would see imputed data (so: no scale-down).
@@ -21,7 +23,10 @@ EXPECTED = (FIELD_ARRIVAL_RATE, FIELD_QUEUE_DEPTH, FIELD_IN_FLIGHT, FIELD_LATENC
 # The query each expected field is read from: an answer without this target's series is
 # "no series" (Snapshot.empty), a query that failed is not.
 QUERY_OF = {FIELD_ARRIVAL_RATE: "outcomes", FIELD_QUEUE_DEPTH: "queue",
-            FIELD_IN_FLIGHT: "in_flight", FIELD_LATENCY: "latency", FIELD_REPLICAS: "replicas"}
+            FIELD_IN_FLIGHT: "in_flight", FIELD_LATENCY: "latency", FIELD_REPLICAS: "replicas",
+            FIELD_LLM: "llm"}
+# The label the two LLM queries tag each part of their answer with (a Snapshot field name).
+FIELD_LABEL = "trimtab_field"
 
 
 class SourceUnavailable(Exception):
@@ -91,7 +96,39 @@ def queries_for(keys: tuple[str, ...], selector: str, window_s: float) -> list[Q
         Query("gpu_busy", f"avg by ({by}) (avg_over_time({n.GPU_UTILIZATION}{w})"
               f" * on (namespace, pod) group_left({extra}) {pods})"),
         Query("newest", f"max by ({by}) (timestamp({inflight}{sel}))"),
+        Query("llm", llm_scalars(by, sel, w), (FIELD_LABEL,)),
+        Query("llm_latency", llm_histograms(by, sel, w), ("le", FIELD_LABEL)),
     ]
+
+
+def _tagged(expr: str, field: str) -> str:
+    return f'label_replace({expr}, "{FIELD_LABEL}", "{field}", "", "")'
+
+
+def llm_scalars(by: str, sel: str, w: str) -> str:
+    """One query for every scalar LLM field, each part tagged with its field name.
+
+    The prefix-cache ratio is hits / queries where the engine counts both (vLLM), else the
+    ratio it reports (SGLang): ``or`` keeps the left side where both exist.
+    """
+    parts = [_tagged(f"sum by ({by}) (avg_over_time({m}{sel}{w}))", f)
+             for f, m in llm.SUMMED.items()]
+    parts += [_tagged(f"avg by ({by}) (avg_over_time({m}{sel}{w}))", f)
+              for f, m in llm.MEAN.items()]
+    parts += [_tagged(f"sum by ({by}) (rate({llm.counter_series(m)}{sel}{w}))", f)
+              for f, m in llm.RATES.items()]
+    hits, queries = (f"sum by ({by}) (rate({llm.counter_series(m)}{sel}{w}))"
+                     for m in (llm.PREFIX_HITS, llm.PREFIX_QUERIES))
+    parts.append(_tagged(f"{hits} / {queries}", llm.PREFIX_FIELD))
+    parts.append(_tagged(f"avg by ({by}) (avg_over_time({llm.PREFIX_RATIO}{sel}{w}))",
+                         llm.PREFIX_FIELD))
+    return " or ".join(parts)
+
+
+def llm_histograms(by: str, sel: str, w: str) -> str:
+    """One query for the TTFT, TPOT and ITL histograms: window increases per bucket."""
+    return " or ".join(_tagged(f"sum by ({by}, le) (increase({m}_bucket{sel}{w}))", f)
+                       for f, m in llm.HISTOGRAMS.items())
 
 
 class PrometheusSource(Source):
@@ -100,7 +137,8 @@ class PrometheusSource(Source):
     Targets are grouped by their matcher label keys; each group costs ``len(queries_for())``
     requests per tick however many targets it holds (the values go into one regex matcher).
     Unreachable -> SourceUnavailable (the loop holds everything); one failed query -> that
-    field missing for the group; a query answered without the target's series -> missing and
+    field missing for the group; the LLM fields come from two more queries (``llm.py``:
+    named missing only for a target seen exporting an engine's gauges); a query answered without the target's series -> missing and
     ``empty`` (no series: e.g. no pod up); NaN -> missing; newest sample older than
     ``staleness_s`` -> every field stale.
     """
@@ -118,6 +156,7 @@ class PrometheusSource(Source):
         self.last_causes: list[str] = []      # the messages behind last_errors, for the log
         self.requests_made = 0
         self._client = PromClient(self.url, timeout_s)
+        self._llm_targets: set[str] = set()   # targets seen exporting an LLM engine's gauges
 
     def _query(self, promql: str, at_s: float) -> list[dict]:
         """One instant query: [] is no series; QueryFailed (a ValueError) or OSError if not."""
@@ -156,8 +195,26 @@ class PrometheusSource(Source):
             rows = {f: _rows(by_field[(keys, f)], keys, index)
                     for f in {q.field for q in queries_for(keys, "", window_s)}}
             for m in members:
-                out[m.key] = _snapshot(m.key, rows, now_s, window_s, at_s, self.staleness_s)
+                snap = _snapshot(m.key, rows, now_s, window_s, at_s, self.staleness_s)
+                out[m.key] = self._with_llm(snap, m.key, rows)
         return out
+
+    def _with_llm(self, snap: Snapshot, key: str, rows: dict) -> Snapshot:
+        """``snap`` with the LLM fields; the group named missing (and empty when the query
+        answered without this target's series) only for a target seen as an LLM one."""
+        values = _llm_values(rows, key)
+        if llm.is_llm(values):
+            self._llm_targets.add(key)
+        if key not in self._llm_targets:
+            return snap
+        missing, empty, stale = snap.missing, snap.empty, snap.stale
+        if rows["llm"] is None or llm.incomplete(values):
+            missing = missing | {FIELD_LLM}
+            if rows["llm"] is not None and key not in rows["llm"]:
+                empty = empty | {FIELD_LLM}
+        elif snap.stale:
+            stale = stale | {FIELD_LLM}
+        return snap.with_(**values, missing=missing, empty=empty, stale=stale)
 
     def _safe(self, promql: str, at_s: float) -> list[dict] | Exception:
         try:
@@ -185,6 +242,23 @@ def _one(rows: dict | None, key: str) -> float | None:
         return None
     v = rows[key][0][1]
     return v if math.isfinite(v) else None
+
+
+def _llm_values(rows: dict, key: str) -> dict[str, object]:
+    """The Snapshot's LLM fields of target ``key`` from the two LLM queries' rows."""
+    scalars: dict[str, float] = {}
+    for labels, v in (rows["llm"] or {}).get(key, []):
+        scalars.setdefault(labels.get(FIELD_LABEL, ""), v)
+    values: dict[str, object] = {f: llm.finite(scalars.get(f))
+                                 for f in (*llm.SUMMED, *llm.MEAN, *llm.RATES)}
+    values[llm.PREFIX_FIELD] = llm.finite(scalars.get(llm.PREFIX_FIELD))
+    buckets: dict[str, dict[float, float]] = {}
+    for labels, v in (rows["llm_latency"] or {}).get(key, []):
+        if "le" in labels:
+            buckets.setdefault(labels.get(FIELD_LABEL, ""), {})[float(labels["le"])] = v
+    for f in llm.HISTOGRAMS:
+        values[f] = llm.histogram(buckets.get(f, {}))
+    return values
 
 
 def _histogram(rows: dict | None, key: str) -> LatencyHistogram | None:

@@ -10,9 +10,11 @@ from typing import Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 from trimtab.collectors import names as n
+from trimtab.controllers.shell.sources import llm
 from trimtab.controllers.shell.sources.base import Source, TargetSelector
 from trimtab.controllers.core.types import (FIELD_ARRIVAL_RATE, FIELD_IN_FLIGHT, FIELD_LATENCY,
-                               FIELD_QUEUE_DEPTH, FIELD_REPLICAS, LatencyHistogram, Snapshot)
+                               FIELD_LLM, FIELD_QUEUE_DEPTH, FIELD_REPLICAS, LatencyHistogram,
+                               Snapshot)
 
 ALL = frozenset({FIELD_ARRIVAL_RATE, FIELD_QUEUE_DEPTH, FIELD_IN_FLIGHT, FIELD_LATENCY,
                  FIELD_REPLICAS})
@@ -29,6 +31,17 @@ class Scrape:
     batch_size_sum: float = 0.0
     batch_count: float = 0.0
     batch_time_sum: float = 0.0
+    # An LLM engine's series (trimtab_llm_*, llm.py): gauges and counters by metric name,
+    # histogram buckets by metric name then le.
+    gauges: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+    llm_buckets: dict[str, dict[float, float]] = field(default_factory=dict)
+
+
+_LLM_GAUGES = frozenset({*llm.SUMMED.values(), *llm.MEAN.values(), llm.PREFIX_RATIO})
+_LLM_COUNTERS = {llm.counter_series(m): m for m in (*llm.RATES.values(), llm.PREFIX_HITS,
+                                                    llm.PREFIX_QUERIES)}
+_LLM_BUCKETS = {m + "_bucket": m for m in llm.HISTOGRAMS.values()}
 
 
 def parse_page(text: str, model: str | None) -> Scrape:
@@ -38,7 +51,16 @@ def parse_page(text: str, model: str | None) -> Scrape:
             if model is not None and s.labels.get("model", model) != model:
                 continue
             name, v = s.name, s.value
-            if name == n.BY_NAME[n.REQUESTS].exposed[0]:
+            if name in _LLM_GAUGES:
+                out.gauges[name] = out.gauges.get(name, 0.0) + v
+            elif name in _LLM_COUNTERS:
+                m = _LLM_COUNTERS[name]
+                out.counters[m] = out.counters.get(m, 0.0) + v
+            elif name in _LLM_BUCKETS:
+                per_le = out.llm_buckets.setdefault(_LLM_BUCKETS[name], {})
+                le = float(s.labels["le"])
+                per_le[le] = per_le.get(le, 0.0) + v
+            elif name == n.BY_NAME[n.REQUESTS].exposed[0]:
                 k = s.labels.get("outcome", "")
                 out.requests[k] = out.requests.get(k, 0.0) + v
             elif name == n.REQUEST_DURATION + "_bucket":
@@ -70,6 +92,7 @@ class SidecarSource(Source):
         self.endpoints = endpoints
         self.timeout_s = timeout_s
         self._prev: dict[str, tuple[float, Scrape]] = {}
+        self._llm_targets: set[str] = set()   # targets seen exporting an LLM engine's gauges
         self.last_errors: list[str] = []
 
     def _fetch(self, url: str) -> str | None:
@@ -96,6 +119,9 @@ class SidecarSource(Source):
         rated = 0
         outcomes: dict[str, float] = {}
         buckets: dict[float, float] = {}
+        pages_read: list[Scrape] = []
+        rates: dict[str, float] = {}
+        llm_buckets: dict[str, dict[float, float]] = {}
         for url in self.endpoints.get(t.key, []):
             text = pages.get(url)
             if text is None:
@@ -107,12 +133,22 @@ class SidecarSource(Source):
             up += 1
             queue += cur.queue
             in_flight += cur.in_flight
+            pages_read.append(cur)
             prev = self._prev.get(url)
             self._prev[url] = (now_s, cur)
             if prev is None or now_s <= prev[0]:
                 continue
             dt_s = now_s - prev[0]
             rated += 1
+            for m, v in cur.counters.items():
+                d = v - prev[1].counters.get(m, 0.0)
+                rates[m] = rates.get(m, 0.0) + (v if d < 0 else d) / dt_s
+            for m, per_le in cur.llm_buckets.items():
+                was = prev[1].llm_buckets.get(m, {})
+                into = llm_buckets.setdefault(m, {})
+                for le, v in per_le.items():
+                    d = v - was.get(le, 0.0)
+                    into[le] = into.get(le, 0.0) + (v if d < 0 else d)
             for k, v in cur.requests.items():
                 d = v - prev[1].requests.get(k, 0.0)
                 outcomes[k] = outcomes.get(k, 0.0) + (v if d < 0 else d) / dt_s
@@ -131,10 +167,41 @@ class SidecarSource(Source):
                 counts.append(int(round(max(0.0, c - prev_c))))
                 prev_c = max(prev_c, c)
             latency = LatencyHistogram(bounds, tuple(counts))
+        values = _llm_values(pages_read, rates, llm_buckets, rated > 0)
+        if llm.is_llm(values):
+            self._llm_targets.add(t.key)
+        is_llm = t.key in self._llm_targets
         if not up:
-            return Snapshot(time_s=now_s, window_s=window_s, missing=ALL)
+            return Snapshot(time_s=now_s, window_s=window_s,
+                            missing=ALL | ({FIELD_LLM} if is_llm else set()))
         missing = frozenset(f for f, v in ((FIELD_ARRIVAL_RATE, arrival),
                                            (FIELD_LATENCY, latency)) if v is None)
+        if is_llm and llm.incomplete(values):
+            missing |= {FIELD_LLM}
         return Snapshot(time_s=now_s, window_s=window_s, arrival_rate_rps=arrival,
                         completion_rate_rps=completion, queue_depth=queue, in_flight=in_flight,
-                        latency=latency, ready_replicas=up, missing=missing)
+                        latency=latency, ready_replicas=up, missing=missing,
+                        **(values if is_llm else {}))
+
+
+def _llm_values(pages: list[Scrape], rates: dict[str, float],
+                buckets: dict[str, dict[float, float]], rated: bool) -> dict[str, object]:
+    """The Snapshot's LLM fields from this tick's pages (gauges: summed, or averaged over the
+    pods that export them) and the counter and bucket increases since the last tick."""
+    values: dict[str, object] = {}
+    for f, m in llm.SUMMED.items():
+        seen = [p.gauges[m] for p in pages if m in p.gauges]
+        values[f] = llm.finite(sum(seen)) if seen else None
+    for f, m in llm.MEAN.items():
+        seen = [p.gauges[m] for p in pages if m in p.gauges]
+        values[f] = llm.finite(sum(seen) / len(seen)) if seen else None
+    for f, m in llm.RATES.items():
+        values[f] = llm.finite(rates.get(m, 0.0)) if rated and any(
+            m in p.counters for p in pages) else None
+    ratios = [p.gauges[llm.PREFIX_RATIO] for p in pages if llm.PREFIX_RATIO in p.gauges]
+    values[llm.PREFIX_FIELD] = llm.prefix_ratio(
+        rates.get(llm.PREFIX_HITS), rates.get(llm.PREFIX_QUERIES),
+        sum(ratios) / len(ratios) if ratios else None)
+    for f, m in llm.HISTOGRAMS.items():
+        values[f] = llm.histogram(buckets.get(m, {})) if rated else None
+    return values
