@@ -12,6 +12,8 @@ _KPA_TARGETS = (4, 8, 12, 16, 24, 32, 48)
 _RAY_TARGETS = (1, 2, 4, 6, 8, 12, 16)
 # keda-vllm: vLLM's waiting requests per replica (KServe's target value, default 2).
 _KEDA_VLLM_THRESHOLDS = (0.5, 1, 2, 4, 8, 16, 32)
+# aibrix-kpa / aibrix-apa: KV-cache usage per pod (targetValue, default 0.5).
+_AIBRIX_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 
 SWEEPS: dict[str, list[str]] = {
     "hpa": [f"hpa:target={t}" for t in _HPA_TARGETS],
@@ -19,4 +21,6 @@ SWEEPS: dict[str, list[str]] = {
     "kpa": [f"kpa:target={t}" for t in _KPA_TARGETS],
     "ray": [f"ray:target_ongoing_requests={t}" for t in _RAY_TARGETS],
     "keda-vllm": [f"keda-vllm:threshold={t}" for t in _KEDA_VLLM_THRESHOLDS],
+    "aibrix-kpa": [f"aibrix-kpa:target={t}" for t in _AIBRIX_TARGETS],
+    "aibrix-apa": [f"aibrix-apa:target={t}" for t in _AIBRIX_TARGETS],
 }
