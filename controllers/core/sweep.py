@@ -14,6 +14,8 @@ _RAY_TARGETS = (1, 2, 4, 6, 8, 12, 16)
 _KEDA_VLLM_THRESHOLDS = (0.5, 1, 2, 4, 8, 16, 32)
 # aibrix-kpa / aibrix-apa: KV-cache usage per pod (targetValue, default 0.5).
 _AIBRIX_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+# wva: the KV-cache usage at which a pod counts as saturated (kvCacheThreshold, default 0.8).
+_WVA_KV_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 SWEEPS: dict[str, list[str]] = {
     "hpa": [f"hpa:target={t}" for t in _HPA_TARGETS],
@@ -23,4 +25,5 @@ SWEEPS: dict[str, list[str]] = {
     "keda-vllm": [f"keda-vllm:threshold={t}" for t in _KEDA_VLLM_THRESHOLDS],
     "aibrix-kpa": [f"aibrix-kpa:target={t}" for t in _AIBRIX_TARGETS],
     "aibrix-apa": [f"aibrix-apa:target={t}" for t in _AIBRIX_TARGETS],
+    "wva": [f"wva:kv_cache_threshold={t}" for t in _WVA_KV_THRESHOLDS],
 }

@@ -1,17 +1,17 @@
 """The autoscalers people use today (HPA, KEDA, Knative KPA, Ray Serve), registered by name,
 and those of LLM fleets (``keda-vllm``: KServe's KEDA recipe on vLLM's waiting requests;
-``aibrix-kpa``, ``aibrix-apa``: AIBrix's PodAutoscaler on KV-cache usage), registered as
-LLM-only.
+``aibrix-kpa``, ``aibrix-apa``: AIBrix's PodAutoscaler on KV-cache usage; ``wva``: llm-d's
+workload variant autoscaler in saturation mode), registered as LLM-only.
 
 Each baseline runs at its real system's own period, whatever the scenario's controller
 interval: HPA and KEDA every 15 s, KPA every 2 s, Ray Serve every 1 s (see ray_serve.py),
-AIBrix every 10 s.
+AIBrix every 10 s, WVA every 60 s.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from trimtab.controllers.core.baselines import aibrix, hpa, keda, kpa, ray_serve
+from trimtab.controllers.core.baselines import aibrix, hpa, keda, kpa, ray_serve, wva
 from trimtab.controllers.core.binding import BoundPolicy, PolicyConfig, build_config
 from trimtab.controllers.core.registry import register
 from trimtab.controllers.core.types import FleetBounds, Policy
@@ -47,3 +47,4 @@ for _strategy in ("kpa", "apa"):
     register(f"aibrix-{_strategy}",
              _factory(f"aibrix-{_strategy}", aibrix.AibrixConfig, aibrix, aibrix.TICK_S,
                       lambda params, bounds, s=_strategy: {"strategy": s}), llm_only=True)
+register("wva", _factory("wva", wva.WvaConfig, wva, wva.INTERVAL_S), llm_only=True)
