@@ -73,6 +73,72 @@ def burn_rate_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
     return out
 
 
+_LLM_SLO_TEXT = {"ttft": ("TTFT", "time to first token"),
+                 "tpot": ("TPOT", "time per output token")}
+
+
+def llm_burn_rate_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
+    """The same window pairs for the TTFT and TPOT objectives, each on its own budget."""
+    out = []
+    for slo in q.LLM_SLOS:
+        short_name, long_name = _LLM_SLO_TEXT[slo]
+        bound_s, target = q.llm_slo_bound_s(cfg, slo), q.llm_slo_target(cfg, slo)
+        for w in cfg.burn_windows:
+            threshold = round(w.factor * cfg.budget_of(target), 12)
+            expr = (f"{q.llm_slo_error_ratio_name(slo, w.long)} > {threshold:g}\n"
+                    f"and\n{q.llm_slo_error_ratio_name(slo, w.short)} > {threshold:g}")
+            out.append(AlertRule(
+                alert=f"Trimtab{short_name}BudgetBurn", expr=expr, for_=w.for_,
+                severity=w.severity, labels={"long_window": w.long, "short_window": w.short},
+                summary=f"{short_name} of {{{{ $labels.model }}}} in {{{{ $labels.namespace }}}}"
+                        f" burns its error budget {w.factor:g}x too fast",
+                description=(f"Over the last {w.long} and {w.short}, more than"
+                             f" {_pct(threshold)} of requests to {{{{ $labels.model }}}} had a"
+                             f" {long_name} over {bound_s:g} s (objective {_pct(target)})."),
+                meaning=f"The LLM engine's {long_name} misses its bound often enough to spend"
+                        " the 30-day budget early. "
+                        + ("TTFT grows with the waiting queue and prefill load: too few"
+                           " replicas, or long prompts." if slo == "ttft" else
+                           "TPOT grows with the decode batch and the KV tokens it reads:"
+                           " replicas run too many sequences at once."),
+                check="LLM dashboard: waiting vs running sequences, KV-cache usage,"
+                      " preemptions, prompt and generation token rates; replicas desired vs"
+                      " current.",
+                action="Scale out (or raise the max replicas); if TPOT burns while TTFT does"
+                       " not, lower the per-replica concurrency (max_num_seqs or the sidecar's"
+                       " limit) so fewer sequences share a step."))
+    return out
+
+
+def llm_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
+    return [
+        AlertRule(
+            alert="TrimtabKVCachePressure", for_="10m", severity="warning",
+            expr=f"{q.KV_CACHE_USAGE_MAX} > {cfg.kv_cache_usage_ratio:g}",
+            summary="KV cache of {{ $labels.model }} is nearly full",
+            description="A replica of {{ $labels.model }} in {{ $labels.namespace }} has used"
+                        f" more than {_pct(cfg.kv_cache_usage_ratio)} of its KV-cache blocks"
+                        " for 10 minutes.",
+            meaning="New sequences wait for blocks and running ones get preempted and"
+                    " recomputed: TTFT and TPOT follow.",
+            check="LLM dashboard: KV-cache usage per model, preemptions, waiting sequences.",
+            action="Scale out, or lower the concurrency the door admits so excess load waits"
+                   " outside the engine instead of being preempted inside it."),
+        AlertRule(
+            alert="TrimtabLLMPreempting", for_="10m", severity="warning",
+            expr=f"{q.PREEMPTIONS_RATE} > {cfg.preemptions_per_s:g}",
+            summary="{{ $labels.model }} preempts sequences",
+            description="The engines of {{ $labels.model }} in {{ $labels.namespace }} have"
+                        f" preempted more than {cfg.preemptions_per_s:g} sequences a second for"
+                        " 10 minutes.",
+            meaning="The KV cache ran out: preempted sequences lose their blocks and are"
+                    " recomputed, wasting GPU time and delaying their tokens.",
+            check="LLM dashboard: KV-cache usage, running sequences, generation token rate.",
+            action="Scale out or admit fewer sequences per replica (the sidecar's"
+                   " concurrency limit, vLLM's max_num_seqs)."),
+    ]
+
+
 def service_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
     slo = f"{cfg.slo_latency_s:g}"
     return [
@@ -224,7 +290,7 @@ def controller_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
 
 def all_alerts(cfg: MonitoringConfig) -> list[AlertRule]:
     return [*burn_rate_alerts(cfg), *service_alerts(cfg), *gpu_alerts(cfg),
-            *controller_alerts(cfg)]
+            *controller_alerts(cfg), *llm_burn_rate_alerts(cfg), *llm_alerts(cfg)]
 
 
 def alert_groups(cfg: MonitoringConfig) -> dict[str, list[AlertRule]]:
@@ -233,4 +299,6 @@ def alert_groups(cfg: MonitoringConfig) -> dict[str, list[AlertRule]]:
         "trimtab.service.alerts": service_alerts(cfg),
         "trimtab.gpu.alerts": gpu_alerts(cfg),
         "trimtab.controller.alerts": controller_alerts(cfg),
+        "trimtab.llm.slo.alerts": llm_burn_rate_alerts(cfg),
+        "trimtab.llm.alerts": llm_alerts(cfg),
     }

@@ -9,7 +9,8 @@ PAGER = "pager"
 TICKETS = "tickets"
 NOWHERE = "null"
 GROUP_BY = ["namespace", "model", "alertname"]
-LATENCY_ALERTS = ("TrimtabLatencyP99OverSLO", "TrimtabErrorBudgetBurn")
+LATENCY_ALERTS = ("TrimtabLatencyP99OverSLO", "TrimtabErrorBudgetBurn", "TrimtabTTFTBudgetBurn",
+                  "TrimtabTPOTBudgetBurn")
 
 
 def alertmanager_config(cfg: MonitoringConfig, pager_url: str | None = None,

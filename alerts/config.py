@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from trimtab.collectors import names as n
 from trimtab.common import errors
 from trimtab.common.slo import SLO_TARGET, SloTarget
 
@@ -73,6 +74,25 @@ def check_url(value: str) -> str:
     return value
 
 
+# The engines' default histogram bounds each LLM bound must be one of: the sidecar re-exports
+# them as they are, and an SLI reads the bucket at the bound (monitoring.md).
+ENGINE_BOUNDS_S: dict[str, dict[str, tuple[float, ...]]] = {
+    "slo_ttft_s": {"vLLM": n.VLLM_TTFT_BUCKETS_S, "SGLang": n.SGLANG_TTFT_BUCKETS_S},
+    "slo_tpot_s": {"vLLM": n.VLLM_TPOT_BUCKETS_S, "SGLang": n.SGLANG_TPOT_BUCKETS_S},
+}
+
+
+def check_engine_bound(value: float, engines: dict[str, tuple[float, ...]]) -> float:
+    """``value`` if some engine's histogram has a bucket there, else a ValueError listing
+    them (e.g. 1.5 s of TTFT is none: 1.0 and 2.5 s are)."""
+    if any(value in bounds for bounds in engines.values()):
+        return value
+    listed = "; ".join(f"{e}: {', '.join(f'{b:g}' for b in bounds)}"
+                       for e, bounds in engines.items())
+    raise ValueError(f"{value:g} s is no bucket bound of an engine's histogram, so no SLI can "
+                     f"read it exactly; pick one of ({listed})")
+
+
 class MonitoringConfig(BaseModel):
     """Selectors, SLO and thresholds; every PromQL string in alerts/ and dashboards/ reads these.
 
@@ -87,6 +107,13 @@ class MonitoringConfig(BaseModel):
     slo_latency_s: float = Field(0.5, gt=0)
     slo_target: SloTarget = Field(SLO_TARGET, validation_alias=AliasChoices(
         "slo_target", DEPRECATED_SLO_KEY))
+    # LLM targets (per request, read from the engine's own histograms): time to first token
+    # and time per output token, each a bound and the share of requests that must meet it.
+    # A bound must be a bucket bound of the engine's histogram (names.py: vLLM's, SGLang's).
+    slo_ttft_s: float = Field(1.0, gt=0)
+    slo_ttft_target: SloTarget = SLO_TARGET
+    slo_tpot_s: float = Field(0.1, gt=0)
+    slo_tpot_target: SloTarget = SLO_TARGET
     burn_windows: tuple[BurnWindow, ...] = DEFAULT_BURN_WINDOWS
     # Thresholds.
     shed_ratio: float = Field(0.01, gt=0, lt=1)
@@ -94,6 +121,8 @@ class MonitoringConfig(BaseModel):
     gpu_memory_ratio: float = Field(0.95, gt=0, le=1)
     controller_stall_s: float = Field(120, gt=0)
     forecast_error_ratio: float = Field(0.5, gt=0)
+    kv_cache_usage_ratio: float = Field(0.9, gt=0, le=1)   # an LLM engine's KV cache
+    preemptions_per_s: float = Field(0.0, ge=0)           # sustained above this: alert
     # Where alerts lead.
     runbook_base_url: str = "https://github.com/trimtab/trimtab/blob/main/alerts/runbook.md"
     pager_webhook_url: str = "http://127.0.0.1:9095/pager"
@@ -118,6 +147,11 @@ class MonitoringConfig(BaseModel):
             raise ValueError("must be label matchers without braces, e.g. job=\"trimtab\"")
         return check_matchers(value)
 
+    @field_validator("slo_ttft_s", "slo_tpot_s")
+    @classmethod
+    def _engine_bound(cls, value: float, info: Any) -> float:
+        return check_engine_bound(value, ENGINE_BOUNDS_S[info.field_name])
+
     @field_validator("runbook_base_url", "pager_webhook_url", "ticket_webhook_url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -133,6 +167,10 @@ class MonitoringConfig(BaseModel):
     def error_budget(self) -> float:
         """Allowed bad fraction, e.g. 0.01 for a 99 % objective."""
         return round(1.0 - self.slo_target, 12)
+
+    def budget_of(self, target: float) -> float:
+        """Allowed bad fraction of ``target`` (the TTFT and TPOT objectives have their own)."""
+        return round(1.0 - target, 12)
 
     def runbook_url(self, alertname: str) -> str:
         return f"{self.runbook_base_url}#{alertname.lower()}"

@@ -133,3 +133,42 @@ def duration_s(text: str) -> float:
         if text.endswith(suffix) and text[: -len(suffix)].isdigit():
             return int(text[: -len(suffix)]) * units[suffix]
     raise ValueError(f"duration {text!r}: must be digits and one unit of ms, s, m, h, d, w")
+
+
+# --- LLM engines (trimtab_llm_*): the TTFT and TPOT SLIs, KV-cache pressure, preemptions -----
+# Each per-request LLM SLO by its key: the engine histogram it is read from.
+LLM_SLOS: dict[str, str] = {"ttft": n.LLM_TTFT, "tpot": n.LLM_TPOT}
+
+
+def llm_slo_bound_s(cfg: MonitoringConfig, slo: str) -> float:
+    return {"ttft": cfg.slo_ttft_s, "tpot": cfg.slo_tpot_s}[slo]
+
+
+def llm_slo_target(cfg: MonitoringConfig, slo: str) -> float:
+    return {"ttft": cfg.slo_ttft_target, "tpot": cfg.slo_tpot_target}[slo]
+
+
+def llm_slo_error_ratio(cfg: MonitoringConfig, slo: str, window: str,
+                        labels: tuple[str, ...] = MODEL_LEVEL) -> str:
+    """Fraction of requests over ``window`` whose TTFT (or TPOT) exceeded its bound, 0 to 1.
+
+    Slow = all observed minus those in the bucket at the bound (an engine bound, which the
+    config checks). E.g. 60 first tokens a minute, 45 within 1 s: (1.0 - 0.75) / 1.0 = 0.25.
+    """
+    metric = LLM_SLOS[slo]
+    count = sum_rate(series(metric, "_count"), (cfg.sidecar_selector,), window, labels)
+    fast = sum_rate(series(metric, "_bucket"), (
+        cfg.sidecar_selector, f'le="{le_label(llm_slo_bound_s(cfg, slo))}"'), window, labels)
+    return f"({count} - {fast}) / {count}"
+
+
+def llm_slo_error_ratio_name(slo: str, window: str) -> str:
+    return f"namespace_model:trimtab_{slo}_slo_errors:ratio_rate{window}"
+
+
+def llm_p99_name(slo: str) -> str:
+    return f"namespace_model:{LLM_SLOS[slo]}:p99_{RATE_WINDOW}"
+
+
+KV_CACHE_USAGE_MAX = f"namespace_model:{n.KV_CACHE_USAGE}:max"
+PREEMPTIONS_RATE = f"namespace_model:{n.LLM_PREEMPTIONS}:rate{RATE_WINDOW}"

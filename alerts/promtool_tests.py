@@ -12,7 +12,7 @@ from trimtab.alerts.testcases import AlertCase, RecordCase, alert_cases, record_
 RULE_FILE = "trimtab-rules.yaml"
 TEST_FILE = "trimtab-rules.test.yaml"
 LONG_TEST_FILE = "trimtab-rules.long.test.yaml"
-_LONG_RECORD_TESTS = ("recording slo",)
+_LONG_RECORD_TESTS = ("recording slo", "recording llm slo")
 EVAL_INTERVAL_MIN = 1
 _LABEL_REF = re.compile(r"\{\{\s*\$labels\.(\w+)\s*\}\}")
 

@@ -40,9 +40,26 @@ def gpu_rules(cfg: MonitoringConfig) -> list[RecordingRule]:
     return [RecordingRule(q.GPU_MEMORY_RATIO, f"{used} / {total}")]
 
 
+def llm_rules(cfg: MonitoringConfig) -> list[RecordingRule]:
+    """TTFT and TPOT p99 and error ratios over every burn-rate window, the KV-cache usage of
+    the fullest pod and the preemption rate, per (namespace, model)."""
+    out = []
+    for slo, metric in q.LLM_SLOS.items():
+        out.append(RecordingRule(q.llm_p99_name(slo), "histogram_quantile(0.99, "
+                                 f"{q.latency_bucket_rate(cfg, metric, q.RATE_WINDOW)})"))
+        out += [RecordingRule(q.llm_slo_error_ratio_name(slo, w),
+                              q.llm_slo_error_ratio(cfg, slo, w)) for w in q.slo_windows(cfg)]
+    out.append(RecordingRule(q.KV_CACHE_USAGE_MAX, f"max {q.by(*q.MODEL_LEVEL)} "
+                             f"({n.KV_CACHE_USAGE}{q.sel(cfg.sidecar_selector)})"))
+    out.append(RecordingRule(q.PREEMPTIONS_RATE, q.sum_rate(
+        q.series(n.LLM_PREEMPTIONS), (cfg.sidecar_selector,), q.RATE_WINDOW)))
+    return out
+
+
 def recording_groups(cfg: MonitoringConfig) -> dict[str, list[RecordingRule]]:
     return {
         "trimtab.requests.rules": request_rules(cfg),
         "trimtab.slo.rules": slo_rules(cfg),
         "trimtab.gpu.rules": gpu_rules(cfg),
+        "trimtab.llm.rules": llm_rules(cfg),
     }

@@ -93,6 +93,16 @@ def _traffic(model: str, ok: float, bad: float = 0, fast: float | None = None,
     return out
 
 
+def _llm_slo_traffic(cfg: MonitoringConfig, slo: str, model: str, count: float, fast: float,
+                     step_min: int = 1) -> list[tuple[str, str]]:
+    """An engine histogram's count and the bucket at the SLO bound, per minute."""
+    metric = q.LLM_SLOS[slo]
+    labels = {**SIDECAR, "model": model, "pod": "p0"}
+    le = q.le_label(q.llm_slo_bound_s(cfg, slo))
+    return [(s(q.series(metric, "_count"), **labels), counter(count, step_min=step_min)),
+            (s(q.series(metric, "_bucket"), **labels, le=le), counter(fast, step_min=step_min))]
+
+
 def _ctrl(metric: str, model: str, value: str, **extra: str) -> tuple[str, str]:
     return (s(metric, **CONTROLLER, namespace=NS, workload=model, model=model, **extra), value)
 
@@ -151,6 +161,21 @@ def alert_cases(cfg: MonitoringConfig) -> list[AlertCase]:
                   labels={**CONTROLLER, **model, "workload": "hot"}, series=(
             _ctrl(n.CTRL_FORECAST_ERROR, "hot", gauge(0.75, 60)),
             _ctrl(n.CTRL_FORECAST_ERROR, "calm", gauge(0.25, 60)))),
+        # A quarter of first tokens (of tokens' times) over the bound: every pair burns.
+        *[AlertCase(f"Trimtab{slo.upper()}BudgetBurn", onset_min=2, labels=model, step_min=2,
+                    series=(*_llm_slo_traffic(cfg, slo, "hot", 60, 45, step_min=2),
+                            *_llm_slo_traffic(cfg, slo, "calm", 60, 60, step_min=2)))
+          for slo in q.LLM_SLOS],
+        AlertCase("TrimtabKVCachePressure", onset_min=0, labels=model, series=(
+            # the fullest pod counts: hot's p0 is over, its p1 and calm are not
+            (s(n.KV_CACHE_USAGE, **SIDECAR, model="hot", pod="p0"), gauge(0.95, 60)),
+            (s(n.KV_CACHE_USAGE, **SIDECAR, model="hot", pod="p1"), gauge(0.5, 60)),
+            (s(n.KV_CACHE_USAGE, **SIDECAR, model="calm", pod="p0"), gauge(0.875, 60)))),
+        AlertCase("TrimtabLLMPreempting", onset_min=1, labels=model, series=(
+            (s(q.series(n.LLM_PREEMPTIONS), **SIDECAR, model="hot", pod="p0"), counter(1, 60)),
+            # preempted once long ago, none since: rate 0
+            (s(q.series(n.LLM_PREEMPTIONS), **SIDECAR, model="calm", pod="p0"),
+             gauge(3, 60)))),
         AlertCase("TrimtabControllerHolding", onset_min=0,
                   labels={**CONTROLLER, **model, "workload": "hot", "reason": "missing"},
                   series=(
@@ -179,6 +204,15 @@ def record_cases(cfg: MonitoringConfig) -> list[RecordCase]:
     slo_series = (*_traffic("hot", ok=45, bad=7.5, fast=37.5, step_min=5),
                   *_traffic("calm", ok=60, step_min=5))
     gpu = {**SIDECAR, "pod": "p0", "instance": "10.0.0.1:9400", "gpu": "0", "uuid": "GPU-0"}
+    # The engine histograms on the latency case's shape (same p99s), bounds scaled to each.
+    llm_hist = [(s(q.series(metric, "_bucket"), **SIDECAR, model=m, pod="p0", le=le),
+                 counter(per[i], 10))
+                for metric in q.LLM_SLOS.values()
+                for le, per in le_hist.items() for i, m in enumerate(("hot", "calm"))]
+    kv = [(s(n.KV_CACHE_USAGE, **SIDECAR, model="hot", pod=p), gauge(v, 10))
+          for p, v in (("p0", 0.75), ("p1", 0.5))]
+    preempt = [(s(q.series(n.LLM_PREEMPTIONS), **SIDECAR, model="hot", pod="p0"),
+                counter(60, 10))]
     return [
         RecordCase("requests", (*latency, *requests, *queue), eval_min=10, expected={
             q.REQUESTS_RATE: [(hot, 1.0), (calm, 1.0)],
@@ -192,6 +226,18 @@ def record_cases(cfg: MonitoringConfig) -> list[RecordCase]:
             q.slo_error_ratio_name(w): [(hot, (0.125 + (0.75 - 0.625)) / 0.875),
                                           (calm, 0.0)]
             for w in q.slo_windows(cfg)}, step_min=5),
+        RecordCase("llm", (*llm_hist, *kv, *preempt), eval_min=10, expected={
+            **{q.llm_p99_name(slo): [(hot, hot_p99), (calm, calm_p99)] for slo in q.LLM_SLOS},
+            q.KV_CACHE_USAGE_MAX: [(hot, 0.75)],
+            q.PREEMPTIONS_RATE: [(hot, 1.0)],
+        }),
+        # hot: 60 a minute, 45 within the bound: (1.0 - 0.75) / 1.0 on every window.
+        RecordCase("llm slo", tuple(
+            x for slo in q.LLM_SLOS for x in (*_llm_slo_traffic(cfg, slo, "hot", 60, 45, 5),
+                                              *_llm_slo_traffic(cfg, slo, "calm", 60, 60, 5))),
+            eval_min=3 * 1440, step_min=5, expected={
+                q.llm_slo_error_ratio_name(slo, w): [(hot, 0.25), (calm, 0.0)]
+                for slo in q.LLM_SLOS for w in q.slo_windows(cfg)}),
         RecordCase("gpu", ((s(n.GPU_MEMORY_USED, **gpu), gauge(3, 10)),
                            (s(n.GPU_MEMORY_TOTAL, **gpu), gauge(4, 10))), eval_min=5,
                    expected={q.GPU_MEMORY_RATIO: [(gpu, 0.75)]}),
