@@ -3,8 +3,8 @@
 `make triton` (tools/triton/setup.sh) unpacks tritonserver 2.51.0 from the nvidia-pytriton wheel
 into a cache outside the checkout; `make debs` installs Debian's libpython3.11 and python3-numpy,
 which its Python backend stub embeds and imports. These helpers write a repository of Python
-backend models (``model.py``: ``OUTPUT = 2 * INPUT + 1`` over float32 rows, an error for a
-negative input, with an optional
+backend models (``model.py``: ``OUTPUT = 2 * INPUT + 1`` over float32 rows, a failed execution
+for a negative input, with an optional
 sleep per execution so that dynamic batching has time to gather requests), start the server in
 explicit model-control mode on free ports, wait until it is ready, and stop it. They fail (never
 skip) when the server is missing.
@@ -31,8 +31,9 @@ ROW_WIDTH = 4                         # each request row is ROW_WIDTH float32 va
 DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 
 MODEL_PY = textwrap.dedent('''\
-    """OUTPUT = 2 * INPUT + 1 row by row; a request with a negative value gets an error
-    (Triton counts it as a BACKEND failure); sleeps sleep_s (a config parameter) per execution."""
+    """OUTPUT = 2 * INPUT + 1 row by row. A negative value fails the execution (Triton counts a
+    BACKEND failure for every request in it); a value at or below -1000 gets an error answer
+    (which Triton 2.51 counts as a success). Sleeps sleep_s (a parameter) per execution."""
     import time
 
     import numpy as np
@@ -50,10 +51,12 @@ MODEL_PY = textwrap.dedent('''\
             out = []
             for request in requests:
                 x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
-                if (x < 0).any():
+                if (x <= -1000).any():        # an error answer: Triton counts a success
                     out.append(pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError("negative input")))
+                        error=pb_utils.TritonError("input at or below -1000")))
                     continue
+                if (x < 0).any():             # the execution fails: a BACKEND failure
+                    raise pb_utils.TritonModelException("negative input")
                 y = (2.0 * x + 1.0).astype(np.float32)
                 out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y)]))
             return out
