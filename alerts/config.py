@@ -74,25 +74,6 @@ def check_url(value: str) -> str:
     return value
 
 
-# The engines' default histogram bounds each LLM bound must be one of: the sidecar re-exports
-# them as they are, and an SLI reads the bucket at the bound (monitoring.md).
-ENGINE_BOUNDS_S: dict[str, dict[str, tuple[float, ...]]] = {
-    "slo_ttft_s": {"vLLM": n.VLLM_TTFT_BUCKETS_S, "SGLang": n.SGLANG_TTFT_BUCKETS_S},
-    "slo_tpot_s": {"vLLM": n.VLLM_TPOT_BUCKETS_S, "SGLang": n.SGLANG_TPOT_BUCKETS_S},
-}
-
-
-def check_engine_bound(value: float, engines: dict[str, tuple[float, ...]]) -> float:
-    """``value`` if some engine's histogram has a bucket there, else a ValueError listing
-    them (e.g. 1.5 s of TTFT is none: 1.0 and 2.5 s are)."""
-    if any(value in bounds for bounds in engines.values()):
-        return value
-    listed = "; ".join(f"{e}: {', '.join(f'{b:g}' for b in bounds)}"
-                       for e, bounds in engines.items())
-    raise ValueError(f"{value:g} s is no bucket bound of an engine's histogram, so no SLI can "
-                     f"read it exactly; pick one of ({listed})")
-
-
 class MonitoringConfig(BaseModel):
     """Selectors, SLO and thresholds; every PromQL string in alerts/ and dashboards/ reads these.
 
@@ -150,7 +131,7 @@ class MonitoringConfig(BaseModel):
     @field_validator("slo_ttft_s", "slo_tpot_s")
     @classmethod
     def _engine_bound(cls, value: float, info: Any) -> float:
-        return check_engine_bound(value, ENGINE_BOUNDS_S[info.field_name])
+        return n.check_llm_bound(value, info.field_name.removeprefix("slo_").removesuffix("_s"))
 
     @field_validator("runbook_base_url", "pager_webhook_url", "ticket_webhook_url")
     @classmethod

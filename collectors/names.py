@@ -269,6 +269,25 @@ SGLANG_TPOT_BUCKETS_S: tuple[float, ...] = (
     0.75, 1.0, 2.5)
 
 
+# Each engine's default bounds of the histogram a per-request LLM objective is read from.
+LLM_BOUNDS_S: dict[str, dict[str, tuple[float, ...]]] = {
+    "ttft": {"vLLM": VLLM_TTFT_BUCKETS_S, "SGLang": SGLANG_TTFT_BUCKETS_S},
+    "tpot": {"vLLM": VLLM_TPOT_BUCKETS_S, "SGLang": SGLANG_TPOT_BUCKETS_S},
+}
+
+
+def check_llm_bound(value_s: float, objective: str) -> float:
+    """``value_s`` if an engine's ``objective`` ("ttft" or "tpot") histogram has a bucket
+    there, else a ValueError listing them: e.g. 1.5 s of TTFT is none (1.0 and 2.5 s are)."""
+    engines = LLM_BOUNDS_S[objective]
+    if any(value_s in bounds for bounds in engines.values()):
+        return value_s
+    listed = "; ".join(f"{e}: {', '.join(f'{b:g}' for b in bounds)}"
+                       for e, bounds in engines.items())
+    raise ValueError(f"{value_s:g} s is no bucket bound of an engine's histogram, so it "
+                     f"cannot be read exactly; pick one of ({listed})")
+
+
 def latency_buckets_s(slo_thresholds_s: tuple[float, ...] = ()) -> tuple[float, ...]:
     """Default buckets plus a bound exactly at every SLO threshold, sorted and unique."""
     for t in slo_thresholds_s:

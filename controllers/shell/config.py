@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trimtab.collectors import names as n
 from trimtab.common import errors
 from trimtab.common.slo import SLO_TARGET, SloTarget
 from trimtab.common.strict import StrictModel
@@ -29,9 +30,39 @@ class WorkloadConfig(_Strict):
     name: str = Field(min_length=1)
 
 
+class TokenSlo(_Strict):
+    """One per-request LLM objective: a bound and the share of requests that must meet it
+    (the attainment), e.g. ``{bound_s: 1.0, target: 0.99}``: 99 % of first tokens within 1 s.
+    The bound must be a bucket bound of the engine's histogram (collectors/names.py), where the
+    sidecar reads it exactly."""
+
+    bound_s: float = Field(gt=0)
+    target: SloTarget = SLO_TARGET
+
+
+class TtftSlo(TokenSlo):
+    @field_validator("bound_s")
+    @classmethod
+    def _engine_bound(cls, value: float) -> float:
+        return n.check_llm_bound(value, "ttft")
+
+
+class TpotSlo(TokenSlo):
+    @field_validator("bound_s")
+    @classmethod
+    def _engine_bound(cls, value: float) -> float:
+        return n.check_llm_bound(value, "tpot")
+
+
 class SloConfig(_Strict):
+    """``latency_s`` end to end; an LLM target may add ``ttft`` (time to first token) and
+    ``tpot`` (time per output token after the first), beside or instead of it (a policy
+    that plans for end-to-end latency still reads ``latency_s``)."""
+
     latency_s: float = Field(0.5, gt=0)
     target: SloTarget = SLO_TARGET
+    ttft: TtftSlo | None = None
+    tpot: TpotSlo | None = None
 
 
 class ReplicaBounds(_Strict):
