@@ -21,6 +21,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "trimtab.sim.cli",            # replay
     "trimtab.sim.tools_cli",      # sim validate, sim bench
+    "trimtab.sim.policies_cli",   # policies
     "trimtab.sim.llm.cli",        # llm fit, llm validate, llm peer
     "trimtab.controllers.cli.forecast",  # forecast eval
     "trimtab.collectors.cli",     # sidecar, sidecar bench
