@@ -7,11 +7,32 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+import uvloop
 from aiohttp import web
 
 from trimtab.collectors.settings import ControlSettings, ProxyLimits, SidecarConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# `trimtab sidecar` runs on uvloop (collectors.sidecar.run_loop): the proxy's and its upstream
+# client's behaviours are checked on it and on asyncio's own loop. A test module imports
+# ``event_loop_kind`` (autouse, so every test runs once per loop) and calls ``run_on_loop``.
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+_loop_factory = [asyncio.new_event_loop]
+
+
+@pytest.fixture(autouse=True, params=LOOPS.values(), ids=LOOPS.keys())
+def event_loop_kind(request):
+    _loop_factory[0] = request.param
+    yield
+    _loop_factory[0] = asyncio.new_event_loop
+
+
+def run_on_loop(coro, timeout_s: float):
+    """Run a test scenario on the loop ``event_loop_kind`` chose, within ``timeout_s``."""
+    with asyncio.Runner(loop_factory=_loop_factory[0]) as runner:
+        return runner.run(asyncio.wait_for(coro, timeout_s))
 
 
 def make_config(**overrides) -> SidecarConfig:

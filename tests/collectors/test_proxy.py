@@ -10,7 +10,8 @@ import pytest
 from trimtab.collectors.proxy import model_from_request
 from trimtab.collectors.sidecar import Sidecar
 from trimtab.common.ports import free_port
-from tests.collectors.support import make_config, serve, upstream_app
+from tests.collectors.support import (  # noqa: F401 (event_loop_kind: autouse fixture)
+    event_loop_kind, make_config, run_on_loop, serve, upstream_app)
 
 
 @contextlib.asynccontextmanager
@@ -33,7 +34,7 @@ def v(sc: Sidecar, name: str, **labels) -> float | None:
 
 
 def run(coro):
-    asyncio.run(asyncio.wait_for(coro, 30))
+    run_on_loop(coro, 30)
 
 
 async def until(condition, timeout_s: float = 10.0) -> None:

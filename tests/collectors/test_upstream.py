@@ -5,9 +5,9 @@ import asyncio
 import contextlib
 
 import pytest
-import uvloop
 
 from trimtab.collectors.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
+from tests.collectors.support import event_loop_kind, run_on_loop  # noqa: F401 (autouse fixture)
 
 
 @contextlib.asynccontextmanager
@@ -58,22 +58,8 @@ async def body_of(pool: UpstreamPool, method: str = "GET", body: bytes = b""):
         resp.release()
 
 
-# The sidecar runs on uvloop (collectors.sidecar.run_loop); the client must behave the same on
-# asyncio's own loop, which the in-process proxy tests use.
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-_loop_factory = [asyncio.new_event_loop]
-
-
-@pytest.fixture(autouse=True, params=LOOPS.values(), ids=LOOPS.keys())
-def event_loop_kind(request):
-    _loop_factory[0] = request.param
-    yield
-    _loop_factory[0] = asyncio.new_event_loop
-
-
 def run(coro):
-    with asyncio.Runner(loop_factory=_loop_factory[0]) as runner:
-        return runner.run(asyncio.wait_for(coro, 20))
+    return run_on_loop(coro, 20)
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
