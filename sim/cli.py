@@ -112,7 +112,8 @@ def load_case(path: Path | None, policies: Sequence[str], sweep: bool, console: 
 def run_replay(scenario: Path | Sequence[Path] | None, policies: list[str], sweep: bool,
                out: Path | None, json_path: Path | None, openmetrics: Path | None,
                openmetrics_end_unix: float | None, workers: int, quiet: bool = False,
-               ray_address: str | None = None, past_only: bool = True) -> dict[str, Any]:
+               ray_address: str | None = None, past_only: bool = True,
+               markdown: Path | None = None) -> dict[str, Any]:
     """Replay each scenario (a file, several, or a folder of them) under the policies; with
     several the JSON is ``{"scenarios": [...]}`` and baselines also get their carried-over
     setting (trimtab.sim.compare)."""
@@ -148,6 +149,11 @@ def run_replay(scenario: Path | Sequence[Path] | None, policies: list[str], swee
         _print_summary(console, docs)
     if out is not None:
         _write_reports(console, out, cases, docs, results)
+    if markdown is not None:
+        from trimtab.sim.report import comparison_markdown
+
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(comparison_markdown(docs))
     whole: dict[str, Any] = docs[0] if len(docs) == 1 else {"scenarios": docs}
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +276,8 @@ def register(app: typer.Typer) -> None:
         openmetrics_end_unix: Optional[float] = typer.Option(
             None, "--openmetrics-end-unix", help="Unix time of the last sample (default now)."),
         workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes."),
+        markdown: Optional[Path] = typer.Option(
+            None, "--markdown", help="Write the comparison table across scenarios (Markdown)."),
         past_only: bool = typer.Option(
             True, "--past-only/--no-past-only", help="With --sweep, also the past-only bound "
             "(trimtab causal: about thirty more replays per scenario)."),
@@ -285,7 +293,7 @@ def register(app: typer.Typer) -> None:
         try:
             run_replay(scenario, policy, sweep, out, json_path, openmetrics,
                        openmetrics_end_unix, workers, ray_address=ray_address,
-                       past_only=past_only)
+                       past_only=past_only, markdown=markdown)
         except (ScenarioError, TraceError, SpecError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -548,3 +548,34 @@ def write_report(out: Path, doc: dict[str, Any], runs: Sequence[tuple[str, RunRe
 """
     files["html"].write_text(page)
     return files
+
+
+def comparison_markdown(docs: Sequence[dict[str, Any]]) -> str:
+    """The README's comparison table: per scenario, trimtab beside the cheapest baseline that
+    meets the SLO at its defaults, carried over from the other scenarios and tuned in
+    hindsight, then the past-only bound and the oracle. Replica-hours (scale events); a
+    policy that misses the SLO shows its attainment instead."""
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "none meets"
+        head = f"{r['replica_hours']:.2f} ({r['scale_events']})"
+        return head if r["meets_slo"] else f"{head}, misses: {r['slo_attainment']:.4f}"
+
+    def cheapest(d: dict[str, Any], tuning: str) -> str:
+        ok = [r for r in d["results"] if r.get("tuning") == tuning and r["meets_slo"]
+              and r["policy"] != "trimtab"]
+        if not ok:
+            return "none meets"
+        best = min(ok, key=lambda r: r["cost"])
+        return f"{run_label(best)} {cell(best)}"
+
+    lines = ["| scenario | trimtab | cheapest at defaults | cheapest carried over | "
+             "cheapest in hindsight | past only | oracle |", "|---|---|---|---|---|---|---|"]
+    for d in docs:
+        mine = next((r for r in d["results"] if r["policy"] == "trimtab"), None)
+        past = cell(d["past_only"]) if "past_only" in d else "-"
+        oracle = f"{d['oracle']['replica_hours']:.2f}" if d.get("oracle") else "-"
+        lines.append(f"| {d['scenario']} | {cell(mine)} | {cheapest(d, 'default')} | "
+                     f"{cheapest(d, 'carried_over')} | {cheapest(d, 'hindsight')} | {past} | "
+                     f"{oracle} |")
+    return "\n".join(lines) + "\n"

@@ -183,3 +183,25 @@ def test_the_summary_over_scenarios_counts_each_policy_and_tuning():
     assert rows[("trimtab", "default")]["mean_attainment"] == pytest.approx(0.9825)
     assert rows[("hpa", "hindsight")]["worst_cost_vs_oracle"] == 2.5
     assert rows[("oracle", "-")]["met"] == 2
+
+
+def test_the_markdown_table_names_the_cheapest_of_each_tuning():
+    from trimtab.sim.report import comparison_markdown
+
+    def r(policy: str, tuning: str, att: float, rh: float, params: dict | None = None):
+        return {"policy": policy, "params": params or {}, "tuning": tuning,
+                "slo_attainment": att, "meets_slo": att >= 0.99, "replica_hours": rh,
+                "cost": rh * 2, "scale_events": 3}
+
+    doc = {"scenario": "s", "results": [
+        r("trimtab", "default", 0.995, 10.0), r("hpa", "default", 0.98, 5.0),
+        r("keda", "default", 0.999, 12.0), r("hpa", "carried_over", 0.991, 11.0, {"target": 6}),
+        r("hpa", "hindsight", 0.992, 9.0, {"target": 8})],
+        "oracle": r("oracle", "", 0.99, 7.0), "past_only": r("causal", "", 0.993, 8.5)}
+    row = comparison_markdown([doc]).splitlines()[2]
+    assert row == ("| s | 10.00 (3) | keda 12.00 (3) | hpa:target=6 11.00 (3) | "
+                   "hpa:target=8 9.00 (3) | 8.50 (3) | 7.00 |")
+    doc["results"][0]["slo_attainment"], doc["results"][0]["meets_slo"] = 0.97, False
+    doc["results"] = doc["results"][:3]
+    row = comparison_markdown([doc]).splitlines()[2]
+    assert "10.00 (3), misses: 0.9700" in row and row.count("none meets") == 2
