@@ -71,6 +71,8 @@ def test_requests_land_in_the_slot_of_their_end_and_no_answer_is_split_off() -> 
     assert (base.lost, base.refused, base.error_answers) == (0, 0, 0)
     assert (row.lost, row.refused, row.error_answers) == (1, 1, 1)   # 40.0 is past the slot
     assert "1 request(s) lost" in verdict([row])[0]
+    (_, row) = score([fault()], steady([3, 16]), [(12.5, LOST, 2.25)])
+    assert row.lost_at == ["+2.5s after 2.25s"]     # ended 2.5 s into the slot, waited 2.25 s
 
 
 def test_fields_missing_all_along_before_the_fault_do_not_block_recovery() -> None:

@@ -99,6 +99,8 @@ class FaultRow:
     note: str = ""
     # Each scale-down of the slot: seconds after the slot's start, from -> to, the reason.
     downs: list[str] = field(default_factory=list)
+    # Each lost request: when it ended (seconds after the slot's start) and how long it waited.
+    lost_at: list[str] = field(default_factory=list)
 
 
 # -- scoring (pure) ------------------------------------------------------------------------
@@ -124,10 +126,10 @@ def scale_down(rec: TickRecord) -> bool:
 
 
 def score(faults: Sequence[FaultRecord], ticks: Sequence[tuple[float, TickRecord]],
-          requests: Sequence[tuple[float, str]] | None, run_start_s: float = 0.0) -> list[FaultRow]:
+          requests: Sequence[tuple] | None, run_start_s: float = 0.0) -> list[FaultRow]:
     """The table: a baseline row (before the first fault), then one row per fault.
 
-    ``requests`` are (end time, outcome) in the same time base; each lands in the row whose
+    ``requests`` are (end time, outcome[, latency s]) in the same time base; each lands in the row whose
     slot holds its end (None: a phase without a data path). A scale-down is wrong when its
     tick was not healthy, or came after the fault began and before the loop had recovered.
     """
@@ -148,11 +150,15 @@ def score(faults: Sequence[FaultRecord], ticks: Sequence[tuple[float, TickRecord
         wrong = [1 for t, r in downs if not healthy(r, usual) or (
             fault is not None and t < guard_hi_s)]
         counts: dict[str, int] | None = None
+        lost_at = []
         if requests is not None:
             counts = {}
-            for end_s, outcome in requests:
+            for end_s, outcome, *latency in requests:
                 if lo_s <= end_s < hi_s:
                     counts[outcome] = counts.get(outcome, 0) + 1
+                    if outcome == LOST:
+                        lost_at.append(f"+{end_s - lo_s:.1f}s"
+                                       + (f" after {latency[0]:.2f}s" if latency else ""))
         rows.append(FaultRow(
             fault=name, actuator=actuator or "-",
             at_s=None if fault is None else round(fault.start_s, 1),
@@ -167,15 +173,15 @@ def score(faults: Sequence[FaultRecord], ticks: Sequence[tuple[float, TickRecord
             ticks=len(in_slot), unhealthy_ticks=sum(not healthy(r, usual) for _, r in in_slot),
             note=fault.note if fault else "",
             downs=[f"+{t - lo_s:.1f}s {r.current_replicas}->{r.decision.replicas}"
-                   f" {r.decision.reason}" for t, r in downs]))
+                   f" {r.decision.reason}" for t, r in downs], lost_at=lost_at))
     return rows
 
 
-def request_ends(request_log: Any, offset_s: float) -> list[tuple[float, str]]:
-    """(end time in the controller's time base, outcome) of every request the load sent."""
+def request_ends(request_log: Any, offset_s: float) -> list[tuple[float, str, float]]:
+    """(end time in the controller's time base, outcome, latency s) of every request sent."""
     with request_log.lock:
         rows = list(zip(request_log.sent_s, request_log.latency_s, request_log.outcome))
-    return [(offset_s + s + (0.0 if math.isnan(lat) else lat), o) for s, lat, o in rows]
+    return [(offset_s + s + (0.0 if math.isnan(lat) else lat), o, lat) for s, lat, o in rows]
 
 
 # -- the load, telling "no answer" apart -----------------------------------------------------
@@ -391,7 +397,7 @@ def ray_phase(cfg: SoakConfig, run_live_with: Callable[..., Any] | None = None,
         if faults:
             faults[-1].slot_end_s = min(faults[-1].slot_end_s, end_s)
         counts: dict[str, int] = {}
-        for _, outcome in requests:
+        for _, outcome, _latency_s in requests:
             counts[outcome] = counts.get(outcome, 0) + 1
         return PhaseResult(score(faults, run.ticks, requests), faults, counts, injector.errors)
 
