@@ -90,3 +90,20 @@ def test_the_command_writes_every_kind(tmp_path: Path):
         f"{k}-s1-c60.yaml" for k in KINDS)
     res = CliRunner().invoke(app, ["sim", "family", "--out", str(tmp_path), "--kind", "nope"])
     assert res.exit_code == 2 and "unknown" in res.output
+
+
+def test_trimtab_makes_no_scale_event_under_constant_load():
+    """Issue 17's target: none under constant load (the burst memory must not fire)."""
+    from trimtab.sim.replay import simulate
+    from trimtab.sim.scenario import scenario_from_dict
+
+    sc = scenario_from_dict({
+        "name": "constant", "trace": {"format": "poisson", "rate_rps": 300, "duration_s": 1800,
+                                      "seed": 2},
+        "service": {"model": "affine", "base_ms": 60, "per_item_ms": 12, "cv": 0.2,
+                    "max_batch": 16, "batch_timeout_ms": 10},
+        "replicas": {"initial": 8, "min": 1, "max": 40, "cold_start_s": 60,
+                     "concurrency_limit": 64, "queue_timeout_s": 10},
+        "slo": {"latency_s": 0.75, "target": 0.99}, "controller": {"interval_s": 15}})
+    res = simulate(sc, "trimtab")
+    assert res.summary["meets_slo"] and res.summary["scale_events"] == 0, res.summary
