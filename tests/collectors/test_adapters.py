@@ -1,4 +1,5 @@
-"""Adapters on reconstructed Triton and vLLM payloads, the generic mapping, and malformed scrapes."""
+"""Adapters on payloads recorded from a real Triton 2.51.0 and vLLM (fixtures/, recorded by
+capture_fixtures.py), the generic mapping, and malformed scrapes."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,8 @@ from trimtab.collectors.adapter_rules import (TRITON_RULES, VLLM_RULES, batch_si
 from trimtab.collectors.adapters import PROXY_FAMILIES, PROXY_RENAMES, Rule, ScrapeAdapter, convert, load_mapping, parse
 from trimtab.collectors.health import CollectorHealth
 from tests.collectors.support import load_fixture, load_json_fixture, serve
-from tests.collectors.triton_standin import triton_standin
+from tests.collectors.triton_standin import TRITON_METRICS, TRITON_STATS, triton_standin
+from tests.support.triton_real import raw_sample
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -42,34 +44,57 @@ def v(reg, name, **labels):
     return reg.get_sample_value(name, labels)
 
 
+# The recorded Triton workload (capture_fixtures.py): model `scale` got 16 single-row requests
+# at once (two executions of 8), two that failed their execution and one error answer (three
+# executions of 1); `unlisted`, which the adapter is not told about, one execution of 3.
 def test_triton_metrics_mapped_with_units_and_other():
-    adapter, reg, _ = build(TRITON_RULES, ("densenet_onnx", "simple"))
-    adapter.ingest(load_fixture("triton_metrics.txt"))
-    assert v(reg, "trimtab_queue_depth", model="densenet_onnx") == 7
-    assert v(reg, "trimtab_queue_depth", model="other") == 2                 # resnet50
-    assert v(reg, "trimtab_requests_total", model="densenet_onnx", outcome="ok") == 2412
-    assert v(reg, "trimtab_requests_total", model="densenet_onnx", outcome="error") == 4  # 3+1
-    assert v(reg, "trimtab_inferences_total", model="densenet_onnx") == 5580
-    assert v(reg, "trimtab_executions_total", model="densenet_onnx") == 1310
-    # 30,150,000 µs of request time is 30.15 s; mean latency = 30.15 / 2412 s
-    assert v(reg, "trimtab_upstream_request_duration_seconds_total", model="densenet_onnx",
-             phase="request") == pytest.approx(30.15)
-    assert v(reg, "trimtab_upstream_request_duration_seconds_total", model="simple",
-             phase="queue") == pytest.approx(0.0065)
-    # Triton gives no latency histograms: none is invented
-    assert v(reg, "trimtab_request_duration_seconds_count", model="densenet_onnx") is None
+    text = load_fixture(TRITON_METRICS)
+    adapter, reg, _ = build(TRITON_RULES, ("scale", "nobatch"))
+    adapter.ingest(text)
+    assert v(reg, "trimtab_queue_depth", model="scale") == 0
+    assert v(reg, "trimtab_requests_total", model="scale", outcome="ok") == 17  # error answer too
+    assert v(reg, "trimtab_requests_total", model="scale", outcome="error") == 2    # BACKEND
+    assert v(reg, "trimtab_requests_total", model="other", outcome="ok") == 3       # unlisted
+    assert v(reg, "trimtab_requests_total", model="nobatch", outcome="ok") == 0
+    assert v(reg, "trimtab_inferences_total", model="scale") == 17
+    assert v(reg, "trimtab_executions_total", model="scale") == 5
+    # Triton's microseconds become seconds, phase by phase
+    for phase in ("request", "queue", "compute_input", "compute_infer", "compute_output"):
+        us = raw_sample(text, f"nv_inference_{phase}_duration_us", "scale")
+        assert v(reg, "trimtab_upstream_request_duration_seconds_total", model="scale",
+                 phase=phase) == pytest.approx(us * 1e-6)
+    # Triton gives no latency histograms: none is invented; CPU and memory families ignored
+    assert v(reg, "trimtab_request_duration_seconds_count", model="scale") is None
+    assert "nv_cpu_utilization" in text
+
+
+def with_pending(text: str, **counts: int) -> str:
+    """The recorded page (every queue empty) reconstructed with requests waiting."""
+    for model, n in counts.items():
+        line = f'nv_inference_pending_request_count{{model="{model}",version="1"}} '
+        assert line + "0\n" in text
+        text = text.replace(line + "0\n", f"{line}{n}\n")
+    return text
+
+
+def test_triton_pending_count_reconstructed_nonzero():
+    adapter, reg, _ = build(TRITON_RULES, ("scale",))
+    adapter.ingest(with_pending(load_fixture(TRITON_METRICS), scale=7, unlisted=2))
+    assert v(reg, "trimtab_queue_depth", model="scale") == 7
+    assert v(reg, "trimtab_queue_depth", model="other") == 2
 
 
 def test_triton_stats_give_an_exact_batch_size_histogram():
-    fam = batch_size_histogram(load_json_fixture("triton_stats.json"), ("densenet_onnx",))
+    fam = batch_size_histogram(load_json_fixture(TRITON_STATS), ("scale",))
     samples = {(s.name, s.labels["model"], s.labels.get("le")): s.value for s in fam.samples}
-    # executions: 10 of 1, 15 of 2, 1185 of 4, 100 of 8
-    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "1.0")] == 10
-    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "2.0")] == 25
-    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "4.0")] == 1210
-    assert samples[("trimtab_batch_size_bucket", "densenet_onnx", "+Inf")] == 1310
-    assert samples[("trimtab_batch_size_sum", "densenet_onnx", None)] == 5580  # = inferences
-    assert samples[("trimtab_batch_size_count", "other", None)] == 140         # simple+resnet50
+    # executions of `scale`: 3 of 1, 2 of 8 (failed executions count, so 19 rows, not 17)
+    assert samples[("trimtab_batch_size_bucket", "scale", "1.0")] == 3
+    assert samples[("trimtab_batch_size_bucket", "scale", "4.0")] == 3
+    assert samples[("trimtab_batch_size_bucket", "scale", "8.0")] == 5
+    assert samples[("trimtab_batch_size_bucket", "scale", "+Inf")] == 5
+    assert samples[("trimtab_batch_size_sum", "scale", None)] == 19
+    assert samples[("trimtab_batch_size_count", "other", None)] == 1     # unlisted, nobatch
+    assert samples[("trimtab_batch_size_sum", "other", None)] == 3
 
 
 def test_vllm_metrics_mapped_with_its_own_buckets():
@@ -117,10 +142,10 @@ def test_proxy_owned_families_skipped_or_renamed_in_proxy_mode():
 
 
 MALFORMED = {
-    "garbage_line": "nv_inference_pending_request_count{model=\"simple\" 7\n",
-    "bad_value": 'nv_inference_pending_request_count{model="simple",version="1"} seven\n',
-    "truncated_late": load_fixture("triton_metrics.txt")[:1500] + '\nnv_inference_count{model="x',
-    "nan_counter": '# TYPE nv_inference_count counter\nnv_inference_count{model="simple"} NaN\n',
+    "garbage_line": "nv_inference_pending_request_count{model=\"scale\" 7\n",
+    "bad_value": 'nv_inference_pending_request_count{model="scale",version="1"} seven\n',
+    "truncated_late": load_fixture(TRITON_METRICS)[:1500] + '\nnv_inference_count{model="x',
+    "nan_counter": '# TYPE nv_inference_count counter\nnv_inference_count{model="scale"} NaN\n',
 }
 
 
@@ -130,23 +155,23 @@ def test_malformed_payload_fails_the_scrape_and_drops_old_values(text):
         state = {}
         async with serve(triton_standin(state)) as url:
             health = CollectorHealth()
-            adapter = ScrapeAdapter("triton", url + "/metrics", TRITON_RULES, ("simple",), health,
-                                    extra=triton_stats_fetcher(url, ("simple",)))
+            adapter = ScrapeAdapter("triton", url + "/metrics", TRITON_RULES, ("scale",), health,
+                                    extra=triton_stats_fetcher(url, ("scale",)))
             reg = CollectorRegistry()
             reg.register(health)
             reg.register(adapter)
             async with aiohttp.ClientSession() as session:
                 adapter._session = session
                 assert await adapter.scrape_once()
-                assert v(reg, "trimtab_queue_depth", model="simple") == 0
+                assert v(reg, "trimtab_queue_depth", model="scale") == 0
                 assert v(reg, "trimtab_collector_success", collector="triton") == 1
                 state["metrics_text"] = text
                 assert not await adapter.scrape_once()
             assert v(reg, "trimtab_collector_success", collector="triton") == 0
             assert v(reg, "trimtab_collector_errors_total", collector="triton",
                      error="malformed") == 1
-            assert v(reg, "trimtab_queue_depth", model="simple") is None      # not stale
-            assert v(reg, "trimtab_batch_size_count", model="simple") is None
+            assert v(reg, "trimtab_queue_depth", model="scale") is None      # not stale
+            assert v(reg, "trimtab_batch_size_count", model="scale") is None
     asyncio.run(scenario())
 
 
@@ -157,12 +182,12 @@ def test_failed_scrape_sets_success_zero(case):
         async with serve(triton_standin(state)) as url:
             health = CollectorHealth()
             target = url if case != "unreachable" else "http://127.0.0.1:9"
-            adapter = ScrapeAdapter("triton", target + "/metrics", TRITON_RULES, ("simple",),
-                                    health, extra=triton_stats_fetcher(target, ("simple",)))
+            adapter = ScrapeAdapter("triton", target + "/metrics", TRITON_RULES, ("scale",),
+                                    health, extra=triton_stats_fetcher(target, ("scale",)))
             if case == "http_500":
                 state["metrics_status"] = 500
             if case == "bad_stats":
-                state["stats"] = {"model_stats": [{"name": "simple", "batch_stats": [
+                state["stats"] = {"model_stats": [{"name": "scale", "batch_stats": [
                     {"batch_size": 0, "compute_infer": {"count": 1}}]}]}
             async with aiohttp.ClientSession() as session:
                 adapter._session = session
@@ -176,11 +201,11 @@ def test_failed_scrape_sets_success_zero(case):
 
 
 def test_values_expire_when_scrapes_stop():
-    adapter, reg, clock = build(TRITON_RULES, ("simple",))
-    adapter.ingest(load_fixture("triton_metrics.txt"))
-    assert v(reg, "trimtab_queue_depth", model="simple") == 0
+    adapter, reg, clock = build(TRITON_RULES, ("scale",))
+    adapter.ingest(load_fixture(TRITON_METRICS))
+    assert v(reg, "trimtab_queue_depth", model="scale") == 0
     clock.t += 2 * 5 + 11                         # two intervals and the timeout have passed
-    assert v(reg, "trimtab_queue_depth", model="simple") is None
+    assert v(reg, "trimtab_queue_depth", model="scale") is None
 
 
 def test_generic_mapping_file(tmp_path):
@@ -233,15 +258,16 @@ def test_sidecar_runs_the_triton_adapter_loop_against_the_standin():
     async def scenario():
         async with serve(triton_standin({})) as up:
             sc = Sidecar(make_config(upstream=up, proxy=False, adapter="triton",
-                                     adapter_interval_s=0.1, models=("densenet_onnx",)))
+                                     adapter_interval_s=0.1, models=("scale",)))
             await sc.start()
             try:
                 for _ in range(100):
                     await asyncio.sleep(0.05)
-                    if v(sc.registry, "trimtab_queue_depth", model="densenet_onnx") is not None:
+                    if v(sc.registry, "trimtab_queue_depth", model="scale") is not None:
                         break
-                assert v(sc.registry, "trimtab_queue_depth", model="densenet_onnx") == 7
-                assert v(sc.registry, "trimtab_batch_size_count", model="densenet_onnx") == 1310
+                assert v(sc.registry, "trimtab_queue_depth", model="scale") == 0
+                assert v(sc.registry, "trimtab_requests_total", model="scale", outcome="ok") == 17
+                assert v(sc.registry, "trimtab_batch_size_count", model="scale") == 5
                 assert v(sc.registry, "trimtab_collector_success", collector="triton") == 1
             finally:
                 await sc.stop()
@@ -270,10 +296,12 @@ def test_proxy_and_adapter_together_export_each_family_once():
     from trimtab.collectors.sidecar import Sidecar
     from tests.collectors.support import make_config
 
+    pending = with_pending(load_fixture(TRITON_METRICS), scale=7)
+
     async def scenario():
-        async with serve(triton_standin({})) as up:
+        async with serve(triton_standin({"metrics_text": pending})) as up:
             sc = Sidecar(make_config(upstream=up, adapter="triton", adapter_interval_s=0.1,
-                                     gpu="fake", models=("densenet_onnx",)),
+                                     gpu="fake", models=("scale",)),
                          nvml=FakeNVML(FakeGpuConfig(count=2)))
             await sc.start()
             try:
@@ -293,5 +321,5 @@ def test_proxy_and_adapter_together_export_each_family_once():
     assert {"trimtab_inferences", "trimtab_batch_size", "trimtab_requests",
             "trimtab_gpu_up"} <= families
     # the admission queue is trimtab_queue_depth; Triton's pending count has its own name
-    assert 'trimtab_queue_depth{model="densenet_onnx"} 0.0' in text
-    assert 'trimtab_upstream_queue_depth{model="densenet_onnx"} 7.0' in text
+    assert 'trimtab_queue_depth{model="scale"} 0.0' in text
+    assert 'trimtab_upstream_queue_depth{model="scale"} 7.0' in text

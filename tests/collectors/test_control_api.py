@@ -13,7 +13,7 @@ from trimtab.collectors.settings import ControlSettings
 from trimtab.collectors.sidecar import Sidecar
 from trimtab.collectors.triton_control import TritonBatchApplier, with_batch_settings
 from tests.collectors.support import load_json_fixture, make_config, serve
-from tests.collectors.triton_standin import triton_standin
+from tests.collectors.triton_standin import TRITON_CONFIG, triton_standin
 
 AUTH = {"Authorization": "Bearer s3cret"}
 
@@ -178,11 +178,16 @@ def test_health_endpoints():
 
 # --- Triton -------------------------------------------------------------------------------------
 def test_with_batch_settings_changes_only_batching():
-    config = load_json_fixture("triton_config_densenet.json")
+    config = load_json_fixture(TRITON_CONFIG)              # recorded from Triton 2.51.0
+    assert config["dynamic_batching"]["preferred_batch_size"] == [8]  # Triton filled it in
     new = with_batch_settings(config, ControlSettings(max_batch_size=4, batch_timeout_ms=2.5))
     assert new["max_batch_size"] == 4
     assert new["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
-    assert new["dynamic_batching"]["preferred_batch_size"] == [4]     # 8 > 4 dropped
+    assert new["dynamic_batching"]["preferred_batch_size"] == []      # 8 > 4 dropped
+    kept = dict(config, dynamic_batching={**config["dynamic_batching"],
+                                          "preferred_batch_size": [4, 8]})
+    assert with_batch_settings(kept, ControlSettings(max_batch_size=4))[
+        "dynamic_batching"]["preferred_batch_size"] == [4]
     assert {k: v for k, v in new.items() if k not in ("max_batch_size", "dynamic_batching")} == {
         k: v for k, v in config.items() if k not in ("max_batch_size", "dynamic_batching")}
     assert with_batch_settings({"max_batch_size": 0}, ControlSettings()) is None
@@ -192,20 +197,20 @@ def test_control_api_reloads_triton_with_a_config_override():
     async def scenario():
         state: dict = {}
         async with serve(triton_standin(state)) as up:
-            async with admin(upstream=up, models=("densenet_onnx", "nobatch"),
+            async with admin(upstream=up, models=("scale", "nobatch"),
                              triton_model_control=True) as (sc, s, url):
                 async with s.put(url, json={"max_batch_size": 4, "batch_timeout_ms": 1},
                                  headers=AUTH) as r:
                     assert r.status == 200
                 await sc.triton.wait_idle()
-                assert [name for name, _ in state["loads"]] == ["densenet_onnx"]
-                stored = state["configs"]["densenet_onnx"]
+                assert [name for name, _ in state["loads"]] == ["scale"]
+                stored = state["configs"]["scale"]
                 assert stored["max_batch_size"] == 4
                 assert stored["dynamic_batching"]["max_queue_delay_microseconds"] == 1000
-                assert stored["input"][0]["dims"] == [3, 224, 224]        # rest untouched
+                assert stored["input"][0]["dims"] == [4]                  # rest untouched
                 val = sc.registry.get_sample_value
                 assert val("trimtab_triton_config_applies_total",
-                           {"model": "densenet_onnx", "result": "ok"}) == 1
+                           {"model": "scale", "result": "ok"}) == 1
                 assert val("trimtab_triton_config_applies_total",
                            {"model": "nobatch", "result": "unsupported"}) == 1
     run(scenario())
@@ -216,7 +221,7 @@ def test_triton_applies_are_rate_limited_and_coalesced():
         state: dict = {}
         now = [0.0]
         async with serve(triton_standin(state)) as up:
-            applier = TritonBatchApplier(up, ("densenet_onnx",), CollectorRegistry(),
+            applier = TritonBatchApplier(up, ("scale",), CollectorRegistry(),
                                          min_interval_s=1.0, clock=lambda: now[0])
             await applier.start()
             try:
@@ -242,7 +247,7 @@ def test_triton_errors_are_counted_not_raised():
             await applier.start()
             try:
                 assert await applier.apply_model("missing", ControlSettings()) == "error"
-                assert "400" in applier.last_error
+                assert "404" in applier.last_error       # as the real Triton answers
             finally:
                 await applier.close()
     run(scenario())

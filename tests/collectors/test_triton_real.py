@@ -6,7 +6,6 @@ backend models for the whole module; each test uses its own models, so counts st
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +19,8 @@ from trimtab.collectors.settings import ControlSettings
 from trimtab.collectors.sidecar import Sidecar
 from trimtab.collectors.triton_control import TritonBatchApplier
 from tests.collectors.support import make_config
-from tests.support.triton_real import Triton, infer_body, running_triton, write_repository
+from tests.support.triton_real import (Triton, infer_body, raw_sample, running_triton,
+                                       write_repository)
 
 pytestmark = pytest.mark.triton
 
@@ -53,13 +53,6 @@ async def infer_many(base: str, model: str, rows: list[list[float]]) -> list[int
                 await r.read()
                 return r.status
         return list(await asyncio.gather(*(one(row) for row in rows)))
-
-
-def raw_sample(text: str, name: str, model: str) -> float:
-    """The one sample of ``name`` for ``model`` in Triton's metrics text, read with a regex."""
-    found = re.findall(rf'^{name}{{model="{model}",version="1"}} (\S+)$', text, re.M)
-    assert len(found) == 1, (name, model)
-    return float(found[0])
 
 
 def test_the_adapter_maps_the_real_metrics_and_statistics(triton):

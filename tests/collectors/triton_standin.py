@@ -3,7 +3,8 @@
 Not Triton: it speaks the same paths and JSON shapes for model config (GET
 /v2/models/{m}/config), explicit-mode load with a config override (POST
 /v2/repository/models/{m}/load), statistics (GET /v2/models/stats), readiness and /metrics,
-serving the reconstructed fixtures. Like Triton, a load replaces the stored config with the
+serving the payloads recorded from a real Triton 2.51.0 (fixtures/triton-2.51.0-*, model
+``scale``; a model ``nobatch`` with ``max_batch_size: 0``). Like Triton, a load replaces the stored config with the
 posted one, and a config that is not valid JSON or sets max_batch_size on a model that cannot
 batch is refused with 400 and ``{"error": ...}``.
 """
@@ -16,23 +17,27 @@ from aiohttp import web
 
 from tests.collectors.support import load_fixture, load_json_fixture
 
+TRITON_METRICS = "triton-2.51.0-metrics.txt"
+TRITON_STATS = "triton-2.51.0-stats.json"
+TRITON_CONFIG = "triton-2.51.0-config-scale.json"
+
 
 def triton_standin(state: dict) -> web.Application:
     state.setdefault("configs", {
-        "densenet_onnx": load_json_fixture("triton_config_densenet.json"),
+        "scale": load_json_fixture(TRITON_CONFIG),
         "nobatch": {"name": "nobatch", "backend": "python", "max_batch_size": 0,
                     "input": [], "output": []},
     })
     state.setdefault("loads", [])
-    state.setdefault("metrics_text", load_fixture("triton_metrics.txt"))
-    state.setdefault("stats", load_json_fixture("triton_stats.json"))
+    state.setdefault("metrics_text", load_fixture(TRITON_METRICS))
+    state.setdefault("stats", load_json_fixture(TRITON_STATS))
     state.setdefault("metrics_status", 200)
 
     async def get_config(request: web.Request) -> web.Response:
         name = request.match_info["m"]
         if name not in state["configs"]:
             return web.json_response({"error": f"Request for unknown model: '{name}' is not "
-                                               "found"}, status=400)
+                                               "found"}, status=404)
         return web.json_response(state["configs"][name])
 
     async def load(request: web.Request) -> web.Response:

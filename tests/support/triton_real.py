@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import textwrap
 import urllib.error
@@ -137,6 +138,14 @@ def infer_body(rows: list[list[float]]) -> dict:
     flat = [float(x) for row in rows for x in row]
     return {"inputs": [{"name": "INPUT", "shape": [len(rows), ROW_WIDTH], "datatype": "FP32",
                         "data": flat}]}
+
+
+def raw_sample(text: str, name: str, model: str) -> float:
+    """The one sample of ``name`` for ``model`` (version 1) in Triton's metrics text."""
+    found = re.findall(rf'^{name}{{model="{model}",version="1"}} (\S+)$', text, re.M)
+    if len(found) != 1:
+        raise AssertionError(f"{len(found)} samples of {name} for {model} in the metrics text")
+    return float(found[0])
 
 
 def stub_env() -> dict[str, str]:
