@@ -1,4 +1,4 @@
-"""The five dashboards (fleet, model detail, GPU, controller, SLO): layout only; PromQL is in queries.py."""
+"""The six dashboards (fleet, model detail, GPU, controller, SLO, LLM): layout only; PromQL is in queries.py."""
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
@@ -190,10 +190,68 @@ def slo(cfg: MonitoringConfig) -> db.Dashboard:
     return board
 
 
+def llm(cfg: MonitoringConfig) -> db.Dashboard:
+    ttft, tpot = f"{cfg.slo_ttft_s:g} s", f"{cfg.slo_tpot_s:g} s"
+    e2e = [(Q.latency_quantile(cfg, qq), f"p{int(qq * 100)} {{{{model}}}}") for qq in (0.5, 0.99)]
+    board = (_board("trimtab-llm", "trimtab / LLM serving",
+                    f"LLM engines (vLLM, SGLang): {cfg.slo_ttft_target * 100:g} % of first"
+                    f" tokens within {ttft}, {cfg.slo_tpot_target * 100:g} % of requests"
+                    f" within {tpot} per output token; sequences, KV cache, preemptions,"
+                    " tokens.", _variables(cfg))
+             .with_row(row("Objectives")))
+    for slo, name, bound_s, target in (("ttft", "TTFT", cfg.slo_ttft_s, cfg.slo_ttft_target),
+                                       ("tpot", "TPOT", cfg.slo_tpot_s, cfg.slo_tpot_target)):
+        board = board.with_panel(stat_panel(
+            f"{name} attainment (time range)", "percentunit",
+            [(Q.llm_attainment_range(cfg, slo), "{{model}}")],
+            description=f"Share of requests within {bound_s:g} s; objective {target:g}.",
+            limits=((target, "green"),), reverse=True))
+    for slo, name, bound_s in (("ttft", "TTFT", cfg.slo_ttft_s), ("tpot", "TPOT", cfg.slo_tpot_s)):
+        board = board.with_panel(timeseries_panel(
+            f"{name} p99 vs bound", "s", [(Q.llm_p99(cfg, slo), "{{model}}")],
+            limits=((bound_s, "red"),), span=6, min_val=0))
+    board = board.with_panel(timeseries_panel(
+        "Attainment over 5m", "percentunit",
+        [(Q.llm_attainment(cfg, "ttft"), "{{model}} TTFT"),
+         (Q.llm_attainment(cfg, "tpot"), "{{model}} TPOT")],
+        limits=((min(cfg.slo_ttft_target, cfg.slo_tpot_target), "green"),), min_val=0))
+    fast = max(cfg.burn_windows, key=lambda w: w.factor)
+    board = board.with_panel(timeseries_panel(
+        f"Burn rate over {fast.long} (page at {fast.factor:g}x)", "x",
+        [(Q.llm_burn_rate(cfg, "ttft", fast.long), "{{model}} TTFT"),
+         (Q.llm_burn_rate(cfg, "tpot", fast.long), "{{model}} TPOT")],
+        limits=((fast.factor, "red"),), min_val=0))
+    return (board
+            .with_row(row("Engine"))
+            .with_panel(timeseries_panel(
+                "Sequences running and waiting", "short",
+                [(Q.engine_sequences(cfg, n.LLM_RUNNING), "{{model}} running"),
+                 (Q.engine_sequences(cfg, n.LLM_WAITING), "{{model}} waiting")], min_val=0))
+            .with_panel(timeseries_panel(
+                "KV-cache usage (fullest replica)", "percentunit",
+                [(Q.kv_cache_usage_max(cfg), "{{model}}")],
+                limits=((cfg.kv_cache_usage_ratio, "red"),), min_val=0))
+            .with_panel(timeseries_panel(
+                "Preemptions", "short", [(Q.preemptions_rate(cfg), "{{model}}")],
+                description="Sequences preempted per second (KV cache full: recomputed later).",
+                min_val=0))
+            .with_panel(timeseries_panel(
+                "Prompt and generation tokens", "short",
+                [(Q.token_rate(cfg, n.LLM_PROMPT_TOKENS), "{{model}} prompt"),
+                 (Q.token_rate(cfg, n.LLM_GENERATION_TOKENS), "{{model}} generation")],
+                description="Tokens per second.", min_val=0))
+            .with_panel(timeseries_panel(
+                "Prefix-cache hit ratio", "percentunit",
+                [(Q.prefix_cache_hit_ratio(cfg), "{{model}}")], min_val=0))
+            .with_panel(heatmap_panel("Time to first token", "s", Q.ttft_heatmap(cfg)))
+            .with_panel(timeseries_panel("End-to-end latency", "s", e2e, min_val=0)))
+
+
 ALL_BOARDS = {
     "fleet-overview": fleet_overview,
     "model-detail": model_detail,
     "gpu": gpu,
     "controller": controller,
     "slo": slo,
+    "llm": llm,
 }

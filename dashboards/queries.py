@@ -230,3 +230,52 @@ def fleet_p99(cfg: MonitoringConfig) -> str:
 
 def targets_up(cfg: MonitoringConfig) -> str:
     return f"sum by (job) (up{q.sel(cfg.sidecar_selector, NS)})"
+
+
+# --- LLM engines: TTFT/TPOT objectives, sequences, KV cache, tokens ------------------------
+def llm_attainment_range(cfg: MonitoringConfig, slo: str) -> str:
+    """Share of requests within the TTFT (or TPOT) bound over the dashboard's time range."""
+    return f"1 - ({q.llm_slo_error_ratio(scoped(cfg, NS, MODEL), slo, '$__range')})"
+
+
+def llm_attainment(cfg: MonitoringConfig, slo: str) -> str:
+    """Share within the bound over the recorded 5-minute window."""
+    return f"1 - {model_filter(q.llm_slo_error_ratio_name(slo, q.RATE_WINDOW))}"
+
+
+def llm_burn_rate(cfg: MonitoringConfig, slo: str, window: str) -> str:
+    budget = cfg.budget_of(q.llm_slo_target(cfg, slo))
+    return f"{model_filter(q.llm_slo_error_ratio_name(slo, window))} / {budget:g}"
+
+
+def llm_p99(cfg: MonitoringConfig, slo: str) -> str:
+    return model_filter(q.llm_p99_name(slo))
+
+
+def ttft_heatmap(cfg: MonitoringConfig) -> str:
+    return q.sum_rate(q.series(n.LLM_TTFT, "_bucket"), (sidecar_matchers(cfg, MODEL),), RATE,
+                      ("le",))
+
+
+def engine_sequences(cfg: MonitoringConfig, metric: str) -> str:
+    return f"sum by (model) ({metric}{sidecar(cfg, MODEL)})"
+
+
+def kv_cache_usage_max(cfg: MonitoringConfig) -> str:
+    return model_filter(q.KV_CACHE_USAGE_MAX)
+
+
+def preemptions_rate(cfg: MonitoringConfig) -> str:
+    return model_filter(q.PREEMPTIONS_RATE)
+
+
+def token_rate(cfg: MonitoringConfig, metric: str) -> str:
+    return q.sum_rate(q.series(metric), (sidecar_matchers(cfg, MODEL),), RATE, ("model",))
+
+
+def prefix_cache_hit_ratio(cfg: MonitoringConfig) -> str:
+    """Hits / queries where the engine counts both (vLLM), else the ratio it reports (SGLang)."""
+    hits, queries = (token_rate(cfg, m) for m in (n.LLM_PREFIX_CACHE_HITS,
+                                                  n.LLM_PREFIX_CACHE_QUERIES))
+    reported = f"avg by (model) ({n.LLM_PREFIX_CACHE_HIT_RATIO}{sidecar(cfg, MODEL)})"
+    return f"({hits} / {queries}) or {reported}"
