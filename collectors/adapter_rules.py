@@ -44,10 +44,12 @@ VLLM_RULES: list[Rule] = [
     # vLLM before 0.10 called it gpu_cache_usage_perc; never count both.
     Rule(source="vllm:gpu_cache_usage_perc", target=names.KV_CACHE_USAGE,
          model_label="model_name", unless_present="vllm:kv_cache_usage_perc"),
-    # finished_reason stop/length are answers; abort is a request the engine gave up on.
+    # finished_reason stop/length (and 0.32's repetition) are answers; abort is a request the
+    # engine gave up on, error (0.32) one it failed.
     *[Rule(source="vllm:request_success", target=names.REQUESTS, model_label="model_name",
            labels={"outcome": outcome}, match={"finished_reason": reason})
-      for reason, outcome in (("stop", "ok"), ("length", "ok"), ("abort", "error"))],
+      for reason, outcome in (("stop", "ok"), ("length", "ok"), ("repetition", "ok"),
+                              ("abort", "error"), ("error", "error"))],
     Rule(source="vllm:e2e_request_latency_seconds", target=names.REQUEST_DURATION,
          model_label="model_name"),
     Rule(source="vllm:request_queue_time_seconds", target=names.QUEUE_DURATION,

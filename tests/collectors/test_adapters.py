@@ -3,6 +3,7 @@ capture_fixtures.py), the generic mapping, and malformed scrapes."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import pytest
@@ -161,6 +162,22 @@ def test_vllm_aborted_requests_are_errors_not_successes():
     adapter.ingest(text.replace(line + "0.0\n", line + "5.0\n"))
     assert v(reg, "trimtab_requests_total", model=TINY, outcome="ok") == 4
     assert v(reg, "trimtab_requests_total", model=TINY, outcome="error") == 5
+
+
+def test_vllm_every_finish_reason_of_0_32_is_counted():
+    """Reconstructed counts on the recorded page, whose finish reasons are vLLM 0.32's own."""
+    text = load_fixture(VLLM_METRICS)
+    reasons = re.findall(r'^vllm:request_success_total\{engine="0",finished_reason="(\w+)"', text,
+                         re.M)
+    assert sorted(reasons) == ["abort", "error", "length", "repetition", "stop"]
+    for reason, n in (("stop", 2), ("repetition", 1), ("error", 3)):
+        line = (f'vllm:request_success_total{{engine="0",finished_reason="{reason}",'
+                f'model_name="{TINY}"}} ')
+        text = text.replace(line + "0.0\n", f"{line}{n}.0\n")
+    adapter, reg, _ = build(VLLM_RULES, (TINY,))
+    adapter.ingest(text)
+    assert v(reg, "trimtab_requests_total", model=TINY, outcome="ok") == 4 + 2 + 1
+    assert v(reg, "trimtab_requests_total", model=TINY, outcome="error") == 3
 
 
 def test_vllm_new_kv_cache_name_wins_over_the_old_one():
