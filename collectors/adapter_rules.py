@@ -39,11 +39,12 @@ TRITON_RULES: list[Rule] = [
 VLLM_RULES: list[Rule] = [
     Rule(source="vllm:num_requests_waiting", target=names.QUEUE_DEPTH, model_label="model_name"),
     Rule(source="vllm:num_requests_running", target=names.IN_FLIGHT, model_label="model_name"),
+    # A ratio: of several engines (label ``engine``, data parallel) the fullest counts.
     Rule(source="vllm:kv_cache_usage_perc", target=names.KV_CACHE_USAGE,
-         model_label="model_name"),
+         model_label="model_name", combine="max"),
     # vLLM before 0.10 called it gpu_cache_usage_perc; never count both.
     Rule(source="vllm:gpu_cache_usage_perc", target=names.KV_CACHE_USAGE,
-         model_label="model_name", unless_present="vllm:kv_cache_usage_perc"),
+         model_label="model_name", unless_present="vllm:kv_cache_usage_perc", combine="max"),
     # finished_reason stop/length (and 0.32's repetition) are answers; abort is a request the
     # engine gave up on, error (0.32) one it failed.
     *[Rule(source="vllm:request_success", target=names.REQUESTS, model_label="model_name",
@@ -97,9 +98,11 @@ _SGLANG_MAP: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("time_per_output_token_seconds", names.LLM_TPOT, {}),
     ("inter_token_latency_seconds", names.LLM_ITL, {}),
 )
+_RATIOS = frozenset({names.KV_CACHE_USAGE, names.LLM_PREFIX_CACHE_HIT_RATIO})
 SGLANG_RULES: list[Rule] = [
     Rule(source=f"{prefix}{source}", target=target, labels=labels, model_label="model_name",
-         unless_present=None if prefix == "sglang:" else f"sglang:{source}")
+         unless_present=None if prefix == "sglang:" else f"sglang:{source}",
+         combine="max" if target in _RATIOS else "sum")
     for prefix in ("sglang:", "sglang_") for source, target, labels in _SGLANG_MAP]
 
 

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 import yaml
@@ -42,6 +43,9 @@ class Rule(BaseModel):
     model_label: str = "model"        # source label holding the model name
     unless_present: str | None = None  # skip this rule when that source family exists
     match: dict[str, str] = {}        # only source samples with these label values
+    # How samples landing on one target series combine (several engines of a data-parallel
+    # vLLM, unlisted models summed into ``other``): counts add up, a ratio takes the max.
+    combine: Literal["sum", "max"] = "sum"
 
     @field_validator("target")
     @classmethod
@@ -152,7 +156,11 @@ def convert(families: Iterable[Metric], rules: Iterable[Rule], models: tuple[str
             if math.isnan(s.value):
                 raise ValueError(f"{s.name}{s.labels} is NaN")
             k = key(s.labels)
-            out_s[k] = out_s.get(k, 0.0) + s.value * rule.scale
+            v = s.value * rule.scale
+            if k not in out_s:
+                out_s[k] = v
+            else:
+                out_s[k] = max(out_s[k], v) if rule.combine == "max" else out_s[k] + v
     result: list[Metric] = []
     for target, series in scalars.items():
         mdef = names.BY_NAME[rename.get(target, target)]

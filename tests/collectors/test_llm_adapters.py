@@ -154,3 +154,15 @@ def test_the_sglang_bounds_are_those_of_the_documented_page():
     text = load_fixture(SGLANG_FIXTURE)
     assert _bounds(text, "sglang:time_to_first_token_seconds") == names.SGLANG_TTFT_BUCKETS_S
     assert _bounds(text, "sglang:time_per_output_token_seconds") == names.SGLANG_TPOT_BUCKETS_S
+
+
+def test_data_parallel_engines_add_their_sequences_and_keep_the_fullest_kv_cache():
+    page = load_fixture(REAL_VLLM)
+    for name, first, second in (("num_requests_running", 2.0, 3.0),
+                                ("kv_cache_usage_perc", 0.5, 0.75)):
+        page = page.replace(f'vllm:{name}{{engine="0",model_name="tiny"}} 0.0',
+                            f'vllm:{name}{{engine="0",model_name="tiny"}} {first}\n'
+                            f'vllm:{name}{{engine="1",model_name="tiny"}} {second}')
+    reg = adapt(VLLM_RULES, (TINY,), page)
+    assert value(reg, "trimtab_llm_running_requests", model=TINY) == 5       # 2 + 3
+    assert value(reg, "trimtab_kv_cache_usage_ratio", model=TINY) == 0.75    # not 1.25
