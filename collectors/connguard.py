@@ -96,6 +96,11 @@ class GuardedHandler(web.RequestHandler):
             resp.force_close()
         return await super().finish_response(request, resp, start_time)
 
+    def close_if_idle(self) -> None:
+        """Close the connection now unless a request is being read or answered on it."""
+        if self._idle() and self.transport is not None:
+            self.transport.close()
+
     def _idle(self) -> bool:
         return self._current_request is None and not self._messages
 
