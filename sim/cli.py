@@ -22,6 +22,7 @@ def default_policies(sc: Any, trace: Any, given: Sequence[str] = ()) -> list[str
     name among trimtab/hpa/keda/kpa/ray, the LLM-only baselines on an LLM scenario
     (``registry.LLM_ONLY``), plus ``static`` sized for the peak minute of the trace at 70 %
     of a replica's full-batch throughput."""
+    import trimtab.sim.llm.dynamo_profile  # noqa: F401  (registers "dynamo")
     from trimtab.controllers.core import registry
 
     if given and "all" not in given:
@@ -29,7 +30,7 @@ def default_policies(sc: Any, trace: Any, given: Sequence[str] = ()) -> list[str
     registry.load_builtin_policies()
     llm = sc.service.model == "llm"
     names = [p for p in DEFAULT_POLICIES if p in registry.POLICIES]
-    names += sorted(p for p in registry.LLM_ONLY if llm and p in registry.POLICIES)
+    names += sorted(p for p in registry.LLM_ONLY if llm)
     defaults = names + [f"static:replicas={static_replicas(sc, trace)}"]
     out: list[str] = []
     for spec in given or ["all"]:

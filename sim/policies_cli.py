@@ -6,16 +6,18 @@ import typer
 
 def policy_rows() -> list[tuple[str, str]]:
     """(name, where it applies) for every registered policy, live and replay-only, sorted."""
+    import trimtab.sim.llm.dynamo_profile  # noqa: F401  (registers "dynamo")
     import trimtab.sim.replay  # noqa: F401  (registers the replay-only policies)
     from trimtab.controllers.core import registry
 
     registry.load_builtin_policies()
     rows = []
     for name in registry.known_policies():
-        if name in registry.REPLAY_POLICIES and name not in registry.POLICIES:
+        if name in registry.LLM_ONLY:
+            kind = ("llm fleets, replay only" if name not in registry.POLICIES
+                    else "llm fleets")
+        elif name in registry.REPLAY_POLICIES and name not in registry.POLICIES:
             kind = "replay only"
-        elif name in registry.LLM_ONLY:
-            kind = "llm fleets"
         else:
             kind = "any fleet"
         rows.append((name, kind))

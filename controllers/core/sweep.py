@@ -16,6 +16,9 @@ _KEDA_VLLM_THRESHOLDS = (0.5, 1, 2, 4, 8, 16, 32)
 _AIBRIX_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 # wva: the KV-cache usage at which a pod counts as saturated (kvCacheThreshold, default 0.8).
 _WVA_KV_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# dynamo: the ITL target the planner sizes an engine for, ms (the scenario's TPOT bound by
+# default); a tighter one leaves headroom the planner's means do not.
+_DYNAMO_ITL_MS = (25, 50, 75, 100, 125, 150, 200)
 
 SWEEPS: dict[str, list[str]] = {
     "hpa": [f"hpa:target={t}" for t in _HPA_TARGETS],
@@ -26,4 +29,5 @@ SWEEPS: dict[str, list[str]] = {
     "aibrix-kpa": [f"aibrix-kpa:target={t}" for t in _AIBRIX_TARGETS],
     "aibrix-apa": [f"aibrix-apa:target={t}" for t in _AIBRIX_TARGETS],
     "wva": [f"wva:kv_cache_threshold={t}" for t in _WVA_KV_THRESHOLDS],
+    "dynamo": [f"dynamo:itl_ms={t}" for t in _DYNAMO_ITL_MS],
 }

@@ -14,5 +14,6 @@ def test_lists_every_policy_name_with_its_kind():
     assert set(rows) == set(registry.known_policies())
     assert rows["keda-vllm"] == "llm fleets" and rows["hpa"] == "any fleet"
     assert rows["oracle"] == "replay only"
+    assert rows["dynamo"] == "llm fleets, replay only"
     for name in ("aibrix-kpa", "aibrix-apa", "wva", "trimtab", "keda", "kpa", "ray", "static"):
         assert name in rows
