@@ -154,6 +154,8 @@ def llm_slo_error_ratio(cfg: MonitoringConfig, slo: str, window: str,
 
     Slow = all observed minus those in the bucket at the bound (an engine bound, which the
     config checks). E.g. 60 first tokens a minute, 45 within 1 s: (1.0 - 0.75) / 1.0 = 0.25.
+    The engine times TTFT from when it got the request: a wait at the sidecar's door before
+    it is not in it (the end-to-end SLO, from the proxy's histogram, covers that wait).
     """
     metric = LLM_SLOS[slo]
     count = sum_rate(series(metric, "_count"), (cfg.sidecar_selector,), window, labels)

@@ -67,3 +67,13 @@ def test_every_llm_window_is_recorded_for_both_objectives():
     for slo in q.LLM_SLOS:
         assert {q.llm_slo_error_ratio_name(slo, w) for w in q.slo_windows(cfg)} <= records
         assert q.llm_p99_name(slo) in records
+
+
+def test_a_target_that_cannot_be_scraped_silences_its_ttft_and_tpot_burns():
+    from trimtab.alerts.alertmanager import alertmanager_config
+    inhibit = next(r for r in alertmanager_config(load_config({}))["inhibit_rules"]
+                   if r["source_matchers"] == ['alertname="TrimtabTargetDown"'])
+    pattern = re.fullmatch(r'alertname=~"(.+)"', inhibit["target_matchers"][0]).group(1)
+    for alert in ("TrimtabTTFTBudgetBurn", "TrimtabTPOTBudgetBurn"):
+        assert re.fullmatch(pattern, alert)
+    assert not re.fullmatch(pattern, "TrimtabKVCachePressure")
