@@ -14,10 +14,18 @@ from tests.controllers.builders import bounds, step_scenario
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))
 def test_every_sweep_spec_builds(name):
+    import trimtab.sim.llm.dynamo_profile  # noqa: F401  (registers the replay policy dynamo)
+    from trimtab.controllers.core.registry import REPLAY_POLICIES
+    from trimtab.sim.data import scenario_path
+    from trimtab.sim.scenario import load_scenario
+
     specs = SWEEPS[name]
     assert len(specs) >= 5
+    # A replay-only baseline (dynamo) is built from an LLM scenario's replay context.
+    context = (replay_context(load_scenario(scenario_path("llm-peer")), None)
+               if name in REPLAY_POLICIES else None)
     for spec in specs:
-        assert make_policy(spec, bounds(), 15.0).name == name
+        assert make_policy(spec, bounds(), 15.0, context=context).name == name
 
 
 def test_schedule_provisions_a_cold_start_ahead():
