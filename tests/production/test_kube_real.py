@@ -101,13 +101,13 @@ def test_actuator_scales_through_the_scale_subresource_and_the_deployment_reconc
     assert event.message == "Scaled deployment llama from 2 to 5 replicas: scale_up"
     assert (event.type, event.reporting_component, event.reporting_instance) == (
         "Normal", "trimtab-controller", "pod-a")
-    # Read raw: the Event has no eventTime (a core/v1 Event need not), which the client's
-    # EventsV1Event model refuses to deserialise although the server serves it.
-    raw = client.EventsV1Api(kube_admin).list_namespaced_event(
-        ns, field_selector="reason=TrimtabScaled", _preload_content=False)
-    (v1_event,) = json.loads(raw.data)["items"]
-    assert (v1_event["regarding"]["name"], v1_event["note"]) == ("llama", event.message)
-    assert v1_event["reportingController"] == "trimtab-controller"
+    # Read through the typed events.k8s.io/v1 client: the Event carries eventTime (without it
+    # the client's EventsV1Event model refuses to deserialise what the server serves).
+    (v1_event,) = client.EventsV1Api(kube_admin).list_namespaced_event(
+        ns, field_selector="reason=TrimtabScaled").items
+    assert (v1_event.regarding.name, v1_event.note) == ("llama", event.message)
+    assert v1_event.reporting_controller == "trimtab-controller"
+    assert v1_event.event_time is not None and v1_event.action == "Scale"
     # Idempotent: the same decision again writes nothing.
     assert act.apply(llama, Decision(5, "steady"), "steady").changes == {}
     assert len(scaled_events(kube_admin, ns)) == 1

@@ -145,7 +145,7 @@ class KubernetesActuator(Actuator):
             message=f"Scaled {w.kind.lower()} {w.name} from {old} to {new} replicas: {reason}",
             source=client.V1EventSource(component=self.component),
             reporting_component=self.component, reporting_instance=self.instance,
-            first_timestamp=when, last_timestamp=when, action="Scale")
+            first_timestamp=when, last_timestamp=when, event_time=when, action="Scale")
         try:
             self.core.create_namespaced_event(w.namespace, event, _request_timeout=self.timeout_s)
         except Exception as exc:   # the change landed; a lost event is logged, never fatal
