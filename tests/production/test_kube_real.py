@@ -5,7 +5,6 @@ against the real API server, its RBAC authorizer and its controllers. `make kube
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
