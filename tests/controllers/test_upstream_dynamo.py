@@ -111,7 +111,7 @@ def test_defaults():
 
 def _llm_snap(t, rate, isl, osl, ready=2):
     return snap(t_s=t, window_s=180, ready=ready, arrival_rate_rps=rate,
-                prompt_tokens_rps=rate * isl, generation_tokens_rps=rate * osl,
+                completion_rate_rps=rate, prompt_tokens_rps=rate * isl, generation_tokens_rps=rate * osl,
                 kv_cache_usage_ratio=0.5, engine_waiting=0.0)
 
 

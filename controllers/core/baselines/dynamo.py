@@ -230,13 +230,16 @@ def predict_next(series: Series, predictor: str) -> tuple[float, Series]:
 
 
 def observe(snapshot: Snapshot, state: DynamoState, config: DynamoConfig) -> DynamoState:
-    """The interval's request count and mean ISL and OSL (token rates per arriving request)."""
+    """The interval's request count (arrivals) and mean ISL and OSL: token rates per
+    completed request, as the frontend's per-request histograms average them over the
+    requests served (the arrival rate would understate both while the fleet is saturated)."""
     rate = float(snapshot.arrival_rate_rps or 0.0)
     state = replace(state, num_req=state.num_req.add(rate * config.interval_s))
-    if rate > 0 and snapshot.prompt_tokens_rps is not None \
+    done = snapshot.completion_rate_rps
+    if done and done > 0 and snapshot.prompt_tokens_rps is not None \
             and snapshot.generation_tokens_rps is not None:
-        state = replace(state, isl=state.isl.add(snapshot.prompt_tokens_rps / rate),
-                        osl=state.osl.add(snapshot.generation_tokens_rps / rate))
+        state = replace(state, isl=state.isl.add(snapshot.prompt_tokens_rps / done),
+                        osl=state.osl.add(snapshot.generation_tokens_rps / done))
     return state
 
 
