@@ -22,7 +22,7 @@ def default_policies(sc: Any, trace: Any, given: Sequence[str] = ()) -> list[str
     name among trimtab/hpa/keda/kpa/ray, the LLM-only baselines on an LLM scenario
     (``registry.LLM_ONLY``), plus ``static`` sized for the peak minute of the trace at 70 %
     of a replica's full-batch throughput."""
-    import trimtab.sim.llm.dynamo_profile  # noqa: F401  (registers "dynamo")
+    import trimtab.sim.replay  # noqa: F401  (registers the replay-only policies, "dynamo" too)
     from trimtab.controllers.core import registry
 
     if given and "all" not in given:

@@ -17,6 +17,8 @@ from trimtab.controllers.shell.loop import DEFAULT_WARMUP_S, ControlLoop, Target
 from trimtab.controllers.shell.metrics import ControllerMetrics
 from trimtab.controllers.shell.sources.base import TargetSelector
 from trimtab.sim import causal, oracle  # noqa: F401  (they register "causal" and "oracle")
+from trimtab.sim.llm import dynamo_profile  # noqa: F401  (registers "dynamo": a Ray worker
+                                            # that imports only the replay knows it too)
 from trimtab.sim.actuator import SimActuator, SimActuatorConfig
 from trimtab.sim.clock import SimClock, wall_perf_s
 from trimtab.sim.engine import Engine
