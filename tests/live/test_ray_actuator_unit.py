@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -23,34 +24,34 @@ from trimtab.up.recording import RecordingActuator
 
 W = WorkloadRef("RayServeDeployment", "demo", "mlp")
 
-# Shape of ServeControllerClient.get_serve_details() from Ray 2.60 (trimmed recording).
-DETAILS = {
-    "proxy_location": "EveryNode",
-    "http_options": {"host": "127.0.0.1", "port": 8000},
-    "grpc_options": {},
-    "target_capacity": None,
-    "applications": {
-        "demo": {
-            "deployed_app_config": {
-                "name": "demo", "route_prefix": "/", "import_path": "trimtab.up.model:app",
-                "deployments": [{"name": "mlp", "num_replicas": 2,
-                                 "user_config": {"trimtab": {"max_batch_size": 4},
-                                                 "threshold": 0.3}}]},
-            "deployments": {"mlp": {
-                "status": "HEALTHY", "target_num_replicas": 2,
-                "deployment_config": {"num_replicas": 2, "max_ongoing_requests": 16,
-                                      "user_config": {"trimtab": {"max_batch_size": 4},
-                                                      "threshold": 0.3}},
-                "replicas": [{"replica_id": "a", "actor_id": "A1", "state": "RUNNING"},
-                             {"replica_id": "b", "actor_id": "B1", "state": "STARTING"}]}},
-        },
-        "other": {
-            "deployed_app_config": {"name": "other", "route_prefix": "/other",
-                                    "import_path": "x.y:app"},
-            "deployments": {"d": {"deployment_config": {"num_replicas": 1}}},
-        },
-    },
-}
+# What ServeControllerClient.get_serve_details() answered on a real Ray 2.60.0 Serve (recorded
+# whole by tests/live/capture_ray_fixture.py): app "demo" (deployment "mlp", 2 RUNNING replicas,
+# max_ongoing_requests 16, user_config {"threshold": 0.3, "trimtab": {"max_batch_size": 4,
+# "batch_wait_timeout_s": 0.005}}) and app "other" (route /other, 1 replica), both from a config.
+RECORDED = Path(__file__).parent / "fixtures" / "ray-serve-2.60.0-details.json"
+
+
+def recorded_details() -> dict:
+    """A fresh copy of the recorded payload (tests mutate their own copy, by name)."""
+    return json.loads(RECORDED.read_text())
+
+
+DETAILS = recorded_details()
+
+
+def demo_mlp(details: dict) -> dict:
+    """The demo app's ``mlp`` deployment in a details payload."""
+    return details["applications"]["demo"]["deployments"]["mlp"]
+
+
+def with_second_replica_starting(details: dict) -> dict:
+    """Mutation of the recording: the demo's second replica is still STARTING (a scale-up)."""
+    demo_mlp(details)["replicas"][1]["state"] = "STARTING"
+    return details
+
+
+FIRST, SECOND = demo_mlp(DETAILS)["replicas"]
+ONE_STARTING = with_second_replica_starting(recorded_details())
 
 
 class FakeClient:
@@ -84,11 +85,14 @@ def test_apply_redeploys_every_app_changing_only_the_target_deployment():
     (cfg,) = client.deployed
     apps = {a["name"]: a for a in cfg["applications"]}
     assert set(apps) == {"demo", "other"}          # the other app is re-applied, not deleted
-    assert apps["other"]["import_path"] == "x.y:app"
+    assert apps["other"] == DETAILS["applications"]["other"]["deployed_app_config"]
     (dep,) = apps["demo"]["deployments"]
     assert dep["num_replicas"] == 3 and dep["max_ongoing_requests"] == 12
-    # The deployment's own user_config keys survive beside trimtab's section.
-    assert dep["user_config"] == {"trimtab": {"max_batch_size": 8}, "threshold": 0.3}
+    # The deployment's own user_config key and the batch wait in force survive.
+    assert dep["user_config"] == {"trimtab": {"max_batch_size": 8, "batch_wait_timeout_s": 0.005},
+                                  "threshold": 0.3}
+    assert dep["ray_actor_options"]["num_cpus"] == 0.25
+    assert cfg["http_options"] == DETAILS["http_options"]
 
 
 def test_nothing_to_change_deploys_nothing():
@@ -105,14 +109,14 @@ def test_invalid_decision_applies_nothing():
 
 
 @pytest.mark.parametrize("mutate, code", [
-    (lambda d: d["applications"]["demo"]["deployments"]["mlp"]["deployment_config"].update(
+    (lambda d: demo_mlp(d)["deployment_config"].update(
         autoscaling_config={"min_replicas": 1}), "conflict"),
     (lambda d: d["applications"]["other"].update(deployed_app_config=None), "conflict"),
     (lambda d: d["applications"].pop("demo"), "not_found"),
 ], ids=["ray-autoscaling-on", "app-deployed-with-serve-run", "app-gone"])
 def test_config_problems_are_bounded_non_retryable_errors(mutate, code):
-    details = copy.deepcopy(DETAILS)
-    mutate(details)
+    details = recorded_details()
+    mutate(details)                            # the named mutation of the recording
     client = FakeClient(details)
     with pytest.raises(ActuationError) as info:
         make(client).apply(W, Decision(replicas=3, reason="scale_up"), "scale_up")
@@ -141,9 +145,11 @@ def test_ray_failures_map_to_bounded_codes(exc, code, retryable):
 
 
 def test_current_and_running_replicas_read_rays_view():
-    act = make(FakeClient())
-    assert act.current_replicas(W) == 2
-    assert act.running_replicas(W) == {"a": "A1"}
+    assert make(FakeClient()).running_replicas(W) == {
+        FIRST["replica_id"]: FIRST["actor_id"], SECOND["replica_id"]: SECOND["actor_id"]}
+    act = make(FakeClient(ONE_STARTING))
+    assert act.current_replicas(W) == 2                  # Ray's target, not the serving count
+    assert act.running_replicas(W) == {FIRST["replica_id"]: FIRST["actor_id"]}
     assert act.current_replicas(WorkloadRef("RayServeDeployment", "nope", "mlp")) is None
 
 
@@ -181,15 +187,16 @@ def test_overrides_hold_the_decision_and_a_replica_can_always_fill_a_batch(
 
 
 def test_replica_states_are_read_once_for_actuator_and_source():
-    dep = DETAILS["applications"]["demo"]["deployments"]["mlp"]
-    assert replica_counts(dep) == (1, 1)                 # a RUNNING, b STARTING
-    assert serving_replicas(dep) == {"a": "A1"}
+    assert replica_counts(demo_mlp(DETAILS)) == (2, 0)   # as recorded: both RUNNING
+    dep = demo_mlp(ONE_STARTING)
+    assert replica_counts(dep) == (1, 1)                 # first RUNNING, second STARTING
+    assert serving_replicas(dep) == {FIRST["replica_id"]: FIRST["actor_id"]}
     updating = {"replicas": [{"replica_id": "c", "actor_id": "C1", "state": "UPDATING"},
                              {"replica_id": "d", "actor_id": "D1", "state": "RECOVERING"}]}
     assert replica_counts(updating) == (1, 1)            # reconfiguring still serves
     assert steered_settings(dep["deployment_config"]) == {
         "replicas": 2, "concurrency_limit": 16, "max_batch_size": 4,
-        "batch_wait_timeout_s": None}
+        "batch_wait_timeout_s": 0.005}
 
 
 # --- the Ray Serve source ---------------------------------------------------------------------
@@ -209,11 +216,11 @@ SELECTOR = TargetSelector("demo/mlp", {"model": "mlp"})
 
 
 def test_ray_source_takes_replicas_and_knobs_from_ray():
-    source = RayReplicaSource(StubSource(), make(FakeClient()), {"demo/mlp": W})
+    source = RayReplicaSource(StubSource(), make(FakeClient(ONE_STARTING)), {"demo/mlp": W})
     snap = source.read([SELECTOR], 30.0, 15.0)["demo/mlp"]
     assert (snap.ready_replicas, snap.starting_replicas) == (1, 1)
     assert (snap.concurrency_limit, snap.max_batch_size) == (16, 4)
-    assert snap.batch_timeout_ms is None and snap.arrival_rate_rps == 5.0
+    assert snap.batch_timeout_ms == pytest.approx(5.0) and snap.arrival_rate_rps == 5.0
     assert FIELD_REPLICAS not in snap.missing
     assert source.last == {"demo/mlp": snap} and source.last_errors == ("queue_depth",)
 
