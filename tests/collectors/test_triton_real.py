@@ -18,6 +18,7 @@ from trimtab.collectors.health import CollectorHealth
 from trimtab.collectors.settings import ControlSettings
 from trimtab.collectors.sidecar import Sidecar
 from trimtab.collectors.triton_control import TritonBatchApplier
+from trimtab.controllers.shell.actuators.sidecar import SidecarControlClient
 from tests.collectors.support import make_config
 from tests.support.triton_real import (Triton, infer_body, raw_sample, running_triton,
                                        write_repository)
@@ -156,8 +157,8 @@ async def executions_since(triton: Triton, model: str, before: dict[int, int],
 
 
 def test_live_loop_concurrency_limit_and_max_batch_size_change_the_real_server(triton):
-    """The sidecar's proxy in front of Triton; the settings changed through the control API
-    as the controller does; the server's own statistics show what each setting did."""
+    """The sidecar's proxy in front of Triton; the settings changed by the controller's own
+    control client; the server's own statistics show what each setting did."""
     rows = [[float(i), 0, 0, 0] for i in range(12)]
 
     async def scenario():
@@ -175,12 +176,16 @@ def test_live_loop_concurrency_limit_and_max_batch_size_change_the_real_server(t
             before = executions_by_size(triton, "loop")
             assert await infer_many(proxy, "loop", rows) == [200] * 12
             serial = await executions_since(triton, "loop", before, 12)
-            # 2. the controller lets 12 in at once and caps batches at 4 (a model reload)
-            async with aiohttp.ClientSession() as s:
-                async with s.put(control, headers=AUTH, json={
-                        "concurrency_limit": 12, "max_batch_size": 4,
-                        "batch_timeout_ms": 50}) as r:
-                    assert r.status == 200, await r.text()
+            # 2. the controller lets 12 in at once and caps batches at 4 (a model reload),
+            # through its own control client (what SidecarActuator and GateActuator call; it
+            # is synchronous, so it runs in a thread while this loop serves the sidecar)
+            knobs = SidecarControlClient(control.removesuffix("/control/v1/settings"),
+                                         AUTH["Authorization"].removeprefix("Bearer "))
+            await asyncio.to_thread(knobs.update, {"concurrency_limit": 12,
+                                                   "max_batch_size": 4,
+                                                   "batch_timeout_ms": 50})
+            held = await asyncio.to_thread(knobs.settings)
+            assert (held["concurrency_limit"], held["max_batch_size"]) == (12, 4), held
             await sc.triton.wait_idle()
             config = triton.get_json("/v2/models/loop/config")
             before = executions_by_size(triton, "loop")
