@@ -277,6 +277,8 @@ class Scenario(_Strict):
             cold_start_s=self.replicas.cold_start_s,
             slo_latency_s=self.policy_latency_s(trace),
             slo_target=self.slo.target, initial_replicas=self.replicas.initial,
+            slo_ttft_s=self.slo.ttft_s if llm else None,
+            slo_tpot_s=self.slo.tpot_s if llm else None,
             concurrency_limit=self.replicas.concurrency_limit,
             max_batch_size=(self.service.scheduler.max_num_seqs  # type: ignore[union-attr]
                             if llm else self.service.max_batch),

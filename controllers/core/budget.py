@@ -101,9 +101,13 @@ def window_counts(snapshot: Snapshot, slo_s: float) -> tuple[float, float] | Non
 
 
 def update(state: BudgetState, snapshot: Snapshot, slo_s: float, target: float,
-           cfg: BudgetConfig = DEFAULT) -> BudgetState:
-    """Fold the window in; adjust the headroom on this window's and the run's miss rate."""
-    counts = window_counts(snapshot, slo_s)
+           cfg: BudgetConfig = DEFAULT, counts: tuple[float, float] | None = None
+           ) -> BudgetState:
+    """Fold the window in; adjust the headroom on this window's and the run's miss rate.
+    ``counts`` (requests, misses) replaces the end-to-end count (an LLM fleet's TTFT and TPOT
+    misses)."""
+    if counts is None:
+        counts = window_counts(snapshot, slo_s)
     if counts is None or counts[0] < 20:
         return state
     total, misses = counts

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from trimtab.controllers.core import budget as budget_
-from trimtab.controllers.core import capacity, forecast, knobs, peaks, recurrence
+from trimtab.controllers.core import capacity, forecast, knobs, llm_capacity, peaks, recurrence
 from trimtab.controllers.core.binding import BoundPolicy, PolicyConfig, build_config
 from trimtab.controllers.core.defaults import INTERVAL_S
 from trimtab.controllers.core.guards import (
@@ -42,6 +42,7 @@ _FC = forecast.ForecastConfig()     # the defaults of the forecaster's, the peak
 _PK = peaks.PeakConfig()            # and the budget's tuning: each is written there once
 _BG = budget_.BudgetConfig()
 _RC = recurrence.RecurrenceConfig()
+_LC = llm_capacity.LlmCapacityConfig()
 
 
 class TrimtabConfig(PolicyConfig):
@@ -111,6 +112,22 @@ class TrimtabConfig(PolicyConfig):
     hold_factor: float = Field(_RC.hold_factor, ge=1)
     max_hold_s: float = Field(_RC.max_hold_s, ge=0)
     memory: int = Field(_RC.memory, ge=1)
+    # An LLM fleet's capacity model (llm_capacity.LlmCapacityConfig).
+    llm_decay: float = Field(_LC.llm_decay, gt=0, le=1)
+    llm_min_windows: int = Field(_LC.llm_min_windows, ge=1)
+    tpot_share: float = Field(_LC.tpot_share, gt=0, le=1)
+    llm_max_utilisation: float = Field(_LC.llm_max_utilisation, gt=0, lt=1)
+    seqs_fill: float = Field(_LC.seqs_fill, gt=0, le=1)
+    kv_limit: float = Field(_LC.kv_limit, gt=0, le=1)
+    ttft_share: float = Field(_LC.ttft_share, gt=0, le=1)
+    ttft_windows: int = Field(_LC.ttft_windows, ge=2)
+    llm_plan_upper: bool = False      # plan an LLM fleet on the upper forecast (off: on its
+                                      # mean; the first-token tail is fitted per window at the
+                                      # window's own rate, which holds its bursts already)
+    llm_headroom: bool = False        # the miss budget's headroom scales an LLM fleet's load
+                                      # too (off: the first-token tail is learned from the
+                                      # misses themselves; the planning quantile still moves)
+    ttft_min_requests: float = Field(_LC.ttft_min_requests, ge=0)
 
     @field_validator("band_edges")
     @classmethod
@@ -134,6 +151,9 @@ class TrimtabConfig(PolicyConfig):
     def recurrence_config(self) -> recurrence.RecurrenceConfig:
         return _bind(recurrence.RecurrenceConfig, self)
 
+    def llm_config(self) -> llm_capacity.LlmCapacityConfig:
+        return _bind(llm_capacity.LlmCapacityConfig, self)
+
 
 def _bind(cls: type, config: TrimtabConfig, **given: Any) -> Any:
     """A core module's config (a dataclass) from the fields of ``config`` of the same names."""
@@ -153,23 +173,22 @@ class TrimtabState:
     max_batch: int | None = None           # pod knobs last decided (held by knobs.settle)
     concurrency_limit: int | None = None
     recurrence: recurrence.RecurrenceState = recurrence.RecurrenceState()
+    llm: llm_capacity.LlmCapacityState = llm_capacity.LlmCapacityState()
 
 
 def initial_state(config: TrimtabConfig) -> TrimtabState:
     return TrimtabState()
 
 
-def plan_load(snapshot: Snapshot, fc: tuple[float, float] | None, fit: capacity.BatchFit,
+def plan_load(snapshot: Snapshot, fc: tuple[float, float] | None, expected_wait: float,
               config: TrimtabConfig) -> tuple[float, str]:
     """The load to size for: upper forecast, plus a backlog to drain, or a burst. Before the
     forecaster has anything to say, the load seen now with the burst factor's margin if the
     fleet is already overrun (a backlog, or requests lost), as seen if not: a fleet started
-    right for a steady load is not scaled up on its first tick."""
+    right for a steady load is not scaled up on its first tick. ``expected_wait`` is the queue
+    the fleet holds while keeping up (batches forming); more is a backlog."""
     now_rps = float(snapshot.arrival_rate_rps or 0.0)
     reason = REASON_STEADY
-    ready = snapshot.ready_replicas or 0
-    settled = capacity.settled_batch(fit, now_rps / ready) if ready else 0.0
-    expected_wait = ready * (settled if math.isfinite(settled) else 0.0)
     backlog = max(0.0, float(snapshot.queue_depth or 0.0) - 2.0 * expected_wait)
     if fc is None:
         overrun = backlog > 0 or (snapshot.shed_rps or 0.0) + (snapshot.timed_out_rps or 0.0) > 0
@@ -186,6 +205,76 @@ def plan_load(snapshot: Snapshot, fc: tuple[float, float] | None, fit: capacity.
     return planned, reason
 
 
+@dataclass(frozen=True)
+class _BatchSizer:
+    """Sizing and pod knobs from the batch-time fit (a request-level server)."""
+
+    fit: capacity.BatchFit
+    max_batch: int
+    budget_s: float
+    timeout_s: float
+
+    def replicas(self, load_rps: float, config: TrimtabConfig) -> int:
+        b = config.bounds
+        return capacity.replicas_for(self.fit, load_rps, self.budget_s, self.max_batch,
+                                     b.slo_target, b.max_replicas, self.timeout_s,
+                                     config.max_utilisation)
+
+    def concurrency_limit(self, config: TrimtabConfig) -> int:
+        return capacity.concurrency_limit(self.fit, self.max_batch, config.bounds.slo_latency_s)
+
+    def queue_timeout_s(self, limit: int, config: TrimtabConfig) -> float:
+        b = config.bounds
+        return capacity.admission_wait_s(self.fit, limit, self.max_batch, b.slo_latency_s,
+                                         b.slo_target)
+
+    def details(self) -> dict[str, float]:
+        return {"a_s": self.fit.a_s, "c_s": self.fit.c_s}
+
+
+@dataclass(frozen=True)
+class _LlmSizer:
+    """Sizing and the door's limit from the LLM engine's step-time fit (llm_capacity)."""
+
+    model: llm_capacity.LlmFit
+    cfg: llm_capacity.LlmCapacityConfig
+    max_num_seqs: int | None
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.max_num_seqs
+
+    def replicas(self, load_rps: float, config: TrimtabConfig) -> int:
+        b = config.bounds
+        assert b.slo_tpot_s is not None
+        t = llm_capacity.targets(self.model, b.slo_tpot_s, b.slo_ttft_s, b.slo_target,
+                                 self.max_num_seqs, self.cfg)
+        return llm_capacity.replicas_for(self.model, load_rps, t, b.max_replicas, self.cfg)
+
+    def concurrency_limit(self, config: TrimtabConfig) -> int | None:
+        return llm_capacity.concurrency_limit(self.model, self.max_num_seqs)
+
+    def queue_timeout_s(self, limit: int, config: TrimtabConfig) -> float | None:
+        return None          # waiting at the door is what the limit is for: no shedding
+
+    def details(self) -> dict[str, float]:
+        m = self.model
+        out = {"c0_s": m.c0_s, "c_decode_s": m.c_d_s, "c_prefill_s": m.c_p_s,
+               "prompt_per_request": m.prompt_per_request,
+               "output_per_request": m.output_per_request, "kv_limit": m.kv_limit}
+        if m.kv_per_seq is not None:
+            out["kv_per_seq"] = m.kv_per_seq
+        if m.ttft_slope is not None:
+            out.update(ttft_floor=m.ttft_floor or 0.0, ttft_slope=m.ttft_slope)
+        out["tpot_over"] = m.tpot_over
+        return out
+
+
+def _llm_mode(snapshot: Snapshot, config: TrimtabConfig) -> bool:
+    """Plan on the LLM model: an LLM engine's series are read and a TPOT bound is given."""
+    return config.bounds.slo_tpot_s is not None and llm_capacity.is_llm(snapshot)
+
+
 def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s: float
            ) -> tuple[Decision, TrimtabState]:
     hold = hold_on_unreadable(snapshot, [FIELD_ARRIVAL_RATE])
@@ -197,44 +286,63 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     horizon_s = b.cold_start_s + config.interval_s
     fcfg = config.forecast_config()
     bcfg = config.budget_config()
+    lcfg = config.llm_config()
+    llm = _llm_mode(snapshot, config)
     fstate = forecast.observe(state.forecast, fcfg, now_s, float(snapshot.arrival_rate_rps),
                               horizon_s)
     cstate = capacity.observe(state.capacity, snapshot.batch_samples,
                               ew_weight=config.capacity_ew_weight)
-    bstate = budget_.update(state.budget, snapshot, b.slo_latency_s, b.slo_target, bcfg)
+    lstate = (llm_capacity.observe(state.llm, snapshot, lcfg, b.slo_ttft_s, b.slo_tpot_s)
+              if llm else state.llm)
+    bstate = budget_.update(state.budget, snapshot, b.slo_latency_s, b.slo_target, bcfg,
+                            counts=_window_counts(snapshot, config, llm) if llm else None)
     margin = bstate.headroom
-    fit = capacity.fit(cstate)
     state = replace(state, forecast=fstate, capacity=cstate, started_s=started_s, margin=margin,
-                    budget=bstate)
-    if fit is None:
-        return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
-                replace(state, last_replicas=current))
+                    budget=bstate, llm=lstate)
+    budget_s = b.slo_latency_s * config.budget_fraction
+    configured = b.max_batch_size or snapshot.max_batch_size or 1
+    sizer: _BatchSizer | _LlmSizer
+    if llm:
+        model = llm_capacity.fit(lstate, lcfg, b.slo_ttft_s)
+        if model is None:
+            return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
+                    replace(state, last_replicas=current))
+        sizer = _LlmSizer(model=model, cfg=lcfg, max_num_seqs=b.max_batch_size)
+        expected_wait = 0.0
+    else:
+        fit = capacity.fit(cstate)
+        if fit is None:
+            return (Decision(replicas=current, reason=REASON_NO_MODEL, valid=False),
+                        replace(state, last_replicas=current))
+        old_batch = state.max_batch if state.max_batch is not None else snapshot.max_batch_size
+        max_batch = knobs.max_batch(fit, old_batch,
+                                    capacity.best_max_batch(fit, budget_s, configured),
+                                    budget_s, configured, config.knob_min_change)
+        timeout_s = (snapshot.batch_timeout_ms or b.batch_timeout_ms or 0.0) / 1000.0
+        sizer = _BatchSizer(fit=fit, max_batch=max_batch, budget_s=budget_s,
+                            timeout_s=timeout_s)
+        ready = snapshot.ready_replicas or 0
+        now = float(snapshot.arrival_rate_rps or 0.0)
+        settled = capacity.settled_batch(fit, now / ready) if ready else 0.0
+        expected_wait = ready * (settled if math.isfinite(settled) else 0.0)
     burn = bstate.burn(b.slo_target, bcfg)
     q_plan = budget_.planning_quantile(config.quantile, burn, budget_.confidence(bstate, bcfg),
                                        bcfg)
     now_rps = float(snapshot.arrival_rate_rps)
     noise_rps = 2.0 * math.sqrt(max(now_rps, 1.0) / max(snapshot.window_s, 1e-9))  # Poisson, 2 sd
     fc = forecast.forecast(fstate, replace(fcfg, quantile=q_plan), horizon_s, now_rps, noise_rps)
-    load, load_reason = plan_load(snapshot, fc, fit, config)
-    load *= margin
-    budget_s = b.slo_latency_s * config.budget_fraction
-    configured = b.max_batch_size or snapshot.max_batch_size or 1
-    old_batch = state.max_batch if state.max_batch is not None else snapshot.max_batch_size
-    max_batch = knobs.max_batch(fit, old_batch,
-                                capacity.best_max_batch(fit, budget_s, configured),
-                                budget_s, configured, config.knob_min_change)
-    timeout_s = (snapshot.batch_timeout_ms or b.batch_timeout_ms or 0.0) / 1000.0
-    need = capacity.replicas_for(fit, load, budget_s, max_batch, b.slo_target, b.max_replicas,
-                                 timeout_s, config.max_utilisation)
-    need_down = capacity.replicas_for(fit, load * (1 + config.down_band), budget_s, max_batch,
-                                      b.slo_target, b.max_replicas, timeout_s,
-                                      config.max_utilisation)
+    if llm and fc is not None and not config.llm_plan_upper:
+        fc = (fc[0], fc[0])
+    load, load_reason = plan_load(snapshot, fc, expected_wait, config)
+    if not llm or config.llm_headroom:
+        load *= margin
+    need = sizer.replicas(load, config)
+    need_down = sizer.replicas(load * (1 + config.down_band), config)
     replicas, reason = _guards(current, need, need_down, load_reason, state, config, now_s)
-    need_now = capacity.replicas_for(fit, now_rps, budget_s, max_batch, b.slo_target,
-                                     b.max_replicas, timeout_s, config.max_utilisation)
+    need_now = sizer.replicas(now_rps, config)
     rcfg = config.recurrence_config()
     rstate = recurrence.observe(state.recurrence, need_now, replicas,
-                                _missed(snapshot, config), now_s, rcfg)
+                                _missed(snapshot, config, llm), now_s, rcfg)
     keep = recurrence.floor(rstate, rcfg, config.interval_s, now_s)
     if keep > replicas:
         replicas, why = clamp(keep, b.min_replicas, b.max_replicas)
@@ -244,32 +352,42 @@ def decide(snapshot: Snapshot, config: TrimtabConfig, state: TrimtabState, now_s
     if config.set_pod_knobs:
         old_limit = (state.concurrency_limit if state.concurrency_limit is not None
                      else snapshot.concurrency_limit)
-        limit = knobs.settle(old_limit, capacity.concurrency_limit(fit, max_batch,
-                                                                   b.slo_latency_s),
-                             config.knob_min_change)
-        pod = {"max_batch_size": max_batch, "concurrency_limit": limit}
-        if config.shed_late:
-            pod["queue_timeout_s"] = round(capacity.admission_wait_s(
-                fit, limit, max_batch, b.slo_latency_s, b.slo_target), 3)
+        wanted = sizer.concurrency_limit(config)
+        limit = knobs.settle(old_limit, wanted, config.knob_min_change) if wanted else None
+        pod = {"max_batch_size": sizer.max_batch, "concurrency_limit": limit}
+        if config.shed_late and limit is not None:
+            wait_s = sizer.queue_timeout_s(limit, config)
+            if wait_s is not None:
+                pod["queue_timeout_s"] = round(wait_s, 3)
     details = {"need": float(need), "need_down": float(need_down), "margin": margin,
                "need_now": float(need_now), "quiet_floor": float(keep),
-               "burn": burn, "quantile": q_plan,
-               "a_s": fit.a_s, "c_s": fit.c_s}
+               "burn": burn, "quantile": q_plan, **sizer.details()}
     if fc is not None:
         details.update(forecast_mean_rps=fc[0], forecast_upper_rps=fc[1])
     decision = Decision(replicas=replicas, reason=reason, forecast_rps=load, details=details,
                         **pod)
     return decision, replace(state, recommendations=recs, last_replicas=replicas,
                              recurrence=rstate,
-                             max_batch=max_batch if config.set_pod_knobs else state.max_batch,
+                             max_batch=sizer.max_batch if config.set_pod_knobs
+                             else state.max_batch,
                              concurrency_limit=pod.get("concurrency_limit"))
 
 
-def _missed(snapshot: Snapshot, config: TrimtabConfig) -> bool:
-    """Whether this window missed the SLO (over its share of slow, shed and timed out)."""
+def _window_counts(snapshot: Snapshot, config: TrimtabConfig, llm: bool
+                   ) -> tuple[float, float] | None:
+    """(requests, misses) of the window: on the TTFT and TPOT bounds for an LLM fleet, on the
+    end-to-end latency otherwise."""
     b = config.bounds
-    counts = budget_.window_counts(snapshot, b.slo_latency_s) if b.slo_latency_s else None
-    return counts is not None and counts[0] >= 20 and counts[1] > (1 - b.slo_target) * counts[0]
+    if llm:
+        return llm_capacity.window_counts(snapshot, b.slo_ttft_s, b.slo_tpot_s)
+    return budget_.window_counts(snapshot, b.slo_latency_s) if b.slo_latency_s else None
+
+
+def _missed(snapshot: Snapshot, config: TrimtabConfig, llm: bool = False) -> bool:
+    """Whether this window missed the SLO (over its share of slow, shed and timed out)."""
+    counts = _window_counts(snapshot, config, llm)
+    return (counts is not None and counts[0] >= 20
+            and counts[1] > (1 - config.bounds.slo_target) * counts[0])
 
 
 def _guards(current: int, need: int, need_down: int, load_reason: str, state: TrimtabState,

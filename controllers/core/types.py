@@ -264,6 +264,8 @@ class FleetBounds:
     cold_start_s: float = 60.0
     slo_latency_s: float = 0.5
     slo_target: float = SLO_TARGET
+    slo_ttft_s: float | None = None        # an LLM fleet's bounds on time to first token
+    slo_tpot_s: float | None = None        # and time per output token (None: not bound)
     initial_replicas: int = 1
     concurrency_limit: int | None = None
     max_batch_size: int | None = None

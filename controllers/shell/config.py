@@ -125,7 +125,9 @@ class TargetConfig(_Strict):
     def bounds(self) -> FleetBounds:
         return FleetBounds(min_replicas=self.replicas.min, max_replicas=self.replicas.max,
                            cold_start_s=self.cold_start_s, slo_latency_s=self.slo.latency_s,
-                           slo_target=self.slo.target, initial_replicas=self.replicas.min)
+                           slo_target=self.slo.target, initial_replicas=self.replicas.min,
+                           slo_ttft_s=self.slo.ttft.bound_s if self.slo.ttft else None,
+                           slo_tpot_s=self.slo.tpot.bound_s if self.slo.tpot else None)
 
 
 class PrometheusConfig(_Strict):
