@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from trimtab.collectors import names
 from trimtab.common.errors import message
 from trimtab.collectors.health import CollectorHealth
+from trimtab.collectors.sse import ENGINE_TIMED
 
 log = logging.getLogger(__name__)
 OTHER_MODEL = "other"
@@ -27,6 +28,7 @@ OTHER_MODEL = "other"
 # each series has one source, and exports the model server's own queue under upstream names.
 PROXY_FAMILIES = frozenset({names.REQUESTS, names.REQUEST_DURATION, names.QUEUE_DURATION,
                             names.TIME_TO_FIRST_BYTE, names.QUEUE_DEPTH, names.IN_FLIGHT})
+SSE_FAMILIES = frozenset({names.LLM_TTFT, names.LLM_ITL})
 PROXY_RENAMES = {names.QUEUE_DEPTH: names.UPSTREAM_QUEUE_DEPTH,
                  names.IN_FLIGHT: names.UPSTREAM_IN_FLIGHT}
 
@@ -293,6 +295,8 @@ def build_adapter(config, health: CollectorHealth, *, skip_proxy_families: bool)
                                                   triton_stats_fetcher)
     url = config.adapter_metrics_url or config.upstream + "/metrics"
     skip = PROXY_FAMILIES if skip_proxy_families else frozenset()
+    if skip_proxy_families and config.adapter not in ENGINE_TIMED:
+        skip |= SSE_FAMILIES          # the proxy times streamed responses itself
     rename = PROXY_RENAMES if skip_proxy_families else {}
     common = dict(interval_s=config.adapter_interval_s, skip=skip, rename=rename)
     if config.adapter == "triton":

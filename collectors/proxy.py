@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from itertools import chain
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -16,6 +17,7 @@ from trimtab.collectors.admission import Admission, QueueFull, QueueTimeout
 from trimtab.collectors.connguard import ConnectionGuard, GuardedServer
 from trimtab.collectors.proxy_metrics import OTHER_MODEL, ModelChildren, ProxyMetrics
 from trimtab.collectors.settings import ProxyLimits
+from trimtab.collectors.sse import SseTimer
 from trimtab.collectors.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,21 @@ def model_from_request(path: str, body: bytes, models: frozenset[str], default: 
     if name is None:
         return default
     return name if name in models else OTHER_MODEL
+
+
+def _is_event_stream(headers: list[tuple[str, str]]) -> bool:
+    return any(k.lower() == "content-type" and v.lower().startswith("text/event-stream")
+               for k, v in headers)
+
+
+def _time_tokens(timer: SseTimer, chunk: bytes, now_s: float, sse: tuple[Any, Any]) -> None:
+    """Feed one forwarded chunk to the stream's timer; observe its first token and gaps."""
+    had_first = timer.ttft_s is not None
+    timer.feed(chunk, now_s)
+    if not had_first and timer.ttft_s is not None:
+        sse[0].observe(timer.ttft_s)
+    for gap_s in timer.gaps_s:
+        sse[1].observe(gap_s)
 
 
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -261,6 +278,8 @@ class AdmissionProxy:
             response.content_length = upstream.content_length
         await response.prepare(request)
         first = True
+        sse = ch.sse() if _is_event_stream(out_headers) else None
+        timer = SseTimer(started_s=t0) if sse is not None else None
         chunks = upstream.iter_chunks().__aiter__()
         while True:
             try:
@@ -277,6 +296,8 @@ class AdmissionProxy:
             if first:
                 ch.ttfb.observe(self._clock() - t0)
                 first = False
+            if timer is not None and sse is not None:
+                _time_tokens(timer, chunk, self._clock(), sse)
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):

@@ -1,6 +1,8 @@
 """Metrics of the admission proxy, with label children for the bounded model set created up front."""
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from trimtab.collectors import names
@@ -28,6 +30,17 @@ class ModelChildren:
         self.ttfb = m.ttfb.labels(model)
         self.queue_depth = m.queue_depth.labels(model)
         self.in_flight = m.in_flight.labels(model)
+        self._m, self._model = m, model
+        self._sse: tuple[Any, Any] | None = None
+
+    def sse(self) -> tuple[Any, Any] | None:
+        """(TTFT, ITL) children for a streamed response, made at the model's first stream (a
+        server that never streams exports no LLM timing series); None when not measured."""
+        if self._m.sse_ttft is None or self._m.sse_itl is None:
+            return None
+        if self._sse is None:
+            self._sse = (self._m.sse_ttft.labels(self._model), self._m.sse_itl.labels(self._model))
+        return self._sse
 
 
 class ProxyMetrics:
@@ -39,7 +52,7 @@ class ProxyMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry, models: tuple[str, ...],
-                 buckets_s: tuple[float, ...]) -> None:
+                 buckets_s: tuple[float, ...], sse_timing: bool = False) -> None:
         self.requests = Counter(names.REQUESTS, _h(names.REQUESTS), ["model", "outcome"],
                                 registry=registry)
         self.rejected = Counter(names.PROXY_REJECTED, _h(names.PROXY_REJECTED),
@@ -53,4 +66,12 @@ class ProxyMetrics:
         self.queue_depth = Gauge(names.QUEUE_DEPTH, _h(names.QUEUE_DEPTH), ["model"],
                                  registry=registry)
         self.in_flight = Gauge(names.IN_FLIGHT, _h(names.IN_FLIGHT), ["model"], registry=registry)
+        # Streamed responses timed by the proxy (collectors.sse) for a server that exports no
+        # TTFT or ITL of its own, on vLLM's bounds so the same objectives read them.
+        self.sse_ttft = self.sse_itl = None
+        if sse_timing:
+            self.sse_ttft = Histogram(names.LLM_TTFT, _h(names.LLM_TTFT), ["model"],
+                                      buckets=names.VLLM_TTFT_BUCKETS_S, registry=registry)
+            self.sse_itl = Histogram(names.LLM_ITL, _h(names.LLM_ITL), ["model"],
+                                     buckets=names.VLLM_TPOT_BUCKETS_S, registry=registry)
         self.by_model = {m: ModelChildren(self, m) for m in (*models, OTHER_MODEL)}

@@ -20,6 +20,7 @@ from trimtab.collectors.gpu import GpuCollector, load_nvml
 from trimtab.collectors.health import CollectorHealth
 from trimtab.collectors.proxy import AdmissionProxy
 from trimtab.collectors.proxy_metrics import ProxyMetrics
+from trimtab.collectors.sse import ENGINE_TIMED
 from trimtab.collectors.settings import SidecarConfig
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class Sidecar:
                                    config.limits.queue_timeout_s)
         self.proxy: AdmissionProxy | None = None
         if config.proxy:
-            metrics = ProxyMetrics(self.registry, config.models, config.buckets_s)
+            metrics = ProxyMetrics(self.registry, config.models, config.buckets_s,
+                                   sse_timing=config.adapter not in ENGINE_TIMED)
             self.proxy = AdmissionProxy(config.upstream, self.admission, metrics, config.limits,
                                         config.models)
         self.triton = None

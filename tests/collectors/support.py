@@ -101,6 +101,22 @@ def upstream_app(state: dict | None = None) -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def tokens(request: web.Request) -> web.StreamResponse:
+        """An OpenAI-style streamed completion: the first token after 0.2 s, four more 0.05 s
+        apart (the last two in one write), then [DONE]."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await asyncio.sleep(0.2)
+        await resp.write(b'data: {"choices": [{"text": "a"}]}\n\n')
+        for _ in range(2):
+            await asyncio.sleep(0.05)
+            await resp.write(b'data: {"choices": [{"text": "b"}]}\n\n')
+        await asyncio.sleep(0.05)
+        await resp.write(b'data: {"choices": [{"text": "c"}]}\n\ndata: {"choices": []}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
     async def sse_die(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -123,6 +139,7 @@ def upstream_app(state: dict | None = None) -> web.Application:
     app.router.add_get("/reset", reset)
     app.router.add_get("/sse", sse)
     app.router.add_get("/sse_die", sse_die)
+    app.router.add_get("/tokens", tokens)
     app.router.add_get("/fail", status500)
     app.router.add_post("/v2/models/{m}/infer", infer)
     app.router.add_post("/v1/completions", echo)

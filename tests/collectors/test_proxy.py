@@ -228,6 +228,39 @@ def test_sse_streamed_unbuffered_with_ttfb():
     run(scenario())
 
 
+def test_streamed_tokens_timed_by_the_proxy():
+    """Behind a server that exports no TTFT or ITL, the proxy times the SSE events it forwards:
+    one first token after about 0.2 s, four gaps summing to about 0.15 s (the last two events
+    arrived in one write and share their gap), [DONE] no token."""
+    async def scenario():
+        async with proxied() as (sc, url), aiohttp.ClientSession() as s:
+            async with s.get(url + "/echo") as r:        # a plain answer: no LLM series
+                await r.read()
+            assert v(sc, "trimtab_llm_time_to_first_token_seconds_count", model="m1") is None
+            async with s.get(url + "/tokens") as r:
+                assert (await r.read()).endswith(b"data: [DONE]\n\n")
+            ttft = "trimtab_llm_time_to_first_token_seconds"
+            itl = "trimtab_llm_inter_token_latency_seconds"
+            assert v(sc, ttft + "_count", model="m1") == 1
+            assert 0.19 <= v(sc, ttft + "_sum", model="m1") < 1.0
+            assert v(sc, itl + "_count", model="m1") == 4
+            assert 0.14 <= v(sc, itl + "_sum", model="m1") < 1.0
+    run(scenario())
+
+
+def test_no_proxy_timing_where_the_engine_exports_its_own():
+    from prometheus_client import CollectorRegistry
+
+    from trimtab.collectors.proxy_metrics import ProxyMetrics
+    from trimtab.collectors.sse import ENGINE_TIMED
+
+    assert {"vllm", "sglang"} <= ENGINE_TIMED and "triton" not in ENGINE_TIMED
+    off = ProxyMetrics(CollectorRegistry(), ("m1",), (0.1, 1.0), sse_timing=False)
+    assert off.by_model["m1"].sse() is None
+    on = ProxyMetrics(CollectorRegistry(), ("m1",), (0.1, 1.0), sse_timing=True)
+    assert on.by_model["m1"].sse() is not None
+
+
 def test_slow_body_cut_off_with_408_without_stalling_others():
     async def scenario():
         async with proxied(limits={"body_timeout_s": 0.3}) as (sc, url):
